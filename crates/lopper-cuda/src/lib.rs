@@ -1,0 +1,1 @@
+//! lopper-cuda (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lopper-energy (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lopper-lowrank (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

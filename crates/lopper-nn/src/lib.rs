@@ -1,0 +1,1 @@
+//! lopper-nn (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lopper-prune (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! lopper-sparse (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).

@@ -1,0 +1,6 @@
+//! File formats: safetensors and `.npy`, and the atomic write they share.
+mod atomic;
+pub mod npy;
+pub mod safetensors;
+
+pub use atomic::write_atomic;

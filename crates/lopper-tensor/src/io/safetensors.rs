@@ -1,0 +1,236 @@
+//! safetensors files: f32, f16 and bf16 tensors become [`Tensor`]s (names, order and file metadata
+//! kept); tensors of other dtypes (integers, f64, ...) are carried through untouched as [`Entry::Raw`]
+//! so that a tool that rewrites a checkpoint never drops them.
+use crate::{DType, Error, Result, Storage, Tensor};
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub use safetensors::Dtype as RawDType;
+
+/// One named tensor of a safetensors file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry {
+    /// An f32, f16 or bf16 tensor.
+    Tensor(Tensor),
+    /// Any other dtype, kept as bytes.
+    Raw {
+        dtype: RawDType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The contents of a safetensors file, tensors in file order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SafetensorsFile {
+    pub entries: Vec<(String, Entry)>,
+    /// The `__metadata__` string map.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SafetensorsFile {
+    /// The float tensor called `name`, if any.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find_map(|(n, e)| match e {
+            Entry::Tensor(t) if n == name => Some(t),
+            _ => None,
+        })
+    }
+
+    /// Float tensors in file order.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().filter_map(|(n, e)| match e {
+            Entry::Tensor(t) => Some((n.as_str(), t)),
+            Entry::Raw { .. } => None,
+        })
+    }
+
+    /// Appends a float tensor.
+    pub fn push(&mut self, name: impl Into<String>, t: Tensor) {
+        self.entries.push((name.into(), Entry::Tensor(t)));
+    }
+}
+
+fn to_raw(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+    }
+}
+
+fn fmt_err(path: &Path, detail: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        format: "safetensors",
+        detail: detail.into(),
+    }
+}
+
+/// Parses safetensors bytes; `path` only names the source in errors.
+pub fn from_bytes(buf: &[u8], path: &Path) -> Result<SafetensorsFile> {
+    let st = SafeTensors::deserialize(buf).map_err(|e| fmt_err(path, e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| fmt_err(path, e.to_string()))?;
+    let mut entries = Vec::new();
+    for name in meta.offset_keys() {
+        let view = st.tensor(&name).map_err(|e| fmt_err(path, e.to_string()))?;
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let entry = match view.dtype() {
+            Dtype::F32 => Entry::Tensor(Tensor::new(
+                &shape,
+                Storage::F32(bytemuck::pod_collect_to_vec(data)),
+            )?),
+            Dtype::F16 => Entry::Tensor(Tensor::new(
+                &shape,
+                Storage::F16(bytemuck::pod_collect_to_vec::<u8, f16>(data)),
+            )?),
+            Dtype::BF16 => Entry::Tensor(Tensor::new(
+                &shape,
+                Storage::BF16(bytemuck::pod_collect_to_vec::<u8, bf16>(data)),
+            )?),
+            other => Entry::Raw {
+                dtype: other,
+                shape,
+                bytes: data.to_vec(),
+            },
+        };
+        entries.push((name, entry));
+    }
+    let metadata = meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok(SafetensorsFile { entries, metadata })
+}
+
+/// Reads a safetensors file. A file that is not safetensors or is truncated is an
+/// [`Error::Format`] naming the path.
+pub fn read(path: &Path) -> Result<SafetensorsFile> {
+    let buf = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(&buf, path)
+}
+
+struct EntryView<'a>(&'a Entry);
+
+impl View for EntryView<'_> {
+    fn dtype(&self) -> Dtype {
+        match self.0 {
+            Entry::Tensor(t) => to_raw(t.dtype()),
+            Entry::Raw { dtype, .. } => *dtype,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self.0 {
+            Entry::Tensor(t) => t.shape(),
+            Entry::Raw { shape, .. } => shape,
+        }
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self.0 {
+            Entry::Tensor(t) => Cow::Borrowed(t.storage().as_bytes()),
+            Entry::Raw { bytes, .. } => Cow::Borrowed(bytes),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self.0 {
+            Entry::Tensor(t) => t.storage().as_bytes().len(),
+            Entry::Raw { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// Serializes to safetensors bytes. Duplicate names are an error.
+pub fn to_bytes(file: &SafetensorsFile) -> Result<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    for (n, _) in &file.entries {
+        if !seen.insert(n.as_str()) {
+            return Err(Error::invalid(
+                "safetensors::to_bytes",
+                format!("tensor name {n:?} appears twice"),
+            ));
+        }
+    }
+    let meta: Option<HashMap<String, String>> = if file.metadata.is_empty() {
+        None
+    } else {
+        Some(file.metadata.clone().into_iter().collect())
+    };
+    safetensors::serialize(
+        file.entries.iter().map(|(n, e)| (n.as_str(), EntryView(e))),
+        meta,
+    )
+    .map_err(|e| Error::invalid("safetensors::to_bytes", e.to_string()))
+}
+
+/// Writes a safetensors file atomically (temp file + rename).
+pub fn write(path: &Path, file: &SafetensorsFile) -> Result<()> {
+    use std::io::Write;
+    let bytes = to_bytes(file)?;
+    crate::io::write_atomic(path, |w| w.write_all(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_all_dtypes_names_metadata_and_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let mut f = SafetensorsFile::default();
+        let base = Tensor::randn(&[3, 4], 1.0, 1);
+        f.push("z.weight", base.clone());
+        f.push("a.bias", base.to_dtype(DType::F16).reshape(&[12]).unwrap());
+        f.push("m.bf", base.to_dtype(DType::BF16));
+        f.entries.push((
+            "ids".into(),
+            Entry::Raw {
+                dtype: RawDType::I64,
+                shape: vec![2],
+                bytes: [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            },
+        ));
+        f.metadata.insert("format".into(), "pt".into());
+        write(&p, &f).unwrap();
+        let g = read(&p).unwrap();
+        assert_eq!(g.metadata, f.metadata);
+        assert_eq!(g.entries.len(), 4);
+        for (name, e) in &f.entries {
+            let (_, ge) = g.entries.iter().find(|(n, _)| n == name).unwrap();
+            assert_eq!(ge, e, "{name}");
+        }
+    }
+
+    #[test]
+    fn truncated_and_garbage_are_format_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.safetensors");
+        std::fs::write(&p, b"this is not a safetensors file").unwrap();
+        let e = read(&p).unwrap_err();
+        assert!(matches!(e, Error::Format { .. }), "{e}");
+        assert!(e.to_string().contains("bad.safetensors"));
+
+        let mut f = SafetensorsFile::default();
+        f.push("w", Tensor::randn(&[8, 8], 1.0, 2));
+        let bytes = to_bytes(&f).unwrap();
+        let cut = &bytes[..bytes.len() - 10];
+        assert!(matches!(from_bytes(cut, &p), Err(Error::Format { .. })));
+        assert!(read(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn duplicate_names_rejected() {
+        let mut f = SafetensorsFile::default();
+        f.push("w", Tensor::zeros(&[1], DType::F32));
+        f.push("w", Tensor::zeros(&[1], DType::F32));
+        assert!(to_bytes(&f).is_err());
+    }
+}

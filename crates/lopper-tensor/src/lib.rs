@@ -1,0 +1,29 @@
+//! lopper-tensor: the dense side of lopper.
+//!
+//! - [`Tensor`]: dense, row-major, contiguous, one of three dtypes ([`DType`]: f32, f16, bf16).
+//! - [`MatRef`] / [`MatMut`]: borrowed row-major matrix views that kernels take (faer style).
+//! - [`gemm`]: dense GEMM through `faer` (never hand-rolled), with transposed operands and an explicit
+//!   parallelism argument ([`Par`]).
+//! - [`ops`]: the elementwise basics the sparse and nn crates need.
+//! - [`io`]: safetensors (all three dtypes, names and metadata kept) and `.npy` (f32, f16; C order), with
+//!   atomic writes (temp file + rename) so that a failed write never leaves a half-written file.
+//!
+//! Errors are typed ([`Error`]) and name the operation or file they come from.
+
+mod dtype;
+mod error;
+pub mod gemm;
+pub mod io;
+mod par;
+pub mod ops;
+mod tensor;
+mod view;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use gemm::{gemm, matmul, Transpose};
+pub use par::Par;
+pub use tensor::{Storage, Tensor};
+pub use view::{MatMut, MatRef};
+
+pub use half::{bf16, f16};

@@ -1,0 +1,1 @@
+//! lopper-train (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).
