@@ -1,1 +1,37 @@
-fn main() {}
+//! `lopper`: the command line. One module per subcommand under `cmd/`, each with an `Args` (clap)
+//! and a `run(Args) -> Result<(), CliError>`.
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+mod error;
+
+pub use error::CliError;
+
+#[derive(Parser)]
+#[command(name = "lopper", version, about = "Sparse and low-rank training that computes less, measured")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmarks of the sparse kernels against dense GEMM of the same shape.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lopper: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,21 @@
-//! lopper-sparse (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).
+//! lopper-sparse: sparse weights whose compute really shrinks with density.
+//!
+//! - [`Csr`]: validated compressed sparse rows (every constructor checks the invariants and names the
+//!   first violation), conversions from dense (threshold, mask, exact top-k magnitude) and back, and a
+//!   [`CsrTranspose`] that keeps the value permutation so a values-only update re-transposes in O(nnz).
+//! - [`Sparse24`]: NVIDIA's 2:4 format (values `[M, K/2]` + 2-bit index metadata), with the reorder
+//!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads.
+//! - [`io`]: DLMC `.smtx` and Matrix Market `.mtx` readers and writers.
+//! - [`kernels`]: rayon-parallel, nnz-balanced CPU kernels `spmm`, `spmm_t`, `sddmm`, `spmm_24`, each
+//!   with an f64 dense reference in [`reference`].
+mod csr;
+mod error;
+pub mod io;
+pub mod kernels;
+pub mod reference;
+mod sparse24;
+
+pub use csr::{Csr, CsrTranspose};
+pub use error::{Error, Result};
+pub use kernels::{sddmm, spmm, spmm_24, spmm_t};
+pub use sparse24::Sparse24;

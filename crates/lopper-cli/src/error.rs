@@ -1,0 +1,16 @@
+/// Errors of the `lopper` command line; each says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Tensor(#[from] lopper_tensor::Error),
+    #[error(transparent)]
+    Sparse(#[from] lopper_sparse::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

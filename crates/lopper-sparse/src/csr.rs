@@ -1,0 +1,458 @@
+use crate::error::shape_err;
+use crate::{Error, Result};
+use lopper_tensor::{MatRef, Tensor};
+
+/// A sparse matrix in compressed sparse row form, f32 values, `u32` column indices.
+///
+/// Invariants (checked by every constructor, named on violation):
+/// - `row_ptr.len() == rows + 1`, `row_ptr[0] == 0`, non-decreasing, `row_ptr[rows] == nnz`;
+/// - `col_idx.len() == values.len() == nnz`;
+/// - within a row, column indices are strictly increasing (sorted, unique) and `< cols`;
+/// - `cols <= u32::MAX`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Csr {
+    rows: usize,
+    cols: usize,
+    row_ptr: Vec<usize>,
+    col_idx: Vec<u32>,
+    values: Vec<f32>,
+}
+
+/// The transpose of a [`Csr`] together with the value permutation:
+/// `t.values()[p] == src.values()[perm[p]]`. When only the source's values change (a training step),
+/// [`CsrTranspose::refresh`] re-transposes in O(nnz) without sorting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsrTranspose {
+    t: Csr,
+    perm: Vec<u32>,
+}
+
+impl Csr {
+    /// A CSR matrix from its parts, validated.
+    pub fn from_parts(
+        rows: usize,
+        cols: usize,
+        row_ptr: Vec<usize>,
+        col_idx: Vec<u32>,
+        values: Vec<f32>,
+    ) -> Result<Csr> {
+        validate(rows, cols, &row_ptr, &col_idx, values.len())?;
+        Ok(Csr {
+            rows,
+            cols,
+            row_ptr,
+            col_idx,
+            values,
+        })
+    }
+
+    /// An empty (all zero) `rows x cols` matrix.
+    pub fn zeros(rows: usize, cols: usize) -> Csr {
+        Csr {
+            rows,
+            cols,
+            row_ptr: vec![0; rows + 1],
+            col_idx: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Keeps the entries with `|x| > threshold` (`threshold = 0` keeps every non-zero).
+    pub fn from_dense(m: MatRef<'_>, threshold: f32) -> Result<Csr> {
+        if threshold.is_nan() || threshold < 0.0 {
+            return Err(Error::Invalid {
+                op: "Csr::from_dense",
+                detail: format!("threshold must be >= 0, got {threshold}"),
+            });
+        }
+        Self::build(m, |_, x| x.abs() > threshold)
+    }
+
+    /// Keeps the entries where `mask` (row-major, same shape) is true, zeros included.
+    pub fn from_mask(m: MatRef<'_>, mask: &[bool]) -> Result<Csr> {
+        if mask.len() != m.rows() * m.cols() {
+            return Err(shape_err(
+                "Csr::from_mask",
+                format!(
+                    "mask has {} entries, matrix is {}x{}",
+                    mask.len(),
+                    m.rows(),
+                    m.cols()
+                ),
+            ));
+        }
+        Self::build(m, |flat, _| mask[flat])
+    }
+
+    /// Keeps exactly `k` entries: those of largest `|x|`. Ties are broken by position: among equal
+    /// magnitudes the entry with the smaller row-major index is kept (NaN counts as largest).
+    pub fn from_topk(m: MatRef<'_>, k: usize) -> Result<Csr> {
+        let n = m.rows() * m.cols();
+        if k > n {
+            return Err(Error::Invalid {
+                op: "Csr::from_topk",
+                detail: format!("k = {k} exceeds the {n} entries of the matrix"),
+            });
+        }
+        let keep = topk_mask(m.data(), k);
+        Self::build(m, |flat, _| keep[flat])
+    }
+
+    fn build(m: MatRef<'_>, keep: impl Fn(usize, f32) -> bool) -> Result<Csr> {
+        if m.cols() > u32::MAX as usize {
+            return Err(Error::InvalidCsr(format!(
+                "{} columns exceed u32 indices",
+                m.cols()
+            )));
+        }
+        let mut row_ptr = Vec::with_capacity(m.rows() + 1);
+        let mut col_idx = Vec::new();
+        let mut values = Vec::new();
+        row_ptr.push(0);
+        for i in 0..m.rows() {
+            for (j, &x) in m.row(i).iter().enumerate() {
+                if keep(i * m.cols() + j, x) {
+                    col_idx.push(j as u32);
+                    values.push(x);
+                }
+            }
+            row_ptr.push(col_idx.len());
+        }
+        Ok(Csr {
+            rows: m.rows(),
+            cols: m.cols(),
+            row_ptr,
+            col_idx,
+            values,
+        })
+    }
+
+    /// From a 2-D tensor of any dtype (values converted to f32), keeping non-zeros.
+    pub fn from_tensor(t: &Tensor) -> Result<Csr> {
+        let f = t.to_f32();
+        Self::from_dense(f.mat("Csr::from_tensor")?, 0.0)
+    }
+
+    /// The same pattern with other values (`values.len() == nnz`).
+    pub fn with_values(&self, values: Vec<f32>) -> Result<Csr> {
+        if values.len() != self.nnz() {
+            return Err(Error::InvalidCsr(format!(
+                "{} values for a pattern of {} entries",
+                values.len(),
+                self.nnz()
+            )));
+        }
+        Ok(Csr {
+            values,
+            ..self.clone_pattern()
+        })
+    }
+
+    fn clone_pattern(&self) -> Csr {
+        Csr {
+            rows: self.rows,
+            cols: self.cols,
+            row_ptr: self.row_ptr.clone(),
+            col_idx: self.col_idx.clone(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Dense row-major copy.
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        for i in 0..self.rows {
+            let (c, v) = self.row(i);
+            for (&j, &x) in c.iter().zip(v) {
+                out[i * self.cols + j as usize] = x;
+            }
+        }
+        out
+    }
+
+    /// Dense copy as a `rows x cols` f32 tensor.
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor::from_f32(&[self.rows, self.cols], self.to_dense())
+            .expect("rows * cols elements by construction")
+    }
+
+    /// The transpose, with the permutation that maps its values to ours.
+    pub fn transpose(&self) -> CsrTranspose {
+        // counting sort by column: stable, so rows stay sorted within each column
+        let mut counts = vec![0usize; self.cols + 1];
+        for &j in &self.col_idx {
+            counts[j as usize + 1] += 1;
+        }
+        for j in 0..self.cols {
+            counts[j + 1] += counts[j];
+        }
+        let row_ptr = counts.clone();
+        let mut next = counts;
+        let nnz = self.nnz();
+        let mut col_idx = vec![0u32; nnz];
+        let mut perm = vec![0u32; nnz];
+        for i in 0..self.rows {
+            for p in self.row_ptr[i]..self.row_ptr[i + 1] {
+                let j = self.col_idx[p] as usize;
+                let q = next[j];
+                next[j] += 1;
+                col_idx[q] = i as u32;
+                perm[q] = p as u32;
+            }
+        }
+        let values = perm.iter().map(|&p| self.values[p as usize]).collect();
+        CsrTranspose {
+            t: Csr {
+                rows: self.cols,
+                cols: self.rows,
+                row_ptr,
+                col_idx,
+                values,
+            },
+            perm,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn nnz(&self) -> usize {
+        self.values.len()
+    }
+    /// Stored entries over `rows * cols` (0 for an empty shape).
+    pub fn density(&self) -> f64 {
+        let n = self.rows * self.cols;
+        if n == 0 { 0.0 } else { self.nnz() as f64 / n as f64 }
+    }
+    pub fn row_ptr(&self) -> &[usize] {
+        &self.row_ptr
+    }
+    pub fn col_idx(&self) -> &[u32] {
+        &self.col_idx
+    }
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+    /// The stored values, mutable (the pattern cannot change through this).
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+    /// Column indices and values of row `i`.
+    #[inline]
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.row_ptr[i], self.row_ptr[i + 1]);
+        (&self.col_idx[a..b], &self.values[a..b])
+    }
+    /// Dense-equivalent boolean mask, row-major.
+    pub fn mask(&self) -> Vec<bool> {
+        let mut m = vec![false; self.rows * self.cols];
+        for i in 0..self.rows {
+            for &j in self.row(i).0 {
+                m[i * self.cols + j as usize] = true;
+            }
+        }
+        m
+    }
+}
+
+impl CsrTranspose {
+    /// The transposed matrix (`cols x rows` of the source).
+    pub fn csr(&self) -> &Csr {
+        &self.t
+    }
+    /// `csr().values()[p] == source.values()[perm()[p]]`.
+    pub fn perm(&self) -> &[u32] {
+        &self.perm
+    }
+    /// Copies the source's current values into the transpose (same pattern required).
+    pub fn refresh(&mut self, src: &Csr) -> Result<()> {
+        if src.nnz() != self.perm.len() || src.rows != self.t.cols || src.cols != self.t.rows {
+            return Err(shape_err(
+                "CsrTranspose::refresh",
+                format!(
+                    "source is {}x{} with {} entries, transpose was built for {}x{} with {}",
+                    src.rows,
+                    src.cols,
+                    src.nnz(),
+                    self.t.cols,
+                    self.t.rows,
+                    self.perm.len()
+                ),
+            ));
+        }
+        for (v, &p) in self.t.values.iter_mut().zip(&self.perm) {
+            *v = src.values[p as usize];
+        }
+        Ok(())
+    }
+}
+
+fn validate(rows: usize, cols: usize, rp: &[usize], ci: &[u32], nvals: usize) -> Result<()> {
+    let e = |s: String| Err(Error::InvalidCsr(s));
+    if cols > u32::MAX as usize {
+        return e(format!("{cols} columns exceed u32 indices"));
+    }
+    if rp.len() != rows + 1 {
+        return e(format!(
+            "row_ptr has {} entries, expected rows + 1 = {}",
+            rp.len(),
+            rows + 1
+        ));
+    }
+    if rp[0] != 0 {
+        return e(format!("row_ptr[0] = {}, expected 0", rp[0]));
+    }
+    if ci.len() != nvals {
+        return e(format!(
+            "{} column indices but {nvals} values",
+            ci.len()
+        ));
+    }
+    for i in 0..rows {
+        if rp[i + 1] < rp[i] {
+            return e(format!(
+                "row_ptr decreases at row {i}: {} then {}",
+                rp[i],
+                rp[i + 1]
+            ));
+        }
+    }
+    if rp[rows] != ci.len() {
+        return e(format!(
+            "row_ptr[{rows}] = {} but there are {} entries",
+            rp[rows],
+            ci.len()
+        ));
+    }
+    for i in 0..rows {
+        let row = &ci[rp[i]..rp[i + 1]];
+        for (p, &j) in row.iter().enumerate() {
+            if j as usize >= cols {
+                return e(format!("row {i}: column index {j} out of range (cols = {cols})"));
+            }
+            if p > 0 && row[p - 1] >= j {
+                let what = if row[p - 1] == j { "duplicate" } else { "unsorted" };
+                return e(format!(
+                    "row {i}: {what} column indices {} then {j}",
+                    row[p - 1]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `keep[i]` for the `k` entries of largest `|x|`, ties to the lower index, NaN largest.
+pub(crate) fn topk_mask(data: &[f32], k: usize) -> Vec<bool> {
+    let mut keep = vec![false; data.len()];
+    if k == 0 {
+        return keep;
+    }
+    let key = |i: usize| {
+        let a = data[i].abs();
+        if a.is_nan() { f32::INFINITY } else { a }
+    };
+    let mut idx: Vec<u32> = (0..data.len() as u32).collect();
+    // order: larger magnitude first, then smaller index first; a total order, so exact
+    let cmp = |a: &u32, b: &u32| {
+        key(*b as usize)
+            .total_cmp(&key(*a as usize))
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+    }
+    for &i in &idx[..k] {
+        keep[i as usize] = true;
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dense(rows: usize, cols: usize, density: f64, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..rows * cols)
+            .map(|_| if r.random_bool(density) { r.random_range(-2.0f32..2.0) } else { 0.0 })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn dense_round_trip_and_transpose(rows in 0usize..20, cols in 0usize..20, d in 0.0f64..1.0, seed: u64) {
+            let a = dense(rows, cols, d, seed);
+            let m = MatRef::new(&a, rows, cols).unwrap();
+            let c = Csr::from_dense(m, 0.0).unwrap();
+            prop_assert_eq!(c.to_dense(), a.clone());
+            prop_assert_eq!(c.nnz(), a.iter().filter(|x| **x != 0.0).count());
+            let again = Csr::from_parts(rows, cols, c.row_ptr().to_vec(), c.col_idx().to_vec(), c.values().to_vec());
+            prop_assert!(again.is_ok());
+            let mut t = c.transpose();
+            let td = t.csr().to_dense();
+            for i in 0..rows { for j in 0..cols { prop_assert_eq!(td[j * rows + i], a[i * cols + j]); } }
+            // values-only update, re-transposed through the permutation
+            let mut c2 = c.clone();
+            for v in c2.values_mut() { *v *= -3.0; }
+            t.refresh(&c2).unwrap();
+            let fresh = c2.transpose();
+            prop_assert_eq!(t.csr(), fresh.csr());
+            prop_assert!(Csr::from_parts(t.csr().rows(), t.csr().cols(), t.csr().row_ptr().to_vec(),
+                t.csr().col_idx().to_vec(), t.csr().values().to_vec()).is_ok());
+        }
+
+        #[test]
+        fn topk_keeps_exactly_k_largest(rows in 1usize..12, cols in 1usize..12, seed: u64, frac in 0.0f64..=1.0) {
+            let mut a = dense(rows, cols, 0.8, seed);
+            // force ties
+            for x in a.iter_mut().step_by(3) { *x = x.signum() * 1.0; }
+            let n = rows * cols;
+            let k = ((n as f64) * frac).round() as usize;
+            let c = Csr::from_topk(MatRef::new(&a, rows, cols).unwrap(), k).unwrap();
+            prop_assert_eq!(c.nnz(), k);
+            let kept = c.mask();
+            let min_kept = (0..n).filter(|&i| kept[i]).map(|i| a[i].abs()).fold(f32::INFINITY, f32::min);
+            let max_drop = (0..n).filter(|&i| !kept[i]).map(|i| a[i].abs()).fold(0.0f32, f32::max);
+            if k > 0 && k < n { prop_assert!(min_kept >= max_drop); }
+            // tie rule: a dropped entry equal to a kept one comes later in row-major order
+            for i in 0..n { for j in 0..n {
+                if kept[i] && !kept[j] && a[i].abs() == a[j].abs() { prop_assert!(i < j); }
+            }}
+        }
+    }
+
+    #[test]
+    fn validation_names_first_violation() {
+        let bad = |rp: Vec<usize>, ci: Vec<u32>| {
+            let n = ci.len();
+            Csr::from_parts(2, 3, rp, ci, vec![1.0; n]).unwrap_err().to_string()
+        };
+        assert!(bad(vec![0, 1], vec![0]).contains("rows + 1"));
+        assert!(bad(vec![1, 1, 1], vec![0]).contains("row_ptr[0]"));
+        assert!(bad(vec![0, 2, 1], vec![0, 1]).contains("decreases at row 1"));
+        assert!(bad(vec![0, 3, 1], vec![0]).contains("decreases at row 1"));
+        assert!(bad(vec![0, 1, 2], vec![0, 3]).contains("row 1: column index 3 out of range"));
+        assert!(bad(vec![0, 2, 2], vec![1, 1]).contains("row 0: duplicate"));
+        assert!(bad(vec![0, 2, 2], vec![2, 1]).contains("row 0: unsorted"));
+        assert!(bad(vec![0, 1, 3], vec![0, 1]).contains("row_ptr[2] = 3"));
+        assert!(Csr::from_parts(1, 2, vec![0, 1], vec![0], vec![]).is_err());
+        assert!(Csr::from_dense(MatRef::new(&[1.0], 1, 1).unwrap(), -1.0).is_err());
+        assert!(Csr::from_topk(MatRef::new(&[1.0], 1, 1).unwrap(), 2).is_err());
+        assert!(Csr::from_mask(MatRef::new(&[1.0], 1, 1).unwrap(), &[]).is_err());
+    }
+
+    #[test]
+    fn mask_keeps_explicit_zeros() {
+        let a = [0.0, 5.0, 0.0, 1.0];
+        let c = Csr::from_mask(MatRef::new(&a, 2, 2).unwrap(), &[true, false, false, true]).unwrap();
+        assert_eq!(c.nnz(), 2);
+        assert_eq!(c.col_idx(), &[0, 1]);
+        assert_eq!(c.values(), &[0.0, 1.0]);
+    }
+}

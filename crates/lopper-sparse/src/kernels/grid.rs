@@ -1,0 +1,107 @@
+//! The parallel task grid shared by the kernels: row chunks balanced by cost x column blocks.
+use lopper_tensor::Par;
+use std::ops::Range;
+
+/// A raw pointer that tasks writing disjoint regions may share.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: every user writes through it only to regions no other task touches (documented at use).
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
+/// Splits `0..rows` into at most `parts` contiguous chunks of about equal cost, where row `i` costs
+/// `row_cost(i)`. Empty chunks are dropped.
+pub(crate) fn balanced_rows(rows: usize, parts: usize, row_cost: impl Fn(usize) -> usize) -> Vec<Range<usize>> {
+    let total: usize = (0..rows).map(&row_cost).sum();
+    let parts = parts.max(1);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    let mut acc = 0usize;
+    let mut k = 1;
+    for i in 0..rows {
+        acc += row_cost(i);
+        // close the chunk when it reaches its share of the total
+        if k < parts && acc * parts >= total * k {
+            out.push(start..i + 1);
+            start = i + 1;
+            k += 1;
+        }
+    }
+    if start < rows {
+        out.push(start..rows);
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+/// Column blocks of `n` of width `block` (the last may be narrower).
+pub(crate) fn col_blocks(n: usize, block: usize) -> Vec<Range<usize>> {
+    (0..n.div_ceil(block))
+        .map(|b| b * block..((b + 1) * block).min(n))
+        .collect()
+}
+
+/// Runs `task(rows, cols)` over the grid of row chunks x column blocks with the given parallelism.
+/// Column blocks are the outer index so that a thread's consecutive tasks share their column block
+/// (the dense operand's slab stays in that core's cache).
+pub(crate) fn run_grid(
+    par: Par,
+    row_chunks: &[Range<usize>],
+    col_blocks: &[Range<usize>],
+    task: impl Fn(Range<usize>, Range<usize>) + Sync,
+) {
+    let tasks: Vec<(Range<usize>, Range<usize>)> = col_blocks
+        .iter()
+        .flat_map(|c| row_chunks.iter().map(move |r| (r.clone(), c.clone())))
+        .collect();
+    if par.threads() <= 1 || tasks.len() <= 1 {
+        for (r, c) in tasks {
+            task(r, c);
+        }
+        return;
+    }
+    use rayon::prelude::*;
+    let run = || tasks.into_par_iter().for_each(|(r, c)| task(r, c));
+    match par {
+        Par::Rayon(n) if n > 0 && n != rayon::current_num_threads() => {
+            match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
+                Ok(pool) => pool.install(run),
+                Err(_) => run(),
+            }
+        }
+        _ => run(),
+    }
+}
+
+/// Row chunks for a grid: about `4 * threads` chunks when there is one column block, fewer when the
+/// column blocks already give each thread several tasks.
+pub(crate) fn chunks_for(rows: usize, threads: usize, n_col_blocks: usize, row_cost: impl Fn(usize) -> usize) -> Vec<Range<usize>> {
+    if threads <= 1 {
+        return if rows == 0 { vec![] } else { vec![0..rows] };
+    }
+    let want = (4 * threads).div_ceil(n_col_blocks.max(1)).max(threads).min(rows.max(1));
+    balanced_rows(rows, want, row_cost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_rows_cover_and_balance() {
+        // one heavy row of 10x the mean must not leave the others idle
+        let cost = |i: usize| if i == 3 { 1000 } else { 100 };
+        let ch = balanced_rows(40, 4, cost);
+        assert_eq!(ch.first().unwrap().start, 0);
+        assert_eq!(ch.last().unwrap().end, 40);
+        for w in ch.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        let loads: Vec<usize> = ch.iter().map(|r| r.clone().map(cost).sum()).collect();
+        let max = *loads.iter().max().unwrap();
+        assert!(max <= 1400, "{loads:?}");
+        assert!(balanced_rows(0, 4, cost).is_empty());
+        assert_eq!(col_blocks(130, 64), vec![0..64, 64..128, 128..130]);
+    }
+}

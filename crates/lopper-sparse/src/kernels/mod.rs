@@ -1,0 +1,18 @@
+//! CPU sparse kernels: rayon-parallel over a 2-D grid of (row chunk, column block) tasks whose row
+//! chunks are balanced by stored entries (a row 10x the mean only lengthens its chunk, and a single
+//! huge row is still split across column blocks), register-tiled over N, vectorized by the compiler
+//! inside `#[target_feature]` clones chosen at run time (AVX-512, AVX2+FMA, or portable).
+//!
+//! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
+mod grid;
+mod sddmm;
+pub mod simd;
+mod spmm;
+mod spmm24;
+
+pub use sddmm::sddmm;
+pub use spmm::{spmm, spmm_t, spmm_t_with};
+pub use spmm24::spmm_24;
+
+/// Width (f32 lanes) of the register tile over N that the kernels use.
+pub const N_TILE: usize = 64;

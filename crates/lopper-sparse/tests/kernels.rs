@@ -1,0 +1,145 @@
+//! Every CPU kernel against its f64 dense reference, on random inputs (proptest) and awkward shapes
+//! (one row, empty rows, N not a multiple of the tiles, all zeros, one heavy row), for every
+//! instruction-set clone this CPU has.
+use lopper_sparse::kernels::simd::{self, Isa};
+use lopper_sparse::{Csr, Sparse24, reference, sddmm, spmm, spmm_24, spmm_t};
+use lopper_tensor::{MatMut, MatRef, Par, Tensor};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+fn random_csr(rows: usize, cols: usize, density: f64, seed: u64, heavy_row: bool) -> Csr {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut d: Vec<f32> = (0..rows * cols)
+        .map(|_| if r.random_bool(density) { r.random_range(-1.0f32..1.0) } else { 0.0 })
+        .collect();
+    if heavy_row && rows > 0 {
+        for j in 0..cols {
+            d[j] = r.random_range(-1.0f32..1.0);
+        }
+    }
+    // some empty rows
+    if rows > 2 {
+        d[cols..2 * cols].fill(0.0);
+    }
+    Csr::from_dense(MatRef::new(&d, rows, cols).unwrap(), 0.0).unwrap()
+}
+
+fn dense(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    Tensor::randn(&[rows, cols], 1.0, seed).as_f32().unwrap().to_vec()
+}
+
+fn check(got: &[f32], want: &[f64], len: usize, what: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = reference::tolerance(len, w, 1.0);
+        prop_assert!((g as f64 - w).abs() <= tol, "{what}[{i}]: got {g}, want {w}, tol {tol}");
+    }
+    Ok(())
+}
+
+fn isas() -> Vec<Isa> {
+    [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| simd::supported(i)).collect()
+}
+
+fn par_of(p: u8) -> Par {
+    match p % 3 {
+        0 => Par::Seq,
+        1 => Par::Rayon(2),
+        _ => Par::Rayon(0),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn spmm_matches_reference(m in 1usize..40, k in 1usize..50, n in 1usize..300, d in 0.0f64..1.0,
+                              seed: u64, heavy: bool, p: u8) {
+        let w = random_csr(m, k, d, seed, heavy);
+        let x = dense(k, n, seed ^ 1);
+        let want = reference::spmm(&w.to_dense(), m, k, &x, n);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut y = vec![f32::NAN; m * n];
+            spmm(&w, MatRef::new(&x, k, n).unwrap(), MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want, k, &format!("spmm {isa:?}"))?;
+        }
+    }
+
+    #[test]
+    fn spmm_t_matches_reference(m in 1usize..40, k in 1usize..50, n in 1usize..150, d in 0.0f64..1.0,
+                                seed: u64, heavy: bool, p: u8) {
+        let w = random_csr(m, k, d, seed, heavy);
+        let x = dense(m, n, seed ^ 2);
+        let want = reference::spmm_t(&w.to_dense(), m, k, &x, n);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut y = vec![f32::NAN; k * n];
+            spmm_t(&w, MatRef::new(&x, m, n).unwrap(), MatMut::new(&mut y, k, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want, m, &format!("spmm_t {isa:?}"))?;
+        }
+    }
+
+    #[test]
+    fn sddmm_matches_reference(m in 1usize..30, k in 1usize..30, dd in 0usize..700, d in 0.0f64..1.0,
+                               seed: u64, heavy: bool, p: u8) {
+        let pat = random_csr(m, k, d, seed, heavy);
+        let a = dense(m, dd, seed ^ 3);
+        let b = dense(k, dd, seed ^ 4);
+        let want = reference::sddmm(&pat, &a, &b, dd);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut out = vec![f32::NAN; pat.nnz()];
+            sddmm(&pat, MatRef::new(&a, m, dd).unwrap(), MatRef::new(&b, k, dd).unwrap(), &mut out, par_of(p)).unwrap();
+            check(&out, &want, dd, &format!("sddmm {isa:?}"))?;
+        }
+    }
+
+    #[test]
+    fn spmm_24_matches_reference(m in 1usize..30, groups in 0usize..20, n in 1usize..300, seed: u64, p: u8) {
+        let k = 4 * groups;
+        let wd = dense(m, k, seed);
+        let w = Sparse24::from_dense_prune(MatRef::new(&wd, m, k).unwrap()).unwrap();
+        let x = dense(k, n, seed ^ 5);
+        let want = reference::spmm_24(&w, &x, n);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut y = vec![f32::NAN; m * n];
+            spmm_24(&w, MatRef::new(&x, k, n).unwrap(), MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want, k.max(1), &format!("spmm_24 {isa:?}"))?;
+        }
+    }
+}
+
+#[test]
+fn all_zero_and_empty_shapes() {
+    let w = Csr::zeros(5, 7);
+    let x = dense(7, 33, 1);
+    let mut y = vec![f32::NAN; 5 * 33];
+    spmm(&w, MatRef::new(&x, 7, 33).unwrap(), MatMut::new(&mut y, 5, 33).unwrap(), Par::rayon()).unwrap();
+    assert!(y.iter().all(|&v| v == 0.0));
+    let mut out: Vec<f32> = vec![];
+    sddmm(&w, MatRef::new(&dense(5, 3, 2), 5, 3).unwrap(), MatRef::new(&dense(7, 3, 3), 7, 3).unwrap(), &mut out, Par::Seq).unwrap();
+    // zero columns of X: nothing to do, nothing to fail
+    spmm(&w, MatRef::new(&[], 7, 0).unwrap(), MatMut::new(&mut [], 5, 0).unwrap(), Par::Seq).unwrap();
+    // all-zero 2:4 weight
+    let z = Sparse24::from_dense_exact(MatRef::new(&[0.0; 8], 1, 8).unwrap()).unwrap();
+    let mut y = vec![f32::NAN; 3];
+    spmm_24(&z, MatRef::new(&dense(8, 3, 4), 8, 3).unwrap(), MatMut::new(&mut y, 1, 3).unwrap(), Par::Seq).unwrap();
+    assert_eq!(y, vec![0.0; 3]);
+}
+
+#[test]
+fn shape_errors_are_typed() {
+    let w = random_csr(4, 6, 0.5, 1, false);
+    let x = dense(5, 3, 1);
+    let mut y = vec![0.0; 12];
+    let e = spmm(&w, MatRef::new(&x, 5, 3).unwrap(), MatMut::new(&mut y, 4, 3).unwrap(), Par::Seq).unwrap_err();
+    assert!(e.to_string().contains("spmm: shape mismatch"), "{e}");
+    let mut out = vec![0.0; w.nnz() + 1];
+    let e = sddmm(&w, MatRef::new(&dense(4, 2, 1), 4, 2).unwrap(), MatRef::new(&dense(6, 2, 1), 6, 2).unwrap(), &mut out, Par::Seq).unwrap_err();
+    assert!(e.to_string().contains("sddmm"), "{e}");
+    let s = Sparse24::from_dense_prune(MatRef::new(&dense(2, 8, 1), 2, 8).unwrap()).unwrap();
+    let mut y = vec![0.0; 6];
+    assert!(spmm_24(&s, MatRef::new(&dense(4, 3, 1), 4, 3).unwrap(), MatMut::new(&mut y, 2, 3).unwrap(), Par::Seq).is_err());
+}
