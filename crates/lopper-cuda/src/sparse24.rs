@@ -1,0 +1,206 @@
+//! 2:4 on the device and the launchers of `kernels/sparse24_compress.cu` and
+//! `kernels/sparse24_spmm.cu`. The device layout is the mma.sp m16n8k32 fragment layout of
+//! `kernels/sparse24.cuh`, which lopper-sparse's `Sparse24Fragments` builds and documents on the CPU.
+use crate::csr::check_aligned;
+use crate::device::{Gpu, KernelInfo};
+use crate::error::{Error, Result, i32_arg, shape};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+/// A 2:4 matrix (M, K) on the device in the fragment layout: `vals` holds `ceil(M/16) * ceil(K/32)`
+/// tiles of 32 lanes x 4 words (two bf16 per word), `meta` 16 words per tile.
+pub struct Sparse24Dev {
+    rows: usize,
+    cols: usize,
+    vals: CudaSlice<u32>,
+    meta: CudaSlice<u32>,
+}
+
+/// `(value words, metadata words)` of the fragment layout of a (rows, cols) matrix.
+pub fn fragment_words(rows: usize, cols: usize) -> (usize, usize) {
+    let tiles = rows.div_ceil(16) * cols.div_ceil(32);
+    (tiles * 128, tiles * 16)
+}
+
+impl Sparse24Dev {
+    /// Uploads a matrix already in the fragment layout (from lopper-sparse's `Sparse24Fragments`),
+    /// checking the lengths, `cols % 4 == 0`, and that every metadata code names two increasing
+    /// positions (what `mma.sp::ordered_metadata` requires).
+    pub fn from_fragments(
+        gpu: &Gpu,
+        rows: usize,
+        cols: usize,
+        vals: &[u32],
+        meta: &[u32],
+    ) -> Result<Self> {
+        const OP: &str = "Sparse24Dev::from_fragments";
+        if !cols.is_multiple_of(4) {
+            return Err(shape(OP, format!("K = {cols} is not a multiple of 4")));
+        }
+        let (nv, nm) = fragment_words(rows, cols);
+        if vals.len() != nv || meta.len() != nm {
+            return Err(shape(
+                OP,
+                format!(
+                    "{rows}x{cols} needs {nv} value and {nm} metadata words, got {} and {}",
+                    vals.len(),
+                    meta.len()
+                ),
+            ));
+        }
+        for (w, word) in meta.iter().enumerate() {
+            for c in 0..8 {
+                let code = (word >> (4 * c)) & 0xf;
+                if code & 3 >= code >> 2 {
+                    return Err(shape(
+                        OP,
+                        format!(
+                            "metadata word {w}, code {c}: {code:#06b} is not two increasing positions"
+                        ),
+                    ));
+                }
+            }
+        }
+        i32_arg(OP, "rows", rows)?;
+        i32_arg(OP, "cols", cols)?;
+        Ok(Sparse24Dev {
+            rows,
+            cols,
+            vals: gpu.upload(vals)?,
+            meta: gpu.upload(meta)?,
+        })
+    }
+    /// Copies the layout back: `(value words, metadata words)`.
+    pub fn download(&self, gpu: &Gpu) -> Result<(Vec<u32>, Vec<u32>)> {
+        Ok((gpu.download(&self.vals)?, gpu.download(&self.meta)?))
+    }
+    /// Rows (M).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Logical columns (K).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// 2:4 magnitude pruning and compression of a dense bf16 (M, K) row-major matrix, K % 4 == 0,
+/// straight into the fragment layout (`kernels/sparse24_compress.cu`).
+pub fn sparse24_compress(
+    gpu: &Gpu,
+    w: &CudaSlice<bf16>,
+    rows: usize,
+    cols: usize,
+) -> Result<Sparse24Dev> {
+    const OP: &str = "sparse24_compress";
+    gpu.require_sm80(OP)?;
+    if !cols.is_multiple_of(4) {
+        return Err(shape(OP, format!("K = {cols} is not a multiple of 4")));
+    }
+    if w.len() != rows * cols {
+        return Err(shape(OP, format!("{} elements for {rows}x{cols}", w.len())));
+    }
+    let (m, k) = (i32_arg(OP, "M", rows)?, i32_arg(OP, "K", cols)?);
+    let (nv, nm) = fragment_words(rows, cols);
+    let mut vals = gpu.zeros::<u32>(nv)?;
+    let mut meta = gpu.zeros::<u32>(nm)?;
+    let tiles = nm / 16;
+    if tiles > 0 {
+        check_aligned(gpu, OP, "W", w)?;
+        let f = gpu.function(KernelInfo {
+            module: "sparse24_compress",
+            name: "sparse24_compress_bf16",
+        })?;
+        let cfg = LaunchConfig {
+            grid_dim: (i32_arg(OP, "tile blocks", tiles.div_ceil(4))? as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = gpu.stream().launch_builder(&f);
+        l.arg(&m).arg(&k).arg(w).arg(&mut vals).arg(&mut meta);
+        // SAFETY: sparse24_compress_bf16(int m, int k, const __nv_bfloat16* w, uint4* vals,
+        // uint32_t* meta): W holds M*K bf16 with K % 4 == 0 (checked: the 8-byte group loads stay
+        // in rows), vals and meta were allocated with fragment_words(M, K) (tiles*32 uint4 and
+        // tiles*16 words), and the grid covers ceil(tiles/4) blocks of 4 tile-warps.
+        unsafe { l.launch(cfg) }?;
+    }
+    Ok(Sparse24Dev {
+        rows,
+        cols,
+        vals,
+        meta,
+    })
+}
+
+/// `y = w x` with W (M, K) 2:4 in the fragment layout, X (K, N) and Y (M, N) bf16 row-major,
+/// f32 accumulation, tensor cores (`mma.sp`, `kernels/sparse24_spmm.cu`). Needs N % 8 == 0.
+pub fn sparse24_spmm(
+    gpu: &Gpu,
+    w: &Sparse24Dev,
+    x: &CudaSlice<bf16>,
+    n: usize,
+    y: &mut CudaSlice<bf16>,
+) -> Result<()> {
+    const OP: &str = "sparse24_spmm";
+    gpu.require_sm80(OP)?;
+    if x.len() != w.cols * n || y.len() != w.rows * n {
+        return Err(shape(
+            OP,
+            format!(
+                "W is {}x{}, N = {n}: X has {} elements (need {}), Y {} (need {})",
+                w.rows,
+                w.cols,
+                x.len(),
+                w.cols * n,
+                y.len(),
+                w.rows * n
+            ),
+        ));
+    }
+    if !n.is_multiple_of(8) {
+        return Err(Error::Alignment {
+            op: OP,
+            detail: format!("N = {n} is not a multiple of 8 (16-byte rows of X and Y)"),
+        });
+    }
+    if w.rows == 0 || n == 0 {
+        return Ok(());
+    }
+    check_aligned(gpu, OP, "X", x)?;
+    check_aligned(gpu, OP, "Y", y)?;
+    let grid_y = w.rows.div_ceil(128);
+    if grid_y > 65_535 {
+        return Err(Error::TooLarge {
+            op: OP,
+            detail: format!("M = {}", w.rows),
+        });
+    }
+    let (m, k, n32) = (
+        i32_arg(OP, "M", w.rows)?,
+        i32_arg(OP, "K", w.cols)?,
+        i32_arg(OP, "N", n)?,
+    );
+    let f = gpu.function(KernelInfo {
+        module: "sparse24_spmm",
+        name: "sparse24_spmm_bf16",
+    })?;
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(128) as u32, grid_y as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = gpu.stream().launch_builder(&f);
+    l.arg(&m)
+        .arg(&k)
+        .arg(&n32)
+        .arg(&w.vals)
+        .arg(&w.meta)
+        .arg(x)
+        .arg(y);
+    // SAFETY: sparse24_spmm_bf16(int m, int k, int n, const uint4* vals, const uint32_t* meta,
+    // const __nv_bfloat16* x, __nv_bfloat16* y): vals/meta hold the fragment layout of an MxK matrix
+    // (lengths checked by Sparse24Dev's constructors; the kernel reads tiles < ceil(M/16) x
+    // ceil(K/32) only), X is K*N and Y M*N elements with N % 8 == 0 (checked), 16-byte aligned.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
