@@ -9,6 +9,9 @@
 //! - `gpu-bundle` build the GPU test and bench binaries plus run.sh into gpu-bundle/
 use std::process::{Command, ExitCode};
 
+mod gpu_bundle;
+mod kernels;
+mod nvcc;
 mod tidy;
 
 type Res = Result<(), String>;
@@ -74,6 +77,9 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "tidy" => tidy::run(),
         "bench" => bench(rest),
+        "nvcc" => nvcc::run(rest),
+        "kernels" => kernels::run(rest),
+        "gpu-bundle" => gpu_bundle::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", include_str!("main.rs").lines().take_while(|l| l.starts_with("//!")).map(|l| l.trim_start_matches("//!").trim_start_matches(' ')).collect::<Vec<_>>().join("\n"));
             Ok(())

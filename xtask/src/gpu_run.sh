@@ -1,0 +1,37 @@
+#!/bin/sh
+# lopper GPU bundle: runs every GPU test and benchmark; writes results.md, results.json and logs under
+# $OUT (default: ./out next to this script). Needs: an NVIDIA driver (libcuda), cuBLAS and cuSPARSE
+# shared libraries somewhere under /usr, /opt or /root (pip wheels or a toolkit). No Rust, no network.
+# Usage: run.sh [--quick] [bench arguments...]   (--quick: one N and fewer shapes)
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$HERE/out}
+mkdir -p "$OUT"
+LIBS=$(find /usr /opt /root -xdev \( -name 'libcublas.so.*' -o -name 'libcusparse.so.*' -o -name 'libcublasLt.so.*' -o -name 'libnvJitLink.so.*' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv >> "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+"$HERE/bin/gpu-tests" --test-threads=1 > "$OUT/tests.log" 2>&1
+TEST_RC=$?
+grep -E "^test |test result|skipped|panicked" "$OUT/tests.log" | tail -40
+DLMC_ARG=""
+[ -d "$HERE/dlmc" ] && DLMC_ARG="--dlmc $HERE/dlmc"
+"$HERE/bin/gpu_bench" $DLMC_ARG --json "$OUT/bench.json" --table "$OUT/bench.md" "$@" > "$OUT/bench.log" 2>&1
+BENCH_RC=$?
+tail -60 "$OUT/bench.log"
+{
+  echo "# lopper GPU bundle results"
+  echo
+  echo '```'
+  cat "$OUT/env.txt"
+  echo '```'
+  echo
+  echo "tests: exit $TEST_RC; bench: exit $BENCH_RC"
+  echo
+  grep -E "test result" "$OUT/tests.log"
+  echo
+  [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+} > "$OUT/results.md"
+printf '{"tests_exit": %s, "bench_exit": %s, "bench": "bench.json"}\n' "$TEST_RC" "$BENCH_RC" > "$OUT/results.json"
+echo "results in $OUT: results.md results.json bench.json tests.log bench.log"
+[ "$TEST_RC" = 0 ] && [ "$BENCH_RC" = 0 ]
