@@ -10,6 +10,7 @@
 //!   with an f64 dense reference in [`reference`].
 mod csr;
 mod error;
+mod fragments;
 pub mod io;
 pub mod kernels;
 pub mod reference;
@@ -17,5 +18,6 @@ mod sparse24;
 
 pub use csr::{Csr, CsrTranspose};
 pub use error::{Error, Result};
+pub use fragments::Sparse24Fragments;
 pub use kernels::{sddmm, spmm, spmm_24, spmm_t};
 pub use sparse24::Sparse24;
