@@ -100,7 +100,7 @@ impl Sparse24Fragments {
         values: Vec<u32>,
         meta: Vec<u32>,
     ) -> Result<Sparse24Fragments> {
-        if cols % 4 != 0 {
+        if !cols.is_multiple_of(4) {
             return Err(Error::Invalid24(format!(
                 "K = {cols} is not a multiple of 4"
             )));
