@@ -1,0 +1,164 @@
+use super::*;
+use crate::Error;
+use crate::granularity::{self, AxisSlices, Blocks, Granularity, NM, RowBalanced, is_nm};
+use crate::param::{ParamRef, to_csr, to_sparse24};
+use lopper_sparse::Sparse24;
+use lopper_tensor::MatRef;
+use proptest::prelude::*;
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Structured masks: constant within each group; kept groups count exact; kept groups' score
+/// sums dominate dropped ones (ties to the lower group index).
+fn check_groups(
+    mask: &[bool],
+    scores: &[f32],
+    group_of: impl Fn(usize) -> usize,
+    groups: usize,
+    s: f64,
+) {
+    let mut kept = vec![None; groups];
+    let mut sums = vec![0.0f64; groups];
+    for i in 0..mask.len() {
+        let g = group_of(i);
+        sums[g] += f64::from(scores[i]);
+        match kept[g] {
+            None => kept[g] = Some(mask[i]),
+            Some(k) => assert_eq!(k, mask[i], "group {g} split"),
+        }
+    }
+    let k: Vec<bool> = kept.iter().map(|k| k.unwrap_or(false)).collect();
+    assert_eq!(count(&k), py_round(groups, s));
+    for i in 0..groups {
+        for j in 0..groups {
+            if k[i] && !k[j] {
+                assert!(
+                    sums[i] > sums[j] || (sums[i] == sums[j] && i < j),
+                    "group {i} kept over {j}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// N:M for any N < M: exactly N kept per group of M along the last axis, the N best,
+    /// ties to the lower index; values pruned with it are N:M-valid.
+    #[test]
+    fn nm_keeps_n_best_of_each_group(rows in 1usize..6, groups in 1usize..5, m in 2usize..9, nfrac in 0.0f64..1.0, seed: u64) {
+        let n = 1 + ((m - 1) as f64 * nfrac) as usize % (m - 1);
+        let cols = groups * m;
+        let v = values_with_ties(rows * cols, seed);
+        let sc = abs(&v);
+        let g = NM::new(n, m).unwrap();
+        let mask = g.mask("w", &[rows, cols], &sc, 0.0).unwrap();
+        for (gm, gs) in mask.chunks(m).zip(sc.chunks(m)) {
+            prop_assert_eq!(count(gm), n);
+            assert_topk_order(gs, gm);
+        }
+        let pruned: Vec<f32> = v.iter().zip(&mask).map(|(&x, &k)| if k { x } else { 0.0 }).collect();
+        prop_assert!(is_nm(&pruned, &[rows, cols], n, m));
+    }
+
+    /// 2:4 magnitude equals lopper-sparse's Sparse24::from_dense_prune, and the pruned weight hands
+    /// on as Sparse24 and Csr with the same values.
+    #[test]
+    fn two_four_matches_sparse24(rows in 1usize..6, groups in 1usize..5, seed: u64) {
+        let cols = groups * 4;
+        let v = values_with_ties(rows * cols, seed);
+        let shape = [rows, cols];
+        let mask = NM::new(2, 4).unwrap().mask("w", &shape, &abs(&v), 0.0).unwrap();
+        let pruned: Vec<f32> = v.iter().zip(&mask).map(|(&x, &k)| if k { x } else { 0.0 }).collect();
+        let s24 = Sparse24::from_dense_prune(MatRef::new(&v, rows, cols).unwrap()).unwrap();
+        prop_assert_eq!(s24.to_dense(), pruned.clone());
+        let p = ParamRef::new("w", &shape, &pruned);
+        prop_assert_eq!(to_sparse24(p).unwrap().to_dense(), pruned.clone());
+        let c = to_csr(p, &mask).unwrap();
+        prop_assert_eq!(c.nnz(), rows * cols / 2);
+        prop_assert_eq!(c.to_dense(), pruned);
+    }
+
+    /// Row-balanced: every row keeps round((1-s) * cols), the best of the row.
+    #[test]
+    fn row_balanced_is_exact_per_row(rows in 1usize..6, cols in 1usize..10, s in 0.0f64..1.0, seed: u64) {
+        let sc = abs(&values_with_ties(rows * cols, seed));
+        let mask = RowBalanced.mask("w", &[rows, cols], &sc, s).unwrap();
+        for (rm, rs) in mask.chunks(cols).zip(sc.chunks(cols)) {
+            prop_assert_eq!(count(rm), py_round(cols, s));
+            assert_topk_order(rs, rm);
+        }
+    }
+
+    /// Rows, columns, heads, conv channels (both axes) and blocks.
+    #[test]
+    fn structured_units_are_exact(a in 1usize..5, b in 1usize..5, h in 1usize..4, w in 1usize..4, s in 0.0f64..1.0, seed: u64) {
+        // 2-D [a*h, b*w]
+        let (r, c) = (a * h, b * w);
+        let sc = abs(&values_with_ties(r * c, seed));
+        let sh = [r, c];
+        let m = AxisSlices::rows().mask("w", &sh, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| i / c, r, s);
+        let m = AxisSlices::columns().mask("w", &sh, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| i % c, c, s);
+        let m = AxisSlices::heads(a, 0).mask("w", &sh, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| i / c / h, a, s);
+        let m = AxisSlices::heads(b, 1).mask("w", &sh, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| (i % c) / w, b, s);
+        let m = Blocks { h, w }.mask("w", &sh, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| (i / c / h) * b + (i % c) / w, a * b, s);
+        // conv [a, b, h, w]
+        let sh4 = [a, b, h, w];
+        let m = AxisSlices::channels(0).mask("w", &sh4, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| i / (b * h * w), a, s);
+        let m = AxisSlices::channels(1).mask("w", &sh4, &sc, s).unwrap();
+        check_groups(&m, &sc, |i| (i / (h * w)) % b, b, s);
+    }
+}
+
+#[test]
+fn patterns_that_do_not_fit_are_typed_errors() {
+    let sc = vec![1.0f32; 6];
+    let e = NM::new(2, 4)
+        .unwrap()
+        .mask("layer.w", &[2, 3], &sc, 0.0)
+        .unwrap_err();
+    assert!(matches!(e, Error::Pattern { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("layer.w") && msg.contains("multiple of 4"),
+        "{msg}"
+    );
+    assert!(NM::new(4, 4).is_err() && NM::new(0, 4).is_err());
+    assert!(Blocks { h: 4, w: 1 }.check("w", &[2, 3]).is_err());
+    assert!(AxisSlices::heads(4, 0).check("w", &[6, 2]).is_err());
+    assert!(AxisSlices::channels(0).check("w", &[6, 2]).is_err());
+    assert!(AxisSlices::columns().check("b", &[6]).is_err());
+    for bad in ["3:3", "x:4", "blocks:2", "heads:0", "diagonal"] {
+        assert!(granularity::parse(bad).is_err(), "{bad}");
+    }
+    for good in [
+        "unstructured",
+        "2:4",
+        "1:8",
+        "rows",
+        "cols",
+        "blocks:2x2",
+        "heads:4",
+        "channels",
+        "in-channels",
+        "row-balanced",
+    ] {
+        assert!(granularity::parse(good).is_ok(), "{good}");
+    }
+    assert_eq!(
+        granularity::parse("2:4").unwrap().fixed_density(),
+        Some(0.5)
+    );
+    // round half to even, like Python: round(0.5 * 5) = 2, round(0.5 * 7) = 4
+    assert_eq!(granularity::kept_count(5, 0.5), 2);
+    assert_eq!(granularity::kept_count(7, 0.5), 4);
+}
