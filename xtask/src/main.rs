@@ -81,10 +81,20 @@ fn main() -> ExitCode {
         "kernels" => kernels::run(rest),
         "gpu-bundle" => gpu_bundle::run(rest),
         "help" | "--help" | "-h" => {
-            println!("{}", include_str!("main.rs").lines().take_while(|l| l.starts_with("//!")).map(|l| l.trim_start_matches("//!").trim_start_matches(' ')).collect::<Vec<_>>().join("\n"));
+            println!(
+                "{}",
+                include_str!("main.rs")
+                    .lines()
+                    .take_while(|l| l.starts_with("//!"))
+                    .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             Ok(())
         }
-        other => Err(format!("unknown xtask command {other:?}; try `cargo xtask help`")),
+        other => Err(format!(
+            "unknown xtask command {other:?}; try `cargo xtask help`"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -225,7 +225,11 @@ impl Csr {
     /// Stored entries over `rows * cols` (0 for an empty shape).
     pub fn density(&self) -> f64 {
         let n = self.rows * self.cols;
-        if n == 0 { 0.0 } else { self.nnz() as f64 / n as f64 }
+        if n == 0 {
+            0.0
+        } else {
+            self.nnz() as f64 / n as f64
+        }
     }
     pub fn row_ptr(&self) -> &[usize] {
         &self.row_ptr
@@ -306,10 +310,7 @@ fn validate(rows: usize, cols: usize, rp: &[usize], ci: &[u32], nvals: usize) ->
         return e(format!("row_ptr[0] = {}, expected 0", rp[0]));
     }
     if ci.len() != nvals {
-        return e(format!(
-            "{} column indices but {nvals} values",
-            ci.len()
-        ));
+        return e(format!("{} column indices but {nvals} values", ci.len()));
     }
     for i in 0..rows {
         if rp[i + 1] < rp[i] {
@@ -331,10 +332,16 @@ fn validate(rows: usize, cols: usize, rp: &[usize], ci: &[u32], nvals: usize) ->
         let row = &ci[rp[i]..rp[i + 1]];
         for (p, &j) in row.iter().enumerate() {
             if j as usize >= cols {
-                return e(format!("row {i}: column index {j} out of range (cols = {cols})"));
+                return e(format!(
+                    "row {i}: column index {j} out of range (cols = {cols})"
+                ));
             }
             if p > 0 && row[p - 1] >= j {
-                let what = if row[p - 1] == j { "duplicate" } else { "unsorted" };
+                let what = if row[p - 1] == j {
+                    "duplicate"
+                } else {
+                    "unsorted"
+                };
                 return e(format!(
                     "row {i}: {what} column indices {} then {j}",
                     row[p - 1]
@@ -357,11 +364,7 @@ pub(crate) fn topk_mask(data: &[f32], k: usize) -> Vec<bool> {
     };
     let mut idx: Vec<u32> = (0..data.len() as u32).collect();
     // order: larger magnitude first, then smaller index first; a total order, so exact
-    let cmp = |a: &u32, b: &u32| {
-        key(*b as usize)
-            .total_cmp(&key(*a as usize))
-            .then(a.cmp(b))
-    };
+    let cmp = |a: &u32, b: &u32| key(*b as usize).total_cmp(&key(*a as usize)).then(a.cmp(b));
     if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, cmp);
     }
@@ -380,7 +383,13 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut r = rand::rngs::StdRng::seed_from_u64(seed);
         (0..rows * cols)
-            .map(|_| if r.random_bool(density) { r.random_range(-2.0f32..2.0) } else { 0.0 })
+            .map(|_| {
+                if r.random_bool(density) {
+                    r.random_range(-2.0f32..2.0)
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 
@@ -431,7 +440,9 @@ mod tests {
     fn validation_names_first_violation() {
         let bad = |rp: Vec<usize>, ci: Vec<u32>| {
             let n = ci.len();
-            Csr::from_parts(2, 3, rp, ci, vec![1.0; n]).unwrap_err().to_string()
+            Csr::from_parts(2, 3, rp, ci, vec![1.0; n])
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad(vec![0, 1], vec![0]).contains("rows + 1"));
         assert!(bad(vec![1, 1, 1], vec![0]).contains("row_ptr[0]"));
@@ -450,7 +461,8 @@ mod tests {
     #[test]
     fn mask_keeps_explicit_zeros() {
         let a = [0.0, 5.0, 0.0, 1.0];
-        let c = Csr::from_mask(MatRef::new(&a, 2, 2).unwrap(), &[true, false, false, true]).unwrap();
+        let c =
+            Csr::from_mask(MatRef::new(&a, 2, 2).unwrap(), &[true, false, false, true]).unwrap();
         assert_eq!(c.nnz(), 2);
         assert_eq!(c.col_idx(), &[0, 1]);
         assert_eq!(c.values(), &[0.0, 1.0]);

@@ -39,7 +39,11 @@ pub fn sddmm(pattern: &Csr, a: &[f32], b: &[f32], d: usize) -> Vec<f64> {
     for i in 0..pattern.rows() {
         for &j in pattern.row(i).0 {
             let j = j as usize;
-            out.push((0..d).map(|t| a[i * d + t] as f64 * b[j * d + t] as f64).sum());
+            out.push(
+                (0..d)
+                    .map(|t| a[i * d + t] as f64 * b[j * d + t] as f64)
+                    .sum(),
+            );
         }
     }
     out

@@ -124,19 +124,32 @@ impl Sparse24 {
     }
 
     /// From raw parts, validated: lengths, every code `idx0 < idx1`, unused bits zero.
-    pub fn from_parts(rows: usize, cols: usize, values: Vec<f32>, meta: Vec<u16>) -> Result<Sparse24> {
+    pub fn from_parts(
+        rows: usize,
+        cols: usize,
+        values: Vec<f32>,
+        meta: Vec<u16>,
+    ) -> Result<Sparse24> {
         check_k("Sparse24::from_parts", cols)?;
         let mw = meta_words(cols);
         if values.len() != rows * cols / 2 {
             return Err(shape_err(
                 "Sparse24::from_parts",
-                format!("{} values for {rows}x{cols} (need {})", values.len(), rows * cols / 2),
+                format!(
+                    "{} values for {rows}x{cols} (need {})",
+                    values.len(),
+                    rows * cols / 2
+                ),
             ));
         }
         if meta.len() != rows * mw {
             return Err(shape_err(
                 "Sparse24::from_parts",
-                format!("{} metadata words for {rows}x{cols} (need {})", meta.len(), rows * mw),
+                format!(
+                    "{} metadata words for {rows}x{cols} (need {})",
+                    meta.len(),
+                    rows * mw
+                ),
             ));
         }
         let s = Sparse24 {
@@ -261,10 +274,12 @@ mod tests {
     #[test]
     fn errors() {
         let d = [1.0; 6];
-        assert!(Sparse24::from_dense_prune(MatRef::new(&d, 1, 6).unwrap())
-            .unwrap_err()
-            .to_string()
-            .contains("multiple of 4"));
+        assert!(
+            Sparse24::from_dense_prune(MatRef::new(&d, 1, 6).unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("multiple of 4")
+        );
         let d = [1.0, 1.0, 1.0, 0.0];
         let e = Sparse24::from_dense_exact(MatRef::new(&d, 1, 4).unwrap()).unwrap_err();
         assert!(e.to_string().contains("row 0, group 0"), "{e}");

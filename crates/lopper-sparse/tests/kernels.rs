@@ -10,7 +10,13 @@ use rand::{Rng, SeedableRng};
 fn random_csr(rows: usize, cols: usize, density: f64, seed: u64, heavy_row: bool) -> Csr {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     let mut d: Vec<f32> = (0..rows * cols)
-        .map(|_| if r.random_bool(density) { r.random_range(-1.0f32..1.0) } else { 0.0 })
+        .map(|_| {
+            if r.random_bool(density) {
+                r.random_range(-1.0f32..1.0)
+            } else {
+                0.0
+            }
+        })
         .collect();
     if heavy_row && rows > 0 {
         for j in 0..cols {
@@ -25,20 +31,29 @@ fn random_csr(rows: usize, cols: usize, density: f64, seed: u64, heavy_row: bool
 }
 
 fn dense(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-    Tensor::randn(&[rows, cols], 1.0, seed).as_f32().unwrap().to_vec()
+    Tensor::randn(&[rows, cols], 1.0, seed)
+        .as_f32()
+        .unwrap()
+        .to_vec()
 }
 
 fn check(got: &[f32], want: &[f64], len: usize, what: &str) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let tol = reference::tolerance(len, w, 1.0);
-        prop_assert!((g as f64 - w).abs() <= tol, "{what}[{i}]: got {g}, want {w}, tol {tol}");
+        prop_assert!(
+            (g as f64 - w).abs() <= tol,
+            "{what}[{i}]: got {g}, want {w}, tol {tol}"
+        );
     }
     Ok(())
 }
 
 fn isas() -> Vec<Isa> {
-    [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| simd::supported(i)).collect()
+    [Isa::Portable, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&i| simd::supported(i))
+        .collect()
 }
 
 fn par_of(p: u8) -> Par {
@@ -116,16 +131,41 @@ fn all_zero_and_empty_shapes() {
     let w = Csr::zeros(5, 7);
     let x = dense(7, 33, 1);
     let mut y = vec![f32::NAN; 5 * 33];
-    spmm(&w, MatRef::new(&x, 7, 33).unwrap(), MatMut::new(&mut y, 5, 33).unwrap(), Par::rayon()).unwrap();
+    spmm(
+        &w,
+        MatRef::new(&x, 7, 33).unwrap(),
+        MatMut::new(&mut y, 5, 33).unwrap(),
+        Par::rayon(),
+    )
+    .unwrap();
     assert!(y.iter().all(|&v| v == 0.0));
     let mut out: Vec<f32> = vec![];
-    sddmm(&w, MatRef::new(&dense(5, 3, 2), 5, 3).unwrap(), MatRef::new(&dense(7, 3, 3), 7, 3).unwrap(), &mut out, Par::Seq).unwrap();
+    sddmm(
+        &w,
+        MatRef::new(&dense(5, 3, 2), 5, 3).unwrap(),
+        MatRef::new(&dense(7, 3, 3), 7, 3).unwrap(),
+        &mut out,
+        Par::Seq,
+    )
+    .unwrap();
     // zero columns of X: nothing to do, nothing to fail
-    spmm(&w, MatRef::new(&[], 7, 0).unwrap(), MatMut::new(&mut [], 5, 0).unwrap(), Par::Seq).unwrap();
+    spmm(
+        &w,
+        MatRef::new(&[], 7, 0).unwrap(),
+        MatMut::new(&mut [], 5, 0).unwrap(),
+        Par::Seq,
+    )
+    .unwrap();
     // all-zero 2:4 weight
     let z = Sparse24::from_dense_exact(MatRef::new(&[0.0; 8], 1, 8).unwrap()).unwrap();
     let mut y = vec![f32::NAN; 3];
-    spmm_24(&z, MatRef::new(&dense(8, 3, 4), 8, 3).unwrap(), MatMut::new(&mut y, 1, 3).unwrap(), Par::Seq).unwrap();
+    spmm_24(
+        &z,
+        MatRef::new(&dense(8, 3, 4), 8, 3).unwrap(),
+        MatMut::new(&mut y, 1, 3).unwrap(),
+        Par::Seq,
+    )
+    .unwrap();
     assert_eq!(y, vec![0.0; 3]);
 }
 
@@ -134,12 +174,33 @@ fn shape_errors_are_typed() {
     let w = random_csr(4, 6, 0.5, 1, false);
     let x = dense(5, 3, 1);
     let mut y = vec![0.0; 12];
-    let e = spmm(&w, MatRef::new(&x, 5, 3).unwrap(), MatMut::new(&mut y, 4, 3).unwrap(), Par::Seq).unwrap_err();
+    let e = spmm(
+        &w,
+        MatRef::new(&x, 5, 3).unwrap(),
+        MatMut::new(&mut y, 4, 3).unwrap(),
+        Par::Seq,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("spmm: shape mismatch"), "{e}");
     let mut out = vec![0.0; w.nnz() + 1];
-    let e = sddmm(&w, MatRef::new(&dense(4, 2, 1), 4, 2).unwrap(), MatRef::new(&dense(6, 2, 1), 6, 2).unwrap(), &mut out, Par::Seq).unwrap_err();
+    let e = sddmm(
+        &w,
+        MatRef::new(&dense(4, 2, 1), 4, 2).unwrap(),
+        MatRef::new(&dense(6, 2, 1), 6, 2).unwrap(),
+        &mut out,
+        Par::Seq,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("sddmm"), "{e}");
     let s = Sparse24::from_dense_prune(MatRef::new(&dense(2, 8, 1), 2, 8).unwrap()).unwrap();
     let mut y = vec![0.0; 6];
-    assert!(spmm_24(&s, MatRef::new(&dense(4, 3, 1), 4, 3).unwrap(), MatMut::new(&mut y, 2, 3).unwrap(), Par::Seq).is_err());
+    assert!(
+        spmm_24(
+            &s,
+            MatRef::new(&dense(4, 3, 1), 4, 3).unwrap(),
+            MatMut::new(&mut y, 2, 3).unwrap(),
+            Par::Seq
+        )
+        .is_err()
+    );
 }

@@ -91,7 +91,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f64> {
+    fn reference(
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        ta: bool,
+        tb: bool,
+    ) -> Vec<f64> {
         let mut out = vec![0.0f64; m * n];
         for i in 0..m {
             for j in 0..n {

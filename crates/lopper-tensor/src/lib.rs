@@ -14,14 +14,14 @@ mod dtype;
 mod error;
 pub mod gemm;
 pub mod io;
-mod par;
 pub mod ops;
+mod par;
 mod tensor;
 mod view;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use gemm::{gemm, matmul, Transpose};
+pub use gemm::{Transpose, gemm, matmul};
 pub use par::Par;
 pub use tensor::{Storage, Tensor};
 pub use view::{MatMut, MatRef};

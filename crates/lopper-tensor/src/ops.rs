@@ -58,12 +58,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Largest `|a - b|` (0 for empty input).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32> {
     same_len("max_abs_diff", a.len(), b.len())?;
-    Ok(a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
 }
 
 /// Frobenius norm, accumulated in f64.
 pub fn norm2(x: &[f32]) -> f64 {
-    x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+    x.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 #[cfg(test)]

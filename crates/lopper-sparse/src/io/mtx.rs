@@ -20,42 +20,79 @@ pub enum Symmetry {
 }
 
 fn err(path: &Path, line: usize, detail: impl Into<String>) -> Error {
-    Error::Format { path: path.to_path_buf(), format: "Matrix Market", line, detail: detail.into() }
+    Error::Format {
+        path: path.to_path_buf(),
+        format: "Matrix Market",
+        line,
+        detail: detail.into(),
+    }
 }
 
 /// Parses Matrix Market text into a CSR (pattern files get value 1.0). Returns the field too.
 pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     let (_, banner) = lines.next().ok_or_else(|| err(path, 1, "empty file"))?;
-    let b: Vec<String> = banner.split_whitespace().map(|s| s.to_ascii_lowercase()).collect();
+    let b: Vec<String> = banner
+        .split_whitespace()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     if b.len() != 5 || b[0] != "%%matrixmarket" || b[1] != "matrix" {
-        return Err(err(path, 1, "expected `%%MatrixMarket matrix coordinate <field> <symmetry>`"));
+        return Err(err(
+            path,
+            1,
+            "expected `%%MatrixMarket matrix coordinate <field> <symmetry>`",
+        ));
     }
     if b[2] != "coordinate" {
-        return Err(err(path, 1, format!("format {:?} is not supported (only coordinate)", b[2])));
+        return Err(err(
+            path,
+            1,
+            format!("format {:?} is not supported (only coordinate)", b[2]),
+        ));
     }
     let field = match b[3].as_str() {
         "real" | "double" => Field::Real,
         "integer" => Field::Integer,
         "pattern" => Field::Pattern,
-        f => return Err(err(path, 1, format!("field {f:?} is not supported (real, integer, pattern)"))),
+        f => {
+            return Err(err(
+                path,
+                1,
+                format!("field {f:?} is not supported (real, integer, pattern)"),
+            ));
+        }
     };
     let sym = match b[4].as_str() {
         "general" => Symmetry::General,
         "symmetric" => Symmetry::Symmetric,
-        s => return Err(err(path, 1, format!("symmetry {s:?} is not supported (general, symmetric)"))),
+        s => {
+            return Err(err(
+                path,
+                1,
+                format!("symmetry {s:?} is not supported (general, symmetric)"),
+            ));
+        }
     };
     let mut data = lines.filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('%'));
-    let (sl, size) = data.next().ok_or_else(|| err(path, 2, "missing size line"))?;
+    let (sl, size) = data
+        .next()
+        .ok_or_else(|| err(path, 2, "missing size line"))?;
     let s: Vec<usize> = size
         .split_whitespace()
-        .map(|t| t.parse().map_err(|_| err(path, sl, format!("{t:?} is not an integer"))))
+        .map(|t| {
+            t.parse()
+                .map_err(|_| err(path, sl, format!("{t:?} is not an integer")))
+        })
         .collect::<Result<_>>()?;
     let [rows, cols, nnz] = s[..] else {
         return Err(err(path, sl, "expected `rows cols nnz`"));
     };
     if sym == Symmetry::Symmetric && rows != cols {
-        return Err(err(path, sl, format!("symmetric matrix must be square, got {rows}x{cols}")));
+        return Err(err(
+            path,
+            sl,
+            format!("symmetric matrix must be square, got {rows}x{cols}"),
+        ));
     }
     let mut trip: Vec<(u32, u32, f32, usize)> = Vec::with_capacity(nnz * 2);
     let mut count = 0;
@@ -63,10 +100,16 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
         let t: Vec<&str> = line.split_whitespace().collect();
         let want = if field == Field::Pattern { 2 } else { 3 };
         if t.len() != want {
-            return Err(err(path, ln, format!("expected {want} fields, got {}", t.len())));
+            return Err(err(
+                path,
+                ln,
+                format!("expected {want} fields, got {}", t.len()),
+            ));
         }
         let idx = |s: &str, lim: usize, what: &str| -> Result<u32> {
-            let v: usize = s.parse().map_err(|_| err(path, ln, format!("{what} {s:?} is not an integer")))?;
+            let v: usize = s
+                .parse()
+                .map_err(|_| err(path, ln, format!("{what} {s:?} is not an integer")))?;
             if v == 0 || v > lim {
                 return Err(err(path, ln, format!("{what} {v} out of range 1..={lim}")));
             }
@@ -75,11 +118,24 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
         let (i, j) = (idx(t[0], rows, "row")?, idx(t[1], cols, "column")?);
         let v: f32 = match field {
             Field::Pattern => 1.0,
-            Field::Integer => t[2].parse::<i64>().map_err(|_| err(path, ln, format!("{:?} is not an integer", t[2])))? as f32,
-            Field::Real => t[2].parse::<f32>().map_err(|_| err(path, ln, format!("{:?} is not a number", t[2])))?,
+            Field::Integer => t[2]
+                .parse::<i64>()
+                .map_err(|_| err(path, ln, format!("{:?} is not an integer", t[2])))?
+                as f32,
+            Field::Real => t[2]
+                .parse::<f32>()
+                .map_err(|_| err(path, ln, format!("{:?} is not a number", t[2])))?,
         };
         if sym == Symmetry::Symmetric && j > i {
-            return Err(err(path, ln, format!("symmetric file has an entry above the diagonal ({}, {})", i + 1, j + 1)));
+            return Err(err(
+                path,
+                ln,
+                format!(
+                    "symmetric file has an entry above the diagonal ({}, {})",
+                    i + 1,
+                    j + 1
+                ),
+            ));
         }
         trip.push((i, j, v, ln));
         if sym == Symmetry::Symmetric && i != j {
@@ -88,12 +144,20 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
         count += 1;
     }
     if count != nnz {
-        return Err(err(path, sl, format!("size line says {nnz} entries, file has {count}")));
+        return Err(err(
+            path,
+            sl,
+            format!("size line says {nnz} entries, file has {count}"),
+        ));
     }
     trip.sort_by_key(|&(i, j, _, _)| (i, j));
     for w in trip.windows(2) {
         if (w[0].0, w[0].1) == (w[1].0, w[1].1) {
-            return Err(err(path, w[1].3, format!("duplicate entry ({}, {})", w[1].0 + 1, w[1].1 + 1)));
+            return Err(err(
+                path,
+                w[1].3,
+                format!("duplicate entry ({}, {})", w[1].0 + 1, w[1].1 + 1),
+            ));
         }
     }
     let mut row_ptr = vec![0usize; rows + 1];
@@ -105,12 +169,18 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
     }
     let col_idx = trip.iter().map(|t| t.1).collect();
     let values = trip.iter().map(|t| t.2).collect();
-    Ok((Csr::from_parts(rows, cols, row_ptr, col_idx, values)?, field))
+    Ok((
+        Csr::from_parts(rows, cols, row_ptr, col_idx, values)?,
+        field,
+    ))
 }
 
 /// Reads a Matrix Market file.
 pub fn read(path: &Path) -> Result<(Csr, Field)> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&text, path)
 }
 
@@ -145,7 +215,9 @@ pub fn to_string(m: &Csr, field: Field) -> String {
 pub fn write(path: &Path, m: &Csr, field: Field) -> Result<()> {
     use std::io::Write;
     let s = to_string(m, field);
-    Ok(lopper_tensor::io::write_atomic(path, |w| w.write_all(s.as_bytes()))?)
+    Ok(lopper_tensor::io::write_atomic(path, |w| {
+        w.write_all(s.as_bytes())
+    })?)
 }
 
 #[cfg(test)]
@@ -155,13 +227,28 @@ mod tests {
     #[test]
     fn general_symmetric_pattern_and_round_trip() {
         let p = Path::new("t.mtx");
-        let (c, f) = parse("%%MatrixMarket matrix coordinate real general\n% c\n2 3 2\n1 3 1.5\n2 1 -2e-3\n", p).unwrap();
+        let (c, f) = parse(
+            "%%MatrixMarket matrix coordinate real general\n% c\n2 3 2\n1 3 1.5\n2 1 -2e-3\n",
+            p,
+        )
+        .unwrap();
         assert_eq!(f, Field::Real);
         assert_eq!(c.to_dense(), vec![0.0, 0.0, 1.5, -2e-3, 0.0, 0.0]);
         assert_eq!(parse(&to_string(&c, Field::Real), p).unwrap().0, c);
-        let (s, _) = parse("%%MatrixMarket matrix coordinate integer symmetric\n3 3 2\n1 1 4\n3 2 7\n", p).unwrap();
-        assert_eq!(s.to_dense(), vec![4.0, 0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 7.0, 0.0]);
-        let (q, f) = parse("%%MatrixMarket matrix coordinate pattern general\n2 2 1\n2 2\n", p).unwrap();
+        let (s, _) = parse(
+            "%%MatrixMarket matrix coordinate integer symmetric\n3 3 2\n1 1 4\n3 2 7\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            s.to_dense(),
+            vec![4.0, 0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 7.0, 0.0]
+        );
+        let (q, f) = parse(
+            "%%MatrixMarket matrix coordinate pattern general\n2 2 1\n2 2\n",
+            p,
+        )
+        .unwrap();
         assert_eq!((f, q.values()), (Field::Pattern, &[1.0f32][..]));
     }
 
@@ -172,10 +259,25 @@ mod tests {
         assert!(e("hello\n").contains(":1:"));
         assert!(e("%%MatrixMarket matrix array real general\n").contains("coordinate"));
         assert!(e("%%MatrixMarket matrix coordinate complex general\n").contains("complex"));
-        assert!(e("%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1.0\n").contains(":3: malformed Matrix Market file: row 3 out of range"));
-        assert!(e("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1.0\n").contains("says 2 entries"));
-        assert!(e("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1.0\n1 1 2\n").contains(":4:") );
-        assert!(e("%%MatrixMarket matrix coordinate real general\n2 2 1\n1 1 abc\n").contains("not a number"));
-        assert!(e("%%MatrixMarket matrix coordinate real symmetric\n2 2 1\n1 2 1\n").contains("above the diagonal"));
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1.0\n")
+                .contains(":3: malformed Matrix Market file: row 3 out of range")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1.0\n")
+                .contains("says 2 entries")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1.0\n1 1 2\n")
+                .contains(":4:")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n2 2 1\n1 1 abc\n")
+                .contains("not a number")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real symmetric\n2 2 1\n1 2 1\n")
+                .contains("above the diagonal")
+        );
     }
 }

@@ -18,13 +18,23 @@ impl Pattern {
     }
     /// A validated CSR with this pattern and the given values (one per entry).
     pub fn with_values(&self, values: Vec<f32>) -> Result<Csr> {
-        Csr::from_parts(self.rows, self.cols, self.row_ptr.clone(), self.col_idx.clone(), values)
+        Csr::from_parts(
+            self.rows,
+            self.cols,
+            self.row_ptr.clone(),
+            self.col_idx.clone(),
+            values,
+        )
     }
     /// A CSR with this pattern and values drawn uniformly from [-1, 1) with `seed`.
     pub fn with_random_values(&self, seed: u64) -> Result<Csr> {
         use rand::{Rng, SeedableRng};
         let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        self.with_values((0..self.nnz()).map(|_| r.random_range(-1.0f32..1.0)).collect())
+        self.with_values(
+            (0..self.nnz())
+                .map(|_| r.random_range(-1.0f32..1.0))
+                .collect(),
+        )
     }
 }
 
@@ -40,7 +50,10 @@ fn err(path: &Path, line: usize, detail: impl Into<String>) -> Error {
 fn numbers<T: std::str::FromStr>(path: &Path, line: usize, s: &str) -> Result<Vec<T>> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<T>().map_err(|_| err(path, line, format!("{t:?} is not a non-negative integer"))))
+        .map(|t| {
+            t.parse::<T>()
+                .map_err(|_| err(path, line, format!("{t:?} is not a non-negative integer")))
+        })
         .collect()
 }
 
@@ -50,24 +63,52 @@ pub fn parse(text: &str, path: &Path) -> Result<Pattern> {
     let header = lines.next().ok_or_else(|| err(path, 1, "empty file"))?;
     let h: Vec<usize> = numbers(path, 1, header)?;
     let [rows, cols, nnz] = h[..] else {
-        return Err(err(path, 1, format!("expected `rows, cols, nnz`, got {} numbers", h.len())));
+        return Err(err(
+            path,
+            1,
+            format!("expected `rows, cols, nnz`, got {} numbers", h.len()),
+        ));
     };
     let row_ptr: Vec<usize> = numbers(path, 2, lines.next().unwrap_or(""))?;
     if row_ptr.len() != rows + 1 {
-        return Err(err(path, 2, format!("{} row offsets, expected rows + 1 = {}", row_ptr.len(), rows + 1)));
+        return Err(err(
+            path,
+            2,
+            format!(
+                "{} row offsets, expected rows + 1 = {}",
+                row_ptr.len(),
+                rows + 1
+            ),
+        ));
     }
-    let col_idx: Vec<u32> = if nnz == 0 { Vec::new() } else { numbers(path, 3, lines.next().unwrap_or(""))? };
+    let col_idx: Vec<u32> = if nnz == 0 {
+        Vec::new()
+    } else {
+        numbers(path, 3, lines.next().unwrap_or(""))?
+    };
     if col_idx.len() != nnz {
-        return Err(err(path, 3, format!("{} column indices, header says nnz = {nnz}", col_idx.len())));
+        return Err(err(
+            path,
+            3,
+            format!("{} column indices, header says nnz = {nnz}", col_idx.len()),
+        ));
     }
     Csr::from_parts(rows, cols, row_ptr.clone(), col_idx.clone(), vec![0.0; nnz])
         .map_err(|e| err(path, 0, e.to_string()))?;
-    Ok(Pattern { rows, cols, row_ptr, col_idx })
+    Ok(Pattern {
+        rows,
+        cols,
+        row_ptr,
+        col_idx,
+    })
 }
 
 /// Reads a `.smtx` file.
 pub fn read(path: &Path) -> Result<Pattern> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&text, path)
 }
 
@@ -88,7 +129,9 @@ pub fn to_string(m: &Csr) -> String {
 pub fn write(path: &Path, m: &Csr) -> Result<()> {
     use std::io::Write;
     let s = to_string(m);
-    Ok(lopper_tensor::io::write_atomic(path, |w| w.write_all(s.as_bytes()))?)
+    Ok(lopper_tensor::io::write_atomic(path, |w| {
+        w.write_all(s.as_bytes())
+    })?)
 }
 
 #[cfg(test)]

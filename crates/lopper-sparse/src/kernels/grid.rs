@@ -12,7 +12,11 @@ unsafe impl Sync for SyncPtr {}
 
 /// Splits `0..rows` into at most `parts` contiguous chunks of about equal cost, where row `i` costs
 /// `row_cost(i)`. Empty chunks are dropped.
-pub(crate) fn balanced_rows(rows: usize, parts: usize, row_cost: impl Fn(usize) -> usize) -> Vec<Range<usize>> {
+pub(crate) fn balanced_rows(
+    rows: usize,
+    parts: usize,
+    row_cost: impl Fn(usize) -> usize,
+) -> Vec<Range<usize>> {
     let total: usize = (0..rows).map(&row_cost).sum();
     let parts = parts.max(1);
     let mut out = Vec::with_capacity(parts);
@@ -76,11 +80,19 @@ pub(crate) fn run_grid(
 
 /// Row chunks for a grid: about `4 * threads` chunks when there is one column block, fewer when the
 /// column blocks already give each thread several tasks.
-pub(crate) fn chunks_for(rows: usize, threads: usize, n_col_blocks: usize, row_cost: impl Fn(usize) -> usize) -> Vec<Range<usize>> {
+pub(crate) fn chunks_for(
+    rows: usize,
+    threads: usize,
+    n_col_blocks: usize,
+    row_cost: impl Fn(usize) -> usize,
+) -> Vec<Range<usize>> {
     if threads <= 1 {
         return if rows == 0 { vec![] } else { vec![0..rows] };
     }
-    let want = (4 * threads).div_ceil(n_col_blocks.max(1)).max(threads).min(rows.max(1));
+    let want = (4 * threads)
+        .div_ceil(n_col_blocks.max(1))
+        .max(threads)
+        .min(rows.max(1));
     balanced_rows(rows, want, row_cost)
 }
 

@@ -35,7 +35,11 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
     if out.len() != pattern.nnz() {
         return Err(shape_err(
             "sddmm",
-            format!("out has {} elements, pattern has {} entries", out.len(), pattern.nnz()),
+            format!(
+                "out has {} elements, pattern has {} entries",
+                out.len(),
+                pattern.nnz()
+            ),
         ));
     }
     out.fill(0.0);
@@ -44,10 +48,14 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
         return Ok(());
     }
     let rp = pattern.row_ptr();
-    let rows = chunks_for(pattern.rows(), par.threads(), 1, |i| (rp[i + 1] - rp[i]) + 1);
+    let rows = chunks_for(pattern.rows(), par.threads(), 1, |i| {
+        (rp[i + 1] - rp[i]) + 1
+    });
     let op = SyncPtr(out.as_mut_ptr());
     let (ci, ad, bd) = (pattern.col_idx(), a.data(), b.data());
-    run_grid(par, &rows, &[0..d], |r, _| sddmm_task(rp, ci, ad, bd, d, op, r.start, r.end));
+    run_grid(par, &rows, &[0..d], |r, _| {
+        sddmm_task(rp, ci, ad, bd, d, op, r.start, r.end)
+    });
     Ok(())
 }
 
@@ -79,7 +87,12 @@ fn sddmm_body<const FMA: bool>(
             let brow = |j: u32| &b[j as usize * d + d0..j as usize * d + d1];
             let quads = cols.len() / 4;
             for q in 0..quads {
-                let js = [cols[4 * q], cols[4 * q + 1], cols[4 * q + 2], cols[4 * q + 3]];
+                let js = [
+                    cols[4 * q],
+                    cols[4 * q + 1],
+                    cols[4 * q + 2],
+                    cols[4 * q + 3],
+                ];
                 let r = dot4::<FMA>(arow, [brow(js[0]), brow(js[1]), brow(js[2]), brow(js[3])]);
                 for t in 0..4 {
                     o[4 * q + t] += r[t];

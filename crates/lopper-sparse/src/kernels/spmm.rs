@@ -11,9 +11,15 @@ use crate::error::shape_err;
 use crate::{Csr, CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
 
-/// Columns of Y per task: wide enough to amortize the row walk, narrow enough that the slab of X it
-/// reads (K x 256 f32) stays in a core's L2 for typical K.
-const COL_BLOCK: usize = 256;
+/// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2 (1 MiB on the
+/// development machine's Cascade Lake; half of it leaves room for W's row and Y).
+const L2_SLAB_BYTES: usize = 512 << 10;
+
+/// Columns of Y per task: the widest multiple of 64 (at most 512) whose slab of X fits
+/// [`L2_SLAB_BYTES`], and at least 64.
+fn col_block(k: usize) -> usize {
+    (L2_SLAB_BYTES / (4 * k.max(1)) / 64 * 64).clamp(64, 512)
+}
 
 /// `y = w x`: W (M, K) sparse, X (K, N), Y (M, N), overwritten.
 pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
@@ -35,9 +41,11 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
     if n == 0 || w.rows() == 0 {
         return Ok(());
     }
-    let blocks = col_blocks(n, COL_BLOCK);
+    let blocks = col_blocks(n, col_block(w.cols()));
     let rp = w.row_ptr();
-    let rows = chunks_for(w.rows(), par.threads(), blocks.len(), |i| rp[i + 1] - rp[i] + 2);
+    let rows = chunks_for(w.rows(), par.threads(), blocks.len(), |i| {
+        rp[i + 1] - rp[i] + 2
+    });
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (ci, v, xd) = (w.col_idx(), w.values(), x.data());
     run_grid(par, &rows, &blocks, |r, c| {
@@ -52,7 +60,13 @@ pub fn spmm_t(w: &Csr, x: MatRef<'_>, y: MatMut<'_>, par: Par) -> Result<()> {
     if x.rows() != w.rows() {
         return Err(shape_err(
             "spmm_t",
-            format!("W is {}x{}, X has {} rows (need {})", w.rows(), w.cols(), x.rows(), w.rows()),
+            format!(
+                "W is {}x{}, X has {} rows (need {})",
+                w.rows(),
+                w.cols(),
+                x.rows(),
+                w.rows()
+            ),
         ));
     }
     spmm(w.transpose().csr(), x, y, par)

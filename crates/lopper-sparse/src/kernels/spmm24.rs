@@ -12,6 +12,7 @@ use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};
 
+/// Columns of Y per task (the slab of X read by a task is K x 256 f32).
 const COL_BLOCK: usize = 256;
 const MR: usize = 4;
 

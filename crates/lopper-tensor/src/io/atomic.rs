@@ -20,9 +20,9 @@ where
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("write_atomic", format!("{} names no file", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::invalid("write_atomic", format!("{} names no file", path.display()))
+    })?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
         name.to_string_lossy(),

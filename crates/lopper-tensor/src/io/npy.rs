@@ -67,7 +67,8 @@ pub fn from_bytes(buf: &[u8], path: &Path) -> Result<Tensor> {
         Some("True") => return Err(fmt_err(path, "Fortran order is not supported")),
         _ => return Err(fmt_err(path, "no valid 'fortran_order' in header")),
     }
-    let shape_s = dict_value(header, "shape").ok_or_else(|| fmt_err(path, "no 'shape' in header"))?;
+    let shape_s =
+        dict_value(header, "shape").ok_or_else(|| fmt_err(path, "no 'shape' in header"))?;
     let inner = shape_s
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
@@ -90,7 +91,10 @@ pub fn from_bytes(buf: &[u8], path: &Path) -> Result<Tensor> {
     if data.len() != need {
         return Err(fmt_err(
             path,
-            format!("shape {shape:?} needs {need} data bytes, file has {}", data.len()),
+            format!(
+                "shape {shape:?} needs {need} data bytes, file has {}",
+                data.len()
+            ),
         ));
     }
     let storage = match dtype {
@@ -126,7 +130,10 @@ pub fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
         [d] => format!("({d},)"),
         s => format!(
             "({})",
-            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -157,7 +164,10 @@ mod tests {
     #[test]
     fn round_trip_f32_f16_and_shapes() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, shape) in [vec![5], vec![2, 3], vec![2, 0, 3], vec![]].into_iter().enumerate() {
+        for (i, shape) in [vec![5], vec![2, 3], vec![2, 0, 3], vec![]]
+            .into_iter()
+            .enumerate()
+        {
             let n: usize = shape.iter().product();
             let t = Tensor::from_f32(&shape, (0..n).map(|x| x as f32 - 1.5).collect()).unwrap();
             for dt in [DType::F32, DType::F16] {

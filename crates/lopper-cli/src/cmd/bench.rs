@@ -1,0 +1,501 @@
+//! `lopper bench spmm` and `lopper bench spmm24`: the production CPU kernels against faer's dense GEMM
+//! of the same shape, timed in the same run (interleaved rounds, medians).
+//!
+//! Matrices: `--matrix FILE.smtx` (one), `--matrices DIR` (every .smtx below it), by default
+//! `../shared/dlmc` (or `$LOPPER_DLMC`) when present, else generated uniform-random and power-law-row
+//! patterns. Values are random in [-1, 1) (DLMC files carry patterns only).
+use crate::CliError;
+use clap::{Args, Subcommand};
+use lopper_sparse::{Csr, Sparse24, io::smtx, spmm, spmm_24};
+use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// CSR spmm (Y = W X) against dense GEMM, over a set of matrices.
+    Spmm(SpmmArgs),
+    /// 2:4 spmm against dense GEMM at one shape.
+    Spmm24(Spmm24Args),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timed rounds; each round times sparse then dense (interleaved), medians are reported.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
+    /// Minimum seconds per timed sample (calls are repeated to reach it).
+    #[arg(long, default_value_t = 0.02)]
+    pub min_time: f64,
+    /// Print JSON instead of the table (one object for one matrix/shape, else an array).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SpmmArgs {
+    /// One .smtx matrix.
+    #[arg(long, conflicts_with = "matrices")]
+    pub matrix: Option<PathBuf>,
+    /// A folder searched recursively for .smtx files.
+    #[arg(long)]
+    pub matrices: Option<PathBuf>,
+    /// Only matrices whose path contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Columns of X (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub n: Vec<usize>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args)]
+pub struct Spmm24Args {
+    #[arg(long, default_value_t = 3072)]
+    pub m: usize,
+    #[arg(long, default_value_t = 768)]
+    pub k: usize,
+    #[arg(long, default_value_t = 512)]
+    pub n: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// One measured row of the harness.
+#[derive(Serialize, Clone, Debug)]
+pub struct Row {
+    pub kernel: &'static str,
+    pub matrix: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub nnz: usize,
+    pub sparsity: f64,
+    pub n: usize,
+    pub threads: usize,
+    pub sparse_ms: f64,
+    pub dense_ms: f64,
+    /// dense_ms / sparse_ms
+    pub speedup: f64,
+    /// 2 * nnz * N / sparse time
+    pub effective_gflops: f64,
+    /// 2 * M * K * N / dense time
+    pub dense_gflops: f64,
+}
+
+pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
+    match cmd {
+        BenchCmd::Spmm(a) => bench_spmm(a),
+        BenchCmd::Spmm24(a) => bench_spmm24(a),
+    }
+}
+
+fn par(threads: usize) -> Par {
+    if threads == 1 {
+        Par::Seq
+    } else {
+        Par::Rayon(threads)
+    }
+}
+
+/// Median seconds per call of `a` and `b`, timed in alternating rounds after a warm-up.
+fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let reps = |f: &mut dyn FnMut()| {
+        f();
+        f();
+        let t = Instant::now();
+        f();
+        let one = t.elapsed().as_secs_f64().max(1e-7);
+        ((c.min_time / one).ceil() as usize).clamp(1, 100_000)
+    };
+    let (ka, kb) = (reps(&mut a), reps(&mut b));
+    let mut sa = Vec::with_capacity(c.rounds);
+    let mut sb = Vec::with_capacity(c.rounds);
+    for _ in 0..c.rounds.max(1) {
+        let t = Instant::now();
+        for _ in 0..ka {
+            a();
+        }
+        sa.push(t.elapsed().as_secs_f64() / ka as f64);
+        let t = Instant::now();
+        for _ in 0..kb {
+            b();
+        }
+        sb.push(t.elapsed().as_secs_f64() / kb as f64);
+    }
+    (median(&mut sa), median(&mut sb))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn measure_csr(name: &str, w: &Csr, n: usize, c: &Common) -> Result<Row, CliError> {
+    let (m, k) = (w.rows(), w.cols());
+    let x = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 7);
+    let xd = x.as_f32()?;
+    let wd = w.to_dense();
+    let mut ys = vec![0.0f32; m * n];
+    let mut yd = vec![0.0f32; m * n];
+    let p = par(c.threads);
+    // check once that the two agree before timing them
+    spmm(w, MatRef::new(xd, k, n)?, MatMut::new(&mut ys, m, n)?, p)?;
+    gemm(
+        MatMut::new(&mut yd, m, n)?,
+        MatRef::new(&wd, m, k)?,
+        Transpose::No,
+        MatRef::new(xd, k, n)?,
+        Transpose::No,
+        1.0,
+        0.0,
+        p,
+    )?;
+    let err = lopper_tensor::ops::max_abs_diff(&ys, &yd)?;
+    let scale = 1.0 + yd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    if err > 1e-3 * scale {
+        return Err(CliError::Usage(format!(
+            "{name}: sparse and dense results differ by {err}"
+        )));
+    }
+    let (ts, td) = time_pair(
+        c,
+        || {
+            spmm(
+                w,
+                MatRef::new(xd, k, n).expect("shape"),
+                MatMut::new(&mut ys, m, n).expect("shape"),
+                p,
+            )
+            .expect("spmm")
+        },
+        || {
+            gemm(
+                MatMut::new(&mut yd, m, n).expect("shape"),
+                MatRef::new(&wd, m, k).expect("shape"),
+                Transpose::No,
+                MatRef::new(xd, k, n).expect("shape"),
+                Transpose::No,
+                1.0,
+                0.0,
+                p,
+            )
+            .expect("gemm")
+        },
+    );
+    Ok(row("spmm", name, m, k, w.nnz(), n, c, ts, td))
+}
+
+fn row(
+    kernel: &'static str,
+    name: &str,
+    m: usize,
+    k: usize,
+    nnz: usize,
+    n: usize,
+    c: &Common,
+    ts: f64,
+    td: f64,
+) -> Row {
+    Row {
+        kernel,
+        matrix: name.to_string(),
+        rows: m,
+        cols: k,
+        nnz,
+        sparsity: 1.0 - nnz as f64 / (m * k).max(1) as f64,
+        n,
+        threads: par(c.threads).threads(),
+        sparse_ms: ts * 1e3,
+        dense_ms: td * 1e3,
+        speedup: td / ts,
+        effective_gflops: 2.0 * nnz as f64 * n as f64 / ts / 1e9,
+        dense_gflops: 2.0 * (m * k * n) as f64 / td / 1e9,
+    }
+}
+
+fn find_smtx(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| CliError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for e in rd {
+        let p = e
+            .map_err(|source| CliError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if p.is_dir() {
+            find_smtx(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "smtx") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn default_dlmc() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("LOPPER_DLMC") {
+        return Some(PathBuf::from(p));
+    }
+    ["../shared/dlmc", "../../shared/dlmc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+}
+
+/// Generated patterns: uniform random rows and power-law row lengths, at several sparsities.
+fn generated() -> Vec<(String, Csr)> {
+    let mut out = Vec::new();
+    for &(m, k) in &[(2048usize, 512usize), (512, 2048)] {
+        for &s in &[0.5, 0.7, 0.8, 0.9, 0.95, 0.98] {
+            for kind in ["uniform", "powerlaw"] {
+                let mut r =
+                    rand::rngs::StdRng::seed_from_u64(((m * 31 + k) as u64) ^ (s * 1000.0) as u64);
+                let mean = (1.0 - s) * k as f64;
+                let mut rp = vec![0usize];
+                let mut ci = Vec::new();
+                for i in 0..m {
+                    let len = if kind == "uniform" {
+                        mean
+                    } else {
+                        // Zipf-like row lengths with the same mean
+                        let z = 1.0 / ((i % 64) as f64 + 1.0).powf(0.8);
+                        mean * z * 64.0 / (1..=64).map(|t| 1.0 / (t as f64).powf(0.8)).sum::<f64>()
+                    };
+                    let len = (len.round() as usize).min(k);
+                    let mut cols = rand::seq::index::sample(&mut r, k, len).into_vec();
+                    cols.sort_unstable();
+                    ci.extend(cols.into_iter().map(|c| c as u32));
+                    rp.push(ci.len());
+                }
+                let vals = (0..ci.len())
+                    .map(|_| r.random_range(-1.0f32..1.0))
+                    .collect();
+                if let Ok(c) = Csr::from_parts(m, k, rp, ci, vals) {
+                    out.push((format!("{kind}-{m}x{k}-{s}"), c));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
+    let mut cases: Vec<(String, Csr)> = Vec::new();
+    let files = if let Some(f) = &a.matrix {
+        vec![f.clone()]
+    } else if let Some(d) = a.matrices.clone().or_else(default_dlmc) {
+        let mut v = Vec::new();
+        find_smtx(&d, &mut v)?;
+        v.sort();
+        if v.is_empty() {
+            return Err(CliError::Usage(format!(
+                "no .smtx files under {}",
+                d.display()
+            )));
+        }
+        v
+    } else {
+        eprintln!(
+            "lopper bench: no DLMC folder found (../shared/dlmc, $LOPPER_DLMC); using generated patterns"
+        );
+        cases = generated();
+        vec![]
+    };
+    for f in files {
+        let pat = smtx::read(&f)?;
+        // model/method/sparsity/layer, with DLMC's long layer-name prefixes shortened
+        let parts: Vec<String> = f
+            .iter()
+            .rev()
+            .take(4)
+            .map(|s| s.to_string_lossy().to_string())
+            .collect();
+        let name = parts
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("/")
+            .replace("body_encoder_layer_", "enc")
+            .replace("_fully_connected", "")
+            .replace("self_attention_multihead_attention_", "attn_")
+            .replace("magnitude_pruning", "magnitude")
+            .trim_end_matches(".smtx")
+            .to_string();
+        cases.push((name, pat.with_random_values(1)?));
+    }
+    if let Some(s) = &a.filter {
+        cases.retain(|(n, _)| n.contains(s.as_str()));
+    }
+    if cases.is_empty() {
+        return Err(CliError::Usage(
+            "no matrix left to benchmark (check --filter)".into(),
+        ));
+    }
+    if a.n.is_empty() || a.n.contains(&0) {
+        return Err(CliError::Usage("--n needs positive column counts".into()));
+    }
+    let mut rows = Vec::new();
+    for (name, w) in &cases {
+        for &n in &a.n {
+            let r = measure_csr(name, w, n, &a.common)?;
+            if !a.common.json {
+                eprintln!("{}", fmt_row(&r));
+            }
+            rows.push(r);
+        }
+    }
+    emit(&rows, &a.common, a.matrix.is_some() && a.n.len() == 1)
+}
+
+fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
+    let (m, k, n) = (a.m, a.k, a.n);
+    if k % 4 != 0 || m == 0 || n == 0 {
+        return Err(CliError::Usage(format!(
+            "--k must be a multiple of 4 and --m, --n positive (got {m}x{k}x{n})"
+        )));
+    }
+    let c = &a.common;
+    let wd = Tensor::rand_uniform(&[m, k], -1.0, 1.0, 3);
+    let w = Sparse24::from_tensor_prune(&wd)?;
+    let wdd = w.to_dense();
+    let x = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 4);
+    let xd = x.as_f32()?;
+    let (mut ys, mut yd) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+    let p = par(c.threads);
+    spmm_24(&w, MatRef::new(xd, k, n)?, MatMut::new(&mut ys, m, n)?, p)?;
+    gemm(
+        MatMut::new(&mut yd, m, n)?,
+        MatRef::new(&wdd, m, k)?,
+        Transpose::No,
+        MatRef::new(xd, k, n)?,
+        Transpose::No,
+        1.0,
+        0.0,
+        p,
+    )?;
+    let err = lopper_tensor::ops::max_abs_diff(&ys, &yd)?;
+    if err > 1e-3 * (k as f32).sqrt() {
+        return Err(CliError::Usage(format!(
+            "spmm_24 and dense differ by {err}"
+        )));
+    }
+    let (ts, td) = time_pair(
+        c,
+        || {
+            spmm_24(
+                &w,
+                MatRef::new(xd, k, n).expect("shape"),
+                MatMut::new(&mut ys, m, n).expect("shape"),
+                p,
+            )
+            .expect("spmm_24")
+        },
+        || {
+            gemm(
+                MatMut::new(&mut yd, m, n).expect("shape"),
+                MatRef::new(&wdd, m, k).expect("shape"),
+                Transpose::No,
+                MatRef::new(xd, k, n).expect("shape"),
+                Transpose::No,
+                1.0,
+                0.0,
+                p,
+            )
+            .expect("gemm")
+        },
+    );
+    let r = row(
+        "spmm_24",
+        &format!("random-2:4-{m}x{k}"),
+        m,
+        k,
+        m * k / 2,
+        n,
+        c,
+        ts,
+        td,
+    );
+    emit(&[r], c, true)
+}
+
+fn fmt_row(r: &Row) -> String {
+    format!(
+        "{:<44} {:>5}x{:<5} {:>6.3} {:>5} {:>9.3} {:>9.3} {:>8.1} {:>7.2}x",
+        r.matrix,
+        r.rows,
+        r.cols,
+        r.sparsity,
+        r.n,
+        r.sparse_ms,
+        r.dense_ms,
+        r.effective_gflops,
+        r.speedup
+    )
+}
+
+/// Crossover per (shape, N): the sparsity above which sparse beats dense, interpolated between the
+/// densest winning and the sparsest losing matrix.
+fn crossovers(rows: &[Row]) -> Vec<String> {
+    let mut keys: Vec<(usize, usize, usize)> = rows.iter().map(|r| (r.rows, r.cols, r.n)).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|(m, k, n)| {
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| (r.rows, r.cols, r.n) == (m, k, n))
+                .map(|r| (r.sparsity, r.speedup))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let lose = pts.iter().rev().find(|p| p.1 < 1.0);
+            let txt = match lose {
+                None => format!("<= {:.2} (wins at every measured sparsity)", pts[0].0),
+                Some(&(s0, v0)) => match pts.iter().find(|p| p.0 > s0 && p.1 >= 1.0) {
+                    None => format!("> {s0:.2} (never wins)"),
+                    Some(&(s1, v1)) => format!("{:.3}", s0 + (s1 - s0) * (1.0 - v0) / (v1 - v0)),
+                },
+            };
+            format!("{m}x{k}, N={n}: crossover sparsity {txt}")
+        })
+        .collect()
+}
+
+fn emit(rows: &[Row], c: &Common, single: bool) -> Result<(), CliError> {
+    if c.json {
+        let s = if single && rows.len() == 1 {
+            serde_json::to_string_pretty(&rows[0])
+        } else {
+            serde_json::to_string_pretty(rows)
+        }
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        println!("{s}");
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:>11} {:>6} {:>5} {:>9} {:>9} {:>8} {:>8}",
+        "matrix", "shape", "sparse", "N", "sparse ms", "dense ms", "GFLOP/s", "speedup"
+    );
+    for r in rows {
+        println!("{}", fmt_row(r));
+    }
+    if rows.len() > 1 {
+        let g = (rows.iter().map(|r| r.speedup.ln()).sum::<f64>() / rows.len() as f64).exp();
+        println!(
+            "geometric mean speedup vs dense: {g:.2}x over {} rows ({} threads)",
+            rows.len(),
+            rows[0].threads
+        );
+        for l in crossovers(rows) {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
