@@ -1,0 +1,68 @@
+//! Elementwise activations: GELU (tanh approximation, as GPT-2) and ReLU.
+use crate::Result;
+use crate::error::check_len;
+use rayon::prelude::*;
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+const PAR_MIN: usize = 1 << 15;
+
+/// `out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+pub fn gelu_forward(x: &[f32], out: &mut [f32]) -> Result<()> {
+    check_len("gelu", "output", out.len(), x.len())?;
+    let f = |(o, &v): (&mut f32, &f32)| {
+        let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
+        *o = 0.5 * v * (1.0 + u.tanh());
+    };
+    if x.len() >= PAR_MIN {
+        out.par_iter_mut()
+            .zip(x.par_iter())
+            .with_min_len(4096)
+            .for_each(f);
+    } else {
+        out.iter_mut().zip(x).for_each(f);
+    }
+    Ok(())
+}
+
+/// `dx = dout * gelu'(x)` (overwrites dx).
+pub fn gelu_backward(x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
+    check_len("gelu", "output gradient", dout.len(), x.len())?;
+    check_len("gelu", "input gradient", dx.len(), x.len())?;
+    let f = |((d, &v), &g): ((&mut f32, &f32), &f32)| {
+        let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
+        let t = u.tanh();
+        let sech2 = 1.0 - t * t;
+        let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v * v);
+        *d = g * (0.5 * (1.0 + t) + 0.5 * v * sech2 * du);
+    };
+    if x.len() >= PAR_MIN {
+        dx.par_iter_mut()
+            .zip(x.par_iter())
+            .zip(dout.par_iter())
+            .with_min_len(4096)
+            .for_each(f);
+    } else {
+        dx.iter_mut().zip(x).zip(dout).for_each(f);
+    }
+    Ok(())
+}
+
+/// `out = max(x, 0)`.
+pub fn relu_forward(x: &[f32], out: &mut [f32]) -> Result<()> {
+    check_len("relu", "output", out.len(), x.len())?;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.max(0.0);
+    }
+    Ok(())
+}
+
+/// `dx = dout * [x > 0]` (overwrites dx).
+pub fn relu_backward(x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
+    check_len("relu", "output gradient", dout.len(), x.len())?;
+    check_len("relu", "input gradient", dx.len(), x.len())?;
+    for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dout) {
+        *d = if v > 0.0 { g } else { 0.0 };
+    }
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! A byte-level GPT (GPT-2 architecture, llm.c style): token + position embeddings, pre-LN blocks
+//! of causal self-attention and a GELU MLP, a final LayerNorm and a (tied or separate) LM head.
+//!
+//! Per block l, over N = B*T rows (residual stream `res` (N, C)):
+//!   ln1 = LN(res);  qkv (N, 3C) = ln1 Wqkv^T;  atty (N, C) = attention(qkv);
+//!   res2 = res + atty Wproj^T;  ln2 = LN(res2);  fch (N, 4C) = ln2 Wfc^T;  g = GELU(fch);
+//!   res' = res2 + g Wfcproj^T.
+//! Then lnf = LN(res_L); logits (N, V) = lnf wte^T (tied) or lnf Whead^T; loss = mean CE.
+use crate::activation::{gelu_backward, gelu_forward};
+use crate::attention::{AttnCache, AttnShape, attention_backward, attention_forward};
+use crate::embedding::Embedding;
+use crate::error::{invalid, shape};
+use crate::flops::{Flops, StepFlops};
+use crate::layernorm::LayerNorm;
+use crate::loss::{cross_entropy_backward, cross_entropy_forward};
+use crate::util::{add_into, ensure};
+use crate::{Linear, ParamMut, Result};
+use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+
+/// GPT hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GptConfig {
+    /// Vocabulary size (256 for bytes).
+    pub vocab: usize,
+    /// Maximum context length (rows of the position embedding).
+    pub ctx: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Model width C (a multiple of `heads`).
+    pub width: usize,
+    /// LM head shares the token embedding (GPT-2) when true.
+    pub tie_weights: bool,
+    /// Seed of the deterministic initialization.
+    pub seed: u64,
+}
+
+impl Default for GptConfig {
+    /// The tiny GPT of the benchmarks: bytes, context 128, 4 layers, 4 heads, width 256, tied.
+    fn default() -> Self {
+        GptConfig {
+            vocab: 256,
+            ctx: 128,
+            layers: 4,
+            heads: 4,
+            width: 256,
+            tie_weights: true,
+            seed: 0,
+        }
+    }
+}
+
+struct Block {
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    fc: Linear,
+    fc_proj: Linear,
+}
+
+#[derive(Default)]
+struct BlockActs {
+    ln1: Vec<f32>,
+    ln1_mean: Vec<f32>,
+    ln1_rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    attn: AttnCache,
+    res2: Vec<f32>,
+    ln2: Vec<f32>,
+    ln2_mean: Vec<f32>,
+    ln2_rstd: Vec<f32>,
+    fch: Vec<f32>,
+    gelu: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Acts {
+    b: usize,
+    t: usize,
+    tokens: Vec<u32>,
+    targets: Vec<u32>,
+    pos: Vec<u32>,
+    res: Vec<Vec<f32>>,
+    blocks: Vec<BlockActs>,
+    lnf: Vec<f32>,
+    lnf_mean: Vec<f32>,
+    lnf_rstd: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    // backward scratch
+    dres: Vec<f32>,
+    dc: Vec<f32>,
+    dc2: Vec<f32>,
+    d3c: Vec<f32>,
+    d4c: Vec<f32>,
+    d4c2: Vec<f32>,
+    dlogits: Vec<f32>,
+}
+
+/// A GPT with explicit forward and backward. `forward(tokens, targets)` returns the mean loss and
+/// keeps the activations; `backward()` accumulates every parameter gradient.
+pub struct Gpt {
+    cfg: GptConfig,
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    lnf: LayerNorm,
+    lm_head: Option<Linear>,
+    par: Par,
+    a: Acts,
+    ready: bool,
+}
+
+impl Gpt {
+    /// A GPT initialized as GPT-2 (N(0, 0.02^2), residual projections scaled by 1/sqrt(2 layers),
+    /// zero biases, unit LayerNorm), deterministic in `cfg.seed`.
+    pub fn new(cfg: GptConfig) -> Result<Gpt> {
+        if cfg.heads == 0 || cfg.width % cfg.heads != 0 || cfg.vocab == 0 || cfg.ctx == 0 {
+            return Err(invalid(
+                "gpt",
+                format!("bad config {cfg:?}: width must be a multiple of heads, vocab and ctx > 0"),
+            ));
+        }
+        let (c, s) = (cfg.width, cfg.seed.wrapping_mul(1000));
+        let pstd = 0.02 / (2.0 * cfg.layers.max(1) as f32).sqrt();
+        let blocks = (0..cfg.layers)
+            .map(|l| {
+                let p = |n: &str| format!("h.{l}.{n}");
+                let sd = s + 10 + 10 * l as u64;
+                Block {
+                    ln1: LayerNorm::new(&p("ln_1"), c),
+                    qkv: Linear::new(&p("attn.qkv"), c, 3 * c, true, 0.02, sd),
+                    proj: Linear::new(&p("attn.proj"), c, c, true, pstd, sd + 1),
+                    ln2: LayerNorm::new(&p("ln_2"), c),
+                    fc: Linear::new(&p("mlp.fc"), c, 4 * c, true, 0.02, sd + 2),
+                    fc_proj: Linear::new(&p("mlp.proj"), 4 * c, c, true, pstd, sd + 3),
+                }
+            })
+            .collect();
+        Ok(Gpt {
+            cfg,
+            wte: Embedding::new("wte", cfg.vocab, c, 0.02, s + 1),
+            wpe: Embedding::new("wpe", cfg.ctx, c, 0.01, s + 2),
+            blocks,
+            lnf: LayerNorm::new("ln_f", c),
+            lm_head: (!cfg.tie_weights)
+                .then(|| Linear::new("lm_head", c, cfg.vocab, false, 0.02, s + 3)),
+            par: Par::rayon(),
+            a: Acts::default(),
+            ready: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// Sets the parallelism of every product.
+    pub fn set_par(&mut self, par: Par) {
+        self.par = par;
+        for l in self.linears_mut() {
+            l.set_par(par);
+        }
+    }
+
+    /// Every Linear layer with its name (`h.0.attn.qkv`, `h.0.attn.proj`, `h.0.mlp.fc`,
+    /// `h.0.mlp.proj`, ..., and `lm_head` when untied), to change weight kinds.
+    pub fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| [&mut b.qkv, &mut b.proj, &mut b.fc, &mut b.fc_proj])
+            .chain(self.lm_head.as_mut())
+    }
+
+    /// Every Linear layer, shared.
+    pub fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.proj, &b.fc, &b.fc_proj])
+            .chain(self.lm_head.as_ref())
+    }
+
+    /// Every trainable parameter with its gradient (names as in GPT-2: `wte.weight`,
+    /// `h.0.ln_1.weight`, `h.0.attn.qkv.weight`, ...).
+    pub fn params(&mut self) -> Vec<ParamMut<'_>> {
+        let mut out = Vec::new();
+        self.wte.params(&mut out);
+        self.wpe.params(&mut out);
+        for b in &mut self.blocks {
+            b.ln1.params(&mut out);
+            b.qkv.params(&mut out);
+            b.proj.params(&mut out);
+            b.ln2.params(&mut out);
+            b.fc.params(&mut out);
+            b.fc_proj.params(&mut out);
+        }
+        self.lnf.params(&mut out);
+        if let Some(h) = &mut self.lm_head {
+            h.params(&mut out);
+        }
+        out
+    }
+
+    /// Copies `values` into the parameter called `name` (e.g. to load weights).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let mut ps = self.params();
+        let p = ps
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| invalid("gpt", format!("no parameter {name}")))?;
+        if p.values.len() != values.len() {
+            return Err(shape(
+                name,
+                format!(
+                    "{} values for a parameter of {}",
+                    values.len(),
+                    p.values.len()
+                ),
+            ));
+        }
+        p.values.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Zeroes every gradient.
+    pub fn zero_grad(&mut self) {
+        self.wte.zero_grad();
+        self.wpe.zero_grad();
+        for b in &mut self.blocks {
+            b.ln1.zero_grad();
+            b.qkv.zero_grad();
+            b.proj.zero_grad();
+            b.ln2.zero_grad();
+            b.fc.zero_grad();
+            b.fc_proj.zero_grad();
+        }
+        self.lnf.zero_grad();
+        if let Some(h) = &mut self.lm_head {
+            h.zero_grad();
+        }
+    }
+
+    /// Logits (B*T, V) of the last forward.
+    pub fn logits(&self) -> &[f32] {
+        &self.a.logits
+    }
+
+    /// FLOPs of one forward + backward at batch `b`, context `t` (linears, attention, LM head).
+    pub fn flops(&self, b: usize, t: usize) -> StepFlops {
+        let n = b * t;
+        let mut f = StepFlops::default();
+        for l in self.linears() {
+            f += l.flops(n);
+        }
+        let att = AttnShape {
+            b,
+            t,
+            c: self.cfg.width,
+            heads: self.cfg.heads,
+        }
+        .flops();
+        for _ in 0..self.cfg.layers {
+            f += att;
+        }
+        if self.lm_head.is_none() {
+            let d = 2 * (n * self.cfg.width * self.cfg.vocab) as u64;
+            f += StepFlops {
+                forward: Flops::same(d),
+                backward: Flops::same(2 * d),
+            };
+        }
+        f
+    }
+
+    fn alloc(&mut self, b: usize, t: usize) {
+        let (c, v, n) = (self.cfg.width, self.cfg.vocab, b * t);
+        let a = &mut self.a;
+        a.b = b;
+        a.t = t;
+        a.res.resize_with(self.cfg.layers + 1, Vec::new);
+        for r in &mut a.res {
+            ensure(r, n * c);
+        }
+        a.blocks.resize_with(self.cfg.layers, BlockActs::default);
+        for ba in &mut a.blocks {
+            for (buf, w) in [
+                (&mut ba.ln1, c),
+                (&mut ba.qkv, 3 * c),
+                (&mut ba.atty, c),
+                (&mut ba.res2, c),
+                (&mut ba.ln2, c),
+                (&mut ba.fch, 4 * c),
+                (&mut ba.gelu, 4 * c),
+            ] {
+                ensure(buf, n * w);
+            }
+            for buf in [
+                &mut ba.ln1_mean,
+                &mut ba.ln1_rstd,
+                &mut ba.ln2_mean,
+                &mut ba.ln2_rstd,
+            ] {
+                ensure(buf, n);
+            }
+        }
+        for (buf, w) in [
+            (&mut a.lnf, c),
+            (&mut a.dres, c),
+            (&mut a.dc, c),
+            (&mut a.dc2, c),
+            (&mut a.d3c, 3 * c),
+            (&mut a.d4c, 4 * c),
+            (&mut a.d4c2, 4 * c),
+            (&mut a.logits, v),
+            (&mut a.probs, v),
+            (&mut a.dlogits, v),
+        ] {
+            ensure(buf, n * w);
+        }
+        ensure(&mut a.lnf_mean, n);
+        ensure(&mut a.lnf_rstd, n);
+        a.pos = (0..n).map(|i| (i % t) as u32).collect();
+    }
+
+    /// Runs the model on `tokens` (B*T, row-major by batch) and returns the mean cross-entropy
+    /// against `targets` (B*T). Activations are kept for [`Gpt::backward`].
+    pub fn forward(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
+        let (c, v, n) = (self.cfg.width, self.cfg.vocab, b * t);
+        if t == 0 || t > self.cfg.ctx {
+            return Err(invalid(
+                "gpt",
+                format!("context {t} must be in 1..={}", self.cfg.ctx),
+            ));
+        }
+        if tokens.len() != n || targets.len() != n {
+            return Err(shape(
+                "gpt",
+                format!(
+                    "{} tokens and {} targets for B*T = {b}*{t}",
+                    tokens.len(),
+                    targets.len()
+                ),
+            ));
+        }
+        if self.a.b != b || self.a.t != t || self.a.res.is_empty() {
+            self.alloc(b, t);
+        }
+        self.ready = false;
+        let a = &mut self.a;
+        a.tokens.clear();
+        a.tokens.extend_from_slice(tokens);
+        a.targets.clear();
+        a.targets.extend_from_slice(targets);
+        self.wte.forward(tokens, &mut a.res[0])?; // res0 (N, C) = wte[tokens] + wpe[pos]
+        self.wpe.forward_add(&a.pos, &mut a.res[0])?;
+        let sh = AttnShape {
+            b,
+            t,
+            c,
+            heads: self.cfg.heads,
+        };
+        for (l, blk) in self.blocks.iter_mut().enumerate() {
+            let (before, after) = a.res.split_at_mut(l + 1);
+            let (res, out) = (&before[l], &mut after[0]);
+            let ba = &mut a.blocks[l];
+            blk.ln1
+                .forward(res, n, &mut ba.ln1, &mut ba.ln1_mean, &mut ba.ln1_rstd)?;
+            blk.qkv.forward(&ba.ln1, n, &mut ba.qkv)?; // qkv (N, 3C)
+            attention_forward(&ba.qkv, sh, &mut ba.atty, &mut ba.attn)?; // atty (N, C)
+            blk.proj.forward(&ba.atty, n, &mut ba.res2)?;
+            add_into(&mut ba.res2, res); // res2 = res + proj(atty)
+            blk.ln2
+                .forward(&ba.res2, n, &mut ba.ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
+            blk.fc.forward(&ba.ln2, n, &mut ba.fch)?; // fch (N, 4C)
+            gelu_forward(&ba.fch, &mut ba.gelu)?;
+            blk.fc_proj.forward(&ba.gelu, n, out)?;
+            add_into(out, &ba.res2); // res' = res2 + fc_proj(gelu)
+        }
+        let last = &a.res[self.cfg.layers];
+        self.lnf
+            .forward(last, n, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd)?;
+        match &mut self.lm_head {
+            None => gemm(
+                MatMut::new(&mut a.logits, n, v)?,
+                MatRef::new(&a.lnf, n, c)?,
+                Transpose::No,
+                MatRef::new(&self.wte.w, v, c)?,
+                Transpose::Yes,
+                1.0,
+                0.0,
+                self.par,
+            )?, // logits (N, V) = lnf wte^T
+            Some(h) => h.forward(&a.lnf, n, &mut a.logits)?,
+        }
+        let loss = cross_entropy_forward(&a.logits, targets, v, &mut a.probs)?;
+        self.ready = true;
+        Ok(loss)
+    }
+
+    /// Backward of the last forward: every parameter gradient `+=` (call [`Gpt::zero_grad`] first).
+    pub fn backward(&mut self) -> Result<()> {
+        if !self.ready {
+            return Err(invalid("gpt", "backward without a successful forward"));
+        }
+        let (c, v) = (self.cfg.width, self.cfg.vocab);
+        let a = &mut self.a;
+        let n = a.b * a.t;
+        let sh = AttnShape {
+            b: a.b,
+            t: a.t,
+            c,
+            heads: self.cfg.heads,
+        };
+        cross_entropy_backward(&a.probs, &a.targets, v, &mut a.dlogits)?; // dlogits (N, V)
+        match &mut self.lm_head {
+            None => {
+                let dl = MatRef::new(&a.dlogits, n, v)?;
+                gemm(
+                    MatMut::new(&mut self.wte.dw, v, c)?,
+                    dl,
+                    Transpose::Yes,
+                    MatRef::new(&a.lnf, n, c)?,
+                    Transpose::No,
+                    1.0,
+                    1.0,
+                    self.par,
+                )?; // dwte += dlogits^T lnf
+                gemm(
+                    MatMut::new(&mut a.dc, n, c)?,
+                    dl,
+                    Transpose::No,
+                    MatRef::new(&self.wte.w, v, c)?,
+                    Transpose::No,
+                    1.0,
+                    0.0,
+                    self.par,
+                )?; // dlnf = dlogits wte
+            }
+            Some(h) => h.backward(&a.lnf, &a.dlogits, n, &mut a.dc)?,
+        }
+        self.lnf.backward(
+            &a.res[self.cfg.layers],
+            &a.dc,
+            &a.lnf_mean,
+            &a.lnf_rstd,
+            n,
+            &mut a.dres,
+        )?; // dres (N, C)
+        for (l, blk) in self.blocks.iter_mut().enumerate().rev() {
+            let ba = &mut a.blocks[l];
+            // res' = res2 + fc_proj(gelu): d res2 = dres (kept in dres), d gelu below
+            blk.fc_proj.backward(&ba.gelu, &a.dres, n, &mut a.d4c)?;
+            gelu_backward(&ba.fch, &a.d4c, &mut a.d4c2)?;
+            blk.fc.backward(&ba.ln2, &a.d4c2, n, &mut a.dc)?;
+            blk.ln2
+                .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;
+            add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward
+            // res2 = res + proj(atty)
+            blk.proj.backward(&ba.atty, &a.dres, n, &mut a.dc)?;
+            attention_backward(&a.dc, sh, &mut ba.attn, &mut a.d3c)?;
+            blk.qkv.backward(&ba.ln1, &a.d3c, n, &mut a.dc)?;
+            blk.ln1
+                .backward(&a.res[l], &a.dc, &ba.ln1_mean, &ba.ln1_rstd, n, &mut a.dc2)?;
+            add_into(&mut a.dres, &a.dc2); // dres = dres2 + LN1 backward
+        }
+        self.wte.backward(&a.tokens, &a.dres)?;
+        self.wpe.backward(&a.pos, &a.dres)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,554 @@
+//! Linear: `y (N, M) = x (N, K) W^T + b`, W (M, K) of any [`Weight`] kind.
+//!
+//! Sparse kinds keep activations row-major and work on transposes: `Y^T (M, N) = W X^T` by spmm,
+//! `dX^T (K, N) = W^T dY^T` by spmm with the cached transpose, `dW = dY^T X` at the pattern by sddmm
+//! with A = dY^T (M, N) and B = X^T (K, N). The transposes go through reused scratch buffers
+//! (O(N*K) moves against O(nnz*N) multiply-adds).
+use crate::error::{check_len, shape};
+use crate::flops::{Flops, StepFlops};
+use crate::util::{ensure, randn, transpose};
+use crate::weight::LoraBase;
+use crate::{ParamMut, Result, Weight, WeightKind};
+use lopper_sparse::kernels::spmm_t_with;
+use lopper_sparse::{sddmm, spmm, spmm_24};
+use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+
+const N: Transpose = Transpose::No;
+const T: Transpose = Transpose::Yes;
+
+/// Scratch buffers reused across steps (grown on first use).
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    xt: Vec<f32>,
+    yt: Vec<f32>,
+    g: Vec<f32>,
+    h: Vec<f32>,
+    dh: Vec<f32>,
+}
+
+/// A fully connected layer whose weight can be any [`Weight`] kind.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Dotted name, e.g. `h.0.attn.qkv`.
+    pub name: String,
+    in_features: usize,
+    out_features: usize,
+    weight: Weight,
+    bias: Option<(Vec<f32>, Vec<f32>)>,
+    par: Par,
+    s: Scratch,
+}
+
+impl Linear {
+    /// Dense weight N(0, std^2) (deterministic in `seed`), zero bias when `bias`.
+    pub fn new(
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        std: f32,
+        seed: u64,
+    ) -> Linear {
+        let w = randn(in_features * out_features, std, seed);
+        Linear {
+            name: name.to_string(),
+            in_features,
+            out_features,
+            weight: Weight::dense(w),
+            bias: bias.then(|| (vec![0.0; out_features], vec![0.0; out_features])),
+            par: Par::rayon(),
+            s: Scratch::default(),
+        }
+    }
+
+    /// From a dense weight (out, in) row-major and an optional bias (out).
+    pub fn from_dense(
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Linear> {
+        check_len(name, "weight", w.len(), in_features * out_features)?;
+        if let Some(b) = &bias {
+            check_len(name, "bias", b.len(), out_features)?;
+        }
+        let mut l = Linear::new(name, in_features, out_features, false, 0.0, 0);
+        l.weight = Weight::dense(w);
+        l.bias = bias.map(|b| {
+            let n = b.len();
+            (b, vec![0.0; n])
+        });
+        Ok(l)
+    }
+
+    /// Input width K.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+    /// Output width M.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+    /// The weight.
+    pub fn weight(&self) -> &Weight {
+        &self.weight
+    }
+    /// The weight, mutable (e.g. to edit a Csr's values; the pattern stays).
+    pub fn weight_mut(&mut self) -> &mut Weight {
+        &mut self.weight
+    }
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_ref().map(|b| b.0.as_slice())
+    }
+    /// Sets the parallelism of this layer's products (default: the rayon pool).
+    pub fn set_par(&mut self, par: Par) {
+        self.par = par;
+    }
+    /// The weight's dense equivalent (out, in).
+    pub fn dense_weight(&self) -> Vec<f32> {
+        self.weight.to_dense(self.out_features, self.in_features)
+    }
+    /// Changes the weight's kind (see [`WeightKind`] for which conversions keep the function).
+    /// Gradients restart at zero.
+    pub fn set_kind(&mut self, kind: &WeightKind) -> Result<()> {
+        self.weight = self
+            .weight
+            .convert(kind, self.out_features, self.in_features, &self.name)?;
+        Ok(())
+    }
+    /// Replaces the weight (shape checked through its dense equivalent's length).
+    pub fn set_weight(&mut self, w: Weight) -> Result<()> {
+        let (m, k) = (self.out_features, self.in_features);
+        let ok = match &w {
+            Weight::Dense { w, .. } | Weight::Masked { w, .. } => w.len() == m * k,
+            Weight::Csr { w, .. } => w.rows() == m && w.cols() == k,
+            Weight::Sparse24 { w, .. } => w.rows() == m && w.cols() == k,
+            Weight::LowRank { rank, u, v, .. } => u.len() == m * rank && v.len() == rank * k,
+            Weight::Lora { rank, a, b, .. } => a.len() == rank * k && b.len() == m * rank,
+        };
+        if !ok {
+            return Err(shape(
+                &self.name,
+                format!("new {} weight does not fit {m}x{k}", w.kind_name()),
+            ));
+        }
+        self.weight = w;
+        Ok(())
+    }
+    /// Zeroes weight and bias gradients.
+    pub fn zero_grad(&mut self) {
+        self.weight.zero_grad();
+        if let Some((_, db)) = &mut self.bias {
+            db.fill(0.0);
+        }
+    }
+    /// Trainable parameters: the weight's (see [`Weight::params`]) and `{name}.bias`.
+    pub fn params<'a>(&'a mut self, out: &mut Vec<ParamMut<'a>>) {
+        self.weight.params(&self.name, out);
+        if let Some((b, db)) = &mut self.bias {
+            out.push(ParamMut {
+                name: format!("{}.bias", self.name),
+                values: b,
+                grad: db,
+                mask: None,
+            });
+        }
+    }
+
+    /// FLOPs of a forward and backward over `n` rows: executed by this kind vs the dense layer.
+    pub fn flops(&self, n: usize) -> StepFlops {
+        let (m, k, n) = (self.out_features as u64, self.in_features as u64, n as u64);
+        let dense = 2 * n * m * k;
+        let b = if self.bias.is_some() { n * m } else { 0 };
+        let (fwd, bwd) = match &self.weight {
+            Weight::Dense { .. } | Weight::Masked { .. } => (dense, 2 * dense),
+            Weight::Csr { w, .. } => (2 * n * w.nnz() as u64, 4 * n * w.nnz() as u64),
+            Weight::Sparse24 { w, .. } => (
+                2 * n * w.values().len() as u64,
+                4 * n * w.values().len() as u64,
+            ),
+            Weight::LowRank { rank, .. } => {
+                let f = 2 * n * *rank as u64 * (m + k);
+                (f, 2 * f)
+            }
+            Weight::Lora { base, rank, .. } => {
+                let bf = match base {
+                    LoraBase::Dense(_) => dense,
+                    LoraBase::Csr(c, _) => 2 * n * c.nnz() as u64,
+                };
+                let f = 2 * n * *rank as u64 * (m + k);
+                (bf + f, bf + 2 * f)
+            }
+        };
+        StepFlops {
+            forward: Flops::new(fwd + b, dense + b),
+            backward: Flops::new(bwd + b, 2 * dense + b),
+        }
+    }
+
+    fn check(&self, what: &str, len: usize, n: usize, width: usize) -> Result<()> {
+        if len != n * width {
+            return Err(shape(
+                &self.name,
+                format!("{what} has {len} elements, expected {n} rows x {width}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `y (n, out) = x (n, in) W^T + b`.
+    pub fn forward(&mut self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        let (m, k, par) = (self.out_features, self.in_features, self.par);
+        self.check("input", x.len(), n, k)?;
+        self.check("output", y.len(), n, m)?;
+        let xm = MatRef::new(x, n, k)?;
+        let s = &mut self.s;
+        match &mut self.weight {
+            Weight::Dense { w, .. } => gemm(
+                MatMut::new(y, n, m)?,
+                xm,
+                N,
+                MatRef::new(w, m, k)?,
+                T,
+                1.0,
+                0.0,
+                par,
+            )?,
+            Weight::Masked { w, mask, .. } => {
+                lopper_tensor::ops::apply_mask(w, mask)?;
+                gemm(
+                    MatMut::new(y, n, m)?,
+                    xm,
+                    N,
+                    MatRef::new(w, m, k)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?
+            }
+            Weight::Csr { w, .. } => {
+                ensure(&mut s.xt, k * n);
+                ensure(&mut s.yt, m * n);
+                transpose(x, n, k, &mut s.xt); // xt is (K, N)
+                spmm(
+                    w,
+                    MatRef::new(&s.xt, k, n)?,
+                    MatMut::new(&mut s.yt, m, n)?,
+                    par,
+                )?; // yt (M, N) = W xt
+                transpose(&s.yt, m, n, y);
+            }
+            Weight::Sparse24 { w, .. } => {
+                ensure(&mut s.xt, k * n);
+                ensure(&mut s.yt, m * n);
+                transpose(x, n, k, &mut s.xt);
+                spmm_24(
+                    w,
+                    MatRef::new(&s.xt, k, n)?,
+                    MatMut::new(&mut s.yt, m, n)?,
+                    par,
+                )?;
+                transpose(&s.yt, m, n, y);
+            }
+            Weight::LowRank { rank, u, v, .. } => {
+                let r = *rank;
+                ensure(&mut s.h, n * r);
+                gemm(
+                    MatMut::new(&mut s.h, n, r)?,
+                    xm,
+                    N,
+                    MatRef::new(v, r, k)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // h (N, r) = x V^T
+                gemm(
+                    MatMut::new(y, n, m)?,
+                    MatRef::new(&s.h, n, r)?,
+                    N,
+                    MatRef::new(u, m, r)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // y = h U^T
+            }
+            Weight::Lora {
+                base,
+                rank,
+                alpha,
+                a,
+                b,
+                ..
+            } => {
+                let r = *rank;
+                match base {
+                    LoraBase::Dense(w) => gemm(
+                        MatMut::new(y, n, m)?,
+                        xm,
+                        N,
+                        MatRef::new(w, m, k)?,
+                        T,
+                        1.0,
+                        0.0,
+                        par,
+                    )?,
+                    LoraBase::Csr(c, _) => {
+                        ensure(&mut s.xt, k * n);
+                        ensure(&mut s.yt, m * n);
+                        transpose(x, n, k, &mut s.xt);
+                        spmm(
+                            c,
+                            MatRef::new(&s.xt, k, n)?,
+                            MatMut::new(&mut s.yt, m, n)?,
+                            par,
+                        )?;
+                        transpose(&s.yt, m, n, y);
+                    }
+                }
+                ensure(&mut s.h, n * r);
+                gemm(
+                    MatMut::new(&mut s.h, n, r)?,
+                    xm,
+                    N,
+                    MatRef::new(a, r, k)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // h (N, r) = x A^T
+                let sc = *alpha / r as f32;
+                gemm(
+                    MatMut::new(y, n, m)?,
+                    MatRef::new(&s.h, n, r)?,
+                    N,
+                    MatRef::new(b, m, r)?,
+                    T,
+                    sc,
+                    1.0,
+                    par,
+                )?; // y += sc h B^T
+            }
+        }
+        if let Some((b, _)) = &self.bias {
+            for row in y.chunks_exact_mut(m) {
+                crate::util::add_into(row, b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Given the forward's input `x (n, in)` and `dy (n, out)`: parameter gradients `+=`,
+    /// `dx (n, in) =` the input gradient.
+    pub fn backward(&mut self, x: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
+        let (m, k, par) = (self.out_features, self.in_features, self.par);
+        self.check("input", x.len(), n, k)?;
+        self.check("output gradient", dy.len(), n, m)?;
+        self.check("input gradient", dx.len(), n, k)?;
+        let (xm, dym) = (MatRef::new(x, n, k)?, MatRef::new(dy, n, m)?);
+        if let Some((_, db)) = &mut self.bias {
+            for row in dy.chunks_exact(m) {
+                crate::util::add_into(db, row); // db (M) += sum over rows of dy
+            }
+        }
+        let s = &mut self.s;
+        match &mut self.weight {
+            Weight::Dense { w, dw } => {
+                gemm(MatMut::new(dw, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?; // dW (M, K) += dy^T x
+                gemm(
+                    MatMut::new(dx, n, k)?,
+                    dym,
+                    N,
+                    MatRef::new(w, m, k)?,
+                    N,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // dx = dy W
+            }
+            Weight::Masked { w, dw, mask } => {
+                gemm(MatMut::new(dw, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?;
+                lopper_tensor::ops::apply_mask(dw, mask)?;
+                gemm(
+                    MatMut::new(dx, n, k)?,
+                    dym,
+                    N,
+                    MatRef::new(w, m, k)?,
+                    N,
+                    1.0,
+                    0.0,
+                    par,
+                )?;
+            }
+            Weight::Csr { w, wt, dw } => {
+                wt.refresh(w)?; // values changed since the last step; O(nnz)
+                sparse_backward(s, w, wt, dw, x, dy, n, m, k, dx, par)?;
+            }
+            Weight::Sparse24 { w, mirror, wt, dw } => {
+                mirror.values_mut().copy_from_slice(w.values());
+                wt.refresh(mirror)?;
+                sparse_backward(s, mirror, wt, dw, x, dy, n, m, k, dx, par)?;
+            }
+            Weight::LowRank { rank, u, v, du, dv } => {
+                let r = *rank;
+                ensure(&mut s.h, n * r);
+                ensure(&mut s.dh, n * r);
+                gemm(
+                    MatMut::new(&mut s.h, n, r)?,
+                    xm,
+                    N,
+                    MatRef::new(v, r, k)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // h = x V^T
+                gemm(
+                    MatMut::new(du, m, r)?,
+                    dym,
+                    T,
+                    MatRef::new(&s.h, n, r)?,
+                    N,
+                    1.0,
+                    1.0,
+                    par,
+                )?; // dU += dy^T h
+                gemm(
+                    MatMut::new(&mut s.dh, n, r)?,
+                    dym,
+                    N,
+                    MatRef::new(u, m, r)?,
+                    N,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // dh = dy U
+                let dhm = MatRef::new(&s.dh, n, r)?;
+                gemm(MatMut::new(dv, r, k)?, dhm, T, xm, N, 1.0, 1.0, par)?; // dV += dh^T x
+                gemm(
+                    MatMut::new(dx, n, k)?,
+                    dhm,
+                    N,
+                    MatRef::new(v, r, k)?,
+                    N,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // dx = dh V
+            }
+            Weight::Lora {
+                base,
+                rank,
+                alpha,
+                a,
+                b,
+                da,
+                db,
+            } => {
+                let r = *rank;
+                let sc = *alpha / r as f32;
+                match base {
+                    LoraBase::Dense(w) => gemm(
+                        MatMut::new(dx, n, k)?,
+                        dym,
+                        N,
+                        MatRef::new(w, m, k)?,
+                        N,
+                        1.0,
+                        0.0,
+                        par,
+                    )?,
+                    LoraBase::Csr(_, t) => {
+                        ensure(&mut s.xt, k * n);
+                        ensure(&mut s.yt, m * n);
+                        transpose(dy, n, m, &mut s.yt); // dy^T (M, N)
+                        spmm_t_with(
+                            t,
+                            MatRef::new(&s.yt, m, n)?,
+                            MatMut::new(&mut s.xt, k, n)?,
+                            par,
+                        )?; // dx^T (K, N)
+                        transpose(&s.xt, k, n, dx);
+                    }
+                }
+                ensure(&mut s.h, n * r);
+                ensure(&mut s.dh, n * r);
+                gemm(
+                    MatMut::new(&mut s.h, n, r)?,
+                    xm,
+                    N,
+                    MatRef::new(a, r, k)?,
+                    T,
+                    1.0,
+                    0.0,
+                    par,
+                )?; // h = x A^T
+                gemm(
+                    MatMut::new(db, m, r)?,
+                    dym,
+                    T,
+                    MatRef::new(&s.h, n, r)?,
+                    N,
+                    sc,
+                    1.0,
+                    par,
+                )?; // dB += sc dy^T h
+                gemm(
+                    MatMut::new(&mut s.dh, n, r)?,
+                    dym,
+                    N,
+                    MatRef::new(b, m, r)?,
+                    N,
+                    sc,
+                    0.0,
+                    par,
+                )?; // dh = sc dy B
+                let dhm = MatRef::new(&s.dh, n, r)?;
+                gemm(MatMut::new(da, r, k)?, dhm, T, xm, N, 1.0, 1.0, par)?; // dA += dh^T x
+                gemm(
+                    MatMut::new(dx, n, k)?,
+                    dhm,
+                    N,
+                    MatRef::new(a, r, k)?,
+                    N,
+                    1.0,
+                    1.0,
+                    par,
+                )?; // dx += dh A
+            }
+        }
+        Ok(())
+    }
+}
+
+/// dX and dW at the pattern for a CSR weight (see the module doc).
+fn sparse_backward(
+    s: &mut Scratch,
+    w: &lopper_sparse::Csr,
+    wt: &lopper_sparse::CsrTranspose,
+    dw: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    m: usize,
+    k: usize,
+    dx: &mut [f32],
+    par: Par,
+) -> Result<()> {
+    ensure(&mut s.xt, k * n);
+    ensure(&mut s.yt, m * n);
+    ensure(&mut s.h, k * n);
+    ensure(&mut s.g, w.nnz());
+    transpose(x, n, k, &mut s.xt); // x^T (K, N)
+    transpose(dy, n, m, &mut s.yt); // dy^T (M, N)
+    let dyt = MatRef::new(&s.yt, m, n)?;
+    sddmm(w, dyt, MatRef::new(&s.xt, k, n)?, &mut s.g, par)?; // dW[p=(i,j)] = dy^T[i,:] . x^T[j,:]
+    crate::util::add_into(dw, &s.g);
+    spmm_t_with(wt, dyt, MatMut::new(&mut s.h, k, n)?, par)?; // dx^T (K, N) = W^T dy^T
+    transpose(&s.h, k, n, dx);
+    Ok(())
+}
