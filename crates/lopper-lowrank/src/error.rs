@@ -6,6 +6,9 @@ pub enum Error {
     /// An error of the tensor layer (shapes of views, dtypes, file I/O).
     #[error(transparent)]
     Tensor(#[from] lopper_tensor::Error),
+    /// An error of the sparse layer (CSR construction).
+    #[error(transparent)]
+    Sparse(#[from] lopper_sparse::Error),
     /// Operand shapes do not fit the operation.
     #[error("{op}: shape mismatch: {detail}")]
     Shape {

@@ -10,6 +10,8 @@
 //!   B = Ub diag(s) V^T                small dense SVD (faer)
 //!   U = Q Ub                          (M, l), then keep the first r triplets
 //! Cost: (2 + 4 power_iters) GEMMs of M N l flops each, plus O((M + N) l^2) for the QRs and the SVD.
+//! The GEMMs run with the caller's `par`; the thin-panel QRs and the small SVD run on one thread
+//! (their rayon versions were slower at these sizes on the 2-core development machine).
 use crate::svd::{Svd, cols_row_major, cols_transposed, faer_thin_svd};
 use crate::{Error, Result};
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -124,7 +126,7 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
     // y is (M, l) = A omega
     let mut y = Mat::<f32>::zeros(m, l);
     matmul(y.as_mut(), Accum::Replace, af, omega.as_ref(), 1.0f32, fp);
-    orthonormalize(&mut y, fp);
+    orthonormalize(&mut y, faer::Par::Seq);
     let mut z = Mat::<f32>::zeros(n, l);
     for _ in 0..params.power_iters {
         // z is (N, l) = A^T q
@@ -136,10 +138,10 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
             1.0f32,
             fp,
         );
-        orthonormalize(&mut z, fp);
+        orthonormalize(&mut z, faer::Par::Seq);
         // y is (M, l) = A z
         matmul(y.as_mut(), Accum::Replace, af, z.as_ref(), 1.0f32, fp);
-        orthonormalize(&mut y, fp);
+        orthonormalize(&mut y, faer::Par::Seq);
     }
     // bt is (N, l) = A^T Q = B^T; its SVD bt = V diag(s) Ub^T
     let mut bt = Mat::<f32>::zeros(n, l);
@@ -151,7 +153,7 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
         1.0f32,
         fp,
     );
-    let (v, s, ub) = faer_thin_svd("rsvd", bt.as_ref(), fp)?; // v (N, l), ub (l, l)
+    let (v, s, ub) = faer_thin_svd("rsvd", bt.as_ref(), faer::Par::Seq)?; // v (N, l), ub (l, l)
     // u is (M, l) = Q Ub
     let mut u = Mat::<f32>::zeros(m, l);
     matmul(

@@ -261,7 +261,9 @@ mod tests {
             let rec = t.reconstruct(Par::Seq).unwrap();
             let got = rel_frobenius_error(&a, &rec).unwrap();
             let want = optimal_rel_error(&full.s, r);
-            prop_assert!((got - want).abs() <= 1e-4 * want + 2e-6, "got {got} want {want}");
+            // f32 rounding of the factors leaves ~1e-7 sqrt(size) even where the optimum is 0
+            let atol = if f64p { 1e-6 } else { 2e-6 * (1.0 + (m.max(n) as f64).sqrt()) };
+            prop_assert!((got - want).abs() <= 1e-4 * want + atol, "got {got} want {want}");
         }
     }
 
