@@ -5,6 +5,8 @@ pub enum CliError {
     Tensor(#[from] lopper_tensor::Error),
     #[error(transparent)]
     Sparse(#[from] lopper_sparse::Error),
+    #[error(transparent)]
+    Lowrank(#[from] lopper_lowrank::Error),
     #[error("{0}")]
     Usage(String),
     #[error("{}: {source}", path.display())]

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replace 2-D weights by low-rank factors (truncated or randomized SVD).
+    Compress(cmd::compress::Args),
     /// Benchmarks of the sparse kernels against dense GEMM of the same shape.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -25,6 +27,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compress(a) => cmd::compress::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };
     match result {

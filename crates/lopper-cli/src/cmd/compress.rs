@@ -1,0 +1,187 @@
+//! `lopper compress`: low-rank compression of the 2-D tensors of a safetensors checkpoint.
+//!
+//! Each matched 2-D float tensor W (M, N) is factored as U V with rank chosen by --rank, --energy or
+//! --ratio (lopper_lowrank::RankRule), computed in f32 (svd: f64) and written back in the input's
+//! dtype: `--store dense` writes U V under the same name, `--store factors` writes NAME.lowrank_u
+//! (M, r) and NAME.lowrank_v (r, N) plus a JSON manifest under the `lopper.lowrank` metadata key.
+//! Everything else (1-D, 3-D+, integer tensors, unmatched names) is copied through unchanged.
+use crate::CliError;
+use clap::ValueEnum;
+use lopper_lowrank::{LowRank, Method, RankRule, RsvdParams, compress_matrix, rel_frobenius_error};
+use lopper_tensor::io::safetensors::{self as st, Entry, SafetensorsFile};
+use lopper_tensor::{Par, Tensor};
+use std::path::PathBuf;
+
+/// Decomposition.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MethodArg {
+    /// Exact truncated SVD (faer, f64): the optimal rank-r error.
+    Svd,
+    /// Randomized SVD (f32; --oversample, --power-iters, --seed).
+    Rsvd,
+}
+
+/// How the result is stored.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StoreArg {
+    /// The rank-r reconstruction in place of each tensor (same names, shapes, dtypes).
+    Dense,
+    /// NAME.lowrank_u and NAME.lowrank_v plus a manifest in the metadata.
+    Factors,
+}
+
+/// Replace 2-D weights by low-rank factors (truncated or randomized SVD).
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("rule").required(true).args(["rank", "energy", "ratio"])))]
+#[command(
+    after_help = "Examples:\n  lopper compress model.safetensors -o r64.safetensors --method svd --rank 64\n  \
+lopper compress model.safetensors -o e.safetensors --method rsvd --energy 0.9 --include 'mlp' --store factors"
+)]
+pub struct Args {
+    /// Input .safetensors file.
+    pub input: PathBuf,
+    /// Output file (written atomically: never half-written).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// svd (exact) or rsvd (randomized).
+    #[arg(long, value_enum, default_value = "svd")]
+    pub method: MethodArg,
+    /// Fixed rank R (>= 1; clamped to min(M, N)).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Keep singular values until this fraction of sum sigma^2 is reached, in (0, 1].
+    #[arg(long)]
+    pub energy: Option<f64>,
+    /// Parameters (and flops) after / before at most this fraction, > 0.
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// Only tensors whose name matches this regex.
+    #[arg(long)]
+    pub include: Option<String>,
+    /// No tensor whose name matches this regex.
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Output layout.
+    #[arg(long, value_enum, default_value = "dense")]
+    pub store: StoreArg,
+    /// rsvd: oversampling columns.
+    #[arg(long, default_value_t = 10)]
+    pub oversample: usize,
+    /// rsvd: power iterations.
+    #[arg(long, default_value_t = 2)]
+    pub power_iters: usize,
+    /// rsvd: seed of the Gaussian sketch.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn regex(flag: &str, re: &Option<String>) -> Result<Option<regex::Regex>, CliError> {
+    re.as_deref()
+        .map(|s| regex::Regex::new(s).map_err(|e| CliError::Usage(format!("{flag} {s:?}: {e}"))))
+        .transpose()
+}
+
+/// Runs `lopper compress`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let rule = match (args.rank, args.energy, args.ratio) {
+        (Some(r), None, None) => RankRule::Fixed(r),
+        (None, Some(f), None) => RankRule::Energy(f),
+        (None, None, Some(p)) => RankRule::Ratio(p),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --rank, --energy, --ratio".into(),
+            ));
+        }
+    };
+    let rule = rule
+        .validate()
+        .map_err(|e| CliError::Usage(format!("{e}")))?;
+    let method = match args.method {
+        MethodArg::Svd => Method::Svd,
+        MethodArg::Rsvd => Method::Rsvd(RsvdParams {
+            oversample: args.oversample,
+            power_iters: args.power_iters,
+            seed: args.seed,
+        }),
+    };
+    let include = regex("--include", &args.include)?;
+    let exclude = regex("--exclude", &args.exclude)?;
+    let input = st::read(&args.input)?;
+    let par = Par::rayon();
+
+    let mut out = SafetensorsFile {
+        entries: Vec::with_capacity(input.entries.len()),
+        metadata: input.metadata.clone(),
+    };
+    let mut manifest = serde_json::Map::new();
+    let (mut before, mut after, mut done) = (0usize, 0usize, 0usize);
+    for (name, entry) in &input.entries {
+        let t = match entry {
+            Entry::Tensor(t)
+                if t.rank() == 2
+                    && include.as_ref().is_none_or(|re| re.is_match(name))
+                    && !exclude.as_ref().is_some_and(|re| re.is_match(name)) =>
+            {
+                t
+            }
+            _ => {
+                out.entries.push((name.clone(), entry.clone()));
+                continue;
+            }
+        };
+        let (m, n) = t.dims2("compress")?;
+        let w = t.to_f32();
+        let c = compress_matrix(name, w.mat("compress")?, method, rule, par)?;
+        let dtype = t.dtype();
+        let mut report = c.report;
+        // the error is measured on what is written, after rounding to the input dtype
+        match args.store {
+            StoreArg::Dense => {
+                let rec = Tensor::from_f32(&[m, n], c.dense)?.to_dtype(dtype);
+                report.rel_error = rel_frobenius_error(w.as_f32()?, &rec.to_f32_vec())?;
+                out.push(name.clone(), rec);
+            }
+            StoreArg::Factors => {
+                let (u, v) = c.factors.to_tensors()?;
+                let (u, v) = (u.to_dtype(dtype), v.to_dtype(dtype));
+                let rec = LowRank::from_tensors(&u, &v)?.to_dense(par)?;
+                report.rel_error = rel_frobenius_error(w.as_f32()?, &rec)?;
+                let (un, vn) = (format!("{name}.lowrank_u"), format!("{name}.lowrank_v"));
+                manifest.insert(
+                    name.clone(),
+                    serde_json::json!({
+                        "shape": [m, n], "rank": report.rank, "dtype": dtype.name(),
+                        "u": un, "v": vn, "rel_error": report.rel_error,
+                    }),
+                );
+                out.push(un, u);
+                out.push(vn, v);
+            }
+        }
+        println!("{report}");
+        before += report.params_before;
+        after += report.params_after;
+        done += 1;
+    }
+    if done == 0 {
+        return Err(CliError::Usage(format!(
+            "{}: no 2-D float tensor matches (--include {:?}, --exclude {:?}); nothing written",
+            args.input.display(),
+            args.include.as_deref().unwrap_or(""),
+            args.exclude.as_deref().unwrap_or("")
+        )));
+    }
+    if matches!(args.store, StoreArg::Factors) {
+        out.metadata.insert(
+            "lopper.lowrank".into(),
+            serde_json::Value::Object(manifest).to_string(),
+        );
+    }
+    st::write(&args.output, &out)?;
+    println!(
+        "{done} tensors compressed: params {before} -> {after} ({:.1}%), written to {}",
+        100.0 * after as f64 / before.max(1) as f64,
+        args.output.display()
+    );
+    Ok(())
+}
