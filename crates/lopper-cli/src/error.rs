@@ -6,6 +6,8 @@ pub enum CliError {
     #[error(transparent)]
     Sparse(#[from] lopper_sparse::Error),
     #[error(transparent)]
+    Prune(#[from] lopper_prune::Error),
+    #[error(transparent)]
     Lowrank(#[from] lopper_lowrank::Error),
     #[error("{0}")]
     Usage(String),

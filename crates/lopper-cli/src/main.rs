@@ -17,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Prune a safetensors checkpoint in one shot (magnitude or random; unstructured, N:M, rows, ...).
+    Prune(cmd::prune::Args),
+    /// Describe a safetensors file: dtype, shape, density and N:M validity per tensor.
+    Inspect(cmd::inspect::Args),
     /// Replace 2-D weights by low-rank factors (truncated or randomized SVD).
     Compress(cmd::compress::Args),
     /// Benchmarks of the sparse kernels against dense GEMM of the same shape.
@@ -27,6 +31,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Prune(a) => cmd::prune::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
         Command::Compress(a) => cmd::compress::run(a),
         Command::Bench(c) => cmd::bench::run(c),
     };

@@ -1,2 +1,4 @@
 pub mod bench;
 pub mod compress;
+pub mod inspect;
+pub mod prune;

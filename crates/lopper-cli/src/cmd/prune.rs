@@ -1,0 +1,168 @@
+//! `lopper prune`: one-shot pruning of a safetensors checkpoint.
+use crate::CliError;
+use clap::ValueEnum;
+use lopper_prune::checkpoint::{PruneSpec, prune_checkpoint};
+use lopper_prune::{Scope, store};
+use std::path::PathBuf;
+
+/// Where the budget is spent.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScopeArg {
+    /// Every tensor reaches the sparsity on its own.
+    Layer,
+    /// All selected tensors ranked together (unstructured only).
+    Global,
+}
+
+/// How the output is stored.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StoreArg {
+    /// The same tensors, same dtypes, with zeros: loadable by any tool.
+    Dense,
+    /// CSR or N:M parts plus a manifest under the `lopper` metadata key (see docs/pruning.md).
+    Compressed,
+}
+
+/// Prune a safetensors checkpoint in one shot (f32, f16, bf16 kept as they are; other dtypes
+/// passed through).
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  lopper prune model.safetensors -o pruned.safetensors --sparsity 0.5\n  \
+lopper prune model.safetensors -o p24.safetensors --pattern 2:4 --store compressed\n  \
+lopper prune model.safetensors -o g.safetensors --sparsity 0.8 --scope global --exclude 'lm_head'"
+)]
+pub struct Args {
+    /// Input .safetensors file (a lopper compressed store is expanded first).
+    pub input: PathBuf,
+    /// Output file (written atomically: never half-written).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Fraction of weights to remove, in [0, 1). Implied by N:M patterns.
+    #[arg(long, allow_negative_numbers = true)]
+    pub sparsity: Option<f64>,
+    /// Scoring: magnitude (|w|) or random.
+    #[arg(long, default_value = "magnitude")]
+    pub method: String,
+    /// unstructured, N:M (e.g. 2:4), rows, cols, row-balanced, blocks:HxW, heads:H, channels,
+    /// in-channels.
+    #[arg(long, default_value = "unstructured")]
+    pub pattern: String,
+    /// Per layer or global ranking.
+    #[arg(long, value_enum, default_value = "layer")]
+    pub scope: ScopeArg,
+    /// Global scope: minimum density every tensor keeps.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_density: f64,
+    /// Only tensors whose name matches this regex.
+    #[arg(long)]
+    pub include: Option<String>,
+    /// No tensor whose name matches this regex.
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Also prune 1-D tensors (biases, norms).
+    #[arg(long)]
+    pub include_1d: bool,
+    /// Also prune embeddings.
+    #[arg(long)]
+    pub include_embeddings: bool,
+    /// Output layout.
+    #[arg(long, value_enum, default_value = "dense")]
+    pub store: StoreArg,
+    /// Seed of --method random.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `lopper prune`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let mut scope = match args.scope {
+        ScopeArg::Layer => Scope::layer(),
+        ScopeArg::Global => Scope::global(args.min_density)?,
+    }
+    .with_1d(args.include_1d)
+    .with_embeddings(args.include_embeddings);
+    if let Some(re) = &args.include {
+        scope = scope.include(re)?;
+    }
+    if let Some(re) = &args.exclude {
+        scope = scope.exclude(re)?;
+    }
+    let spec = PruneSpec {
+        sparsity: args.sparsity,
+        method: args.method.clone(),
+        pattern: args.pattern.clone(),
+        scope,
+        seed: args.seed,
+        compressed: matches!(args.store, StoreArg::Compressed),
+    };
+    // validate the cheap arguments before reading a possibly large file
+    if let Some(s) = args.sparsity {
+        lopper_prune::check_sparsity(s)?;
+    }
+    let input = store::load(&args.input)?;
+    let pruned = prune_checkpoint(&input, &spec)?;
+    lopper_tensor::io::safetensors::write(&args.output, &pruned.file)?;
+    if args.json {
+        let v = serde_json::json!({
+            "input": args.input, "output": args.output, "sparsity": pruned.sparsity,
+            "pattern": pruned.pattern, "method": args.method, "report": pruned.report,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| CliError::Usage(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} -> {}: {} {} at sparsity {:.4}",
+        args.input.display(),
+        args.output.display(),
+        args.method,
+        pruned.pattern,
+        pruned.sparsity
+    );
+    let w = pruned
+        .report
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(6);
+    println!(
+        "{:<w$}  {:>16}  {:>10}  {:>10}  {:>8}  {:>9}",
+        "tensor", "shape", "numel", "kept", "density", "kept |w|"
+    );
+    for t in &pruned.report.tensors {
+        println!(
+            "{:<w$}  {:>16}  {:>10}  {:>10}  {:>8.4}  {:>9.4}",
+            t.name,
+            format!("{:?}", t.shape),
+            t.numel,
+            t.kept,
+            t.density,
+            t.kept_magnitude
+        );
+    }
+    let tt = &pruned.report.totals;
+    println!(
+        "{:<w$}  {:>16}  {:>10}  {:>10}  {:>8.4}  {:>9.4}",
+        format!("total ({} tensors)", tt.tensors),
+        "",
+        tt.numel,
+        tt.kept,
+        tt.density,
+        tt.kept_magnitude
+    );
+    println!(
+        "FLOPs per token over pruned tensors: {} dense -> {} sparse ({:.1}% saved); untouched tensors: {}",
+        tt.flops_dense,
+        tt.flops_sparse,
+        100.0 * tt.flops_saved,
+        input.entries.len() - tt.tensors
+    );
+    Ok(())
+}
