@@ -11,6 +11,8 @@
 mod csr;
 mod error;
 mod fragments;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod io;
 pub mod kernels;
 pub mod reference;
