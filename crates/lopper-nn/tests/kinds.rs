@@ -1,0 +1,159 @@
+//! Switching a Linear's weight kind keeps its function; FLOP accounting; errors name the layer.
+mod common;
+use common::*;
+use lopper_nn::{Gpt, GptConfig, Linear, Weight, WeightKind};
+
+fn out(l: &mut Linear, x: &[f32], n: usize) -> Vec<f32> {
+    let mut y = vec![0.0; n * l.out_features()];
+    l.forward(x, n, &mut y).unwrap();
+    y
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn dense_to_csr_with_the_same_zeros_keeps_outputs_and_gradients() {
+    let (n, k, m) = (9, 24, 20);
+    let mut w = randv(m * k, 1.0, 1);
+    for (i, v) in w.iter_mut().enumerate() {
+        if i % 5 != 0 {
+            *v = 0.0; // 80% zeros
+        }
+    }
+    let x = randv(n * k, 1.0, 2);
+    let dy = randv(n * m, 1.0, 3);
+    let mut dense = Linear::from_dense("probe", k, m, w.clone(), Some(randv(m, 1.0, 4))).unwrap();
+    let mut csr = dense.clone();
+    csr.set_kind(&WeightKind::Csr).unwrap();
+    assert_eq!(csr.weight().kind_name(), "csr");
+    assert_eq!(csr.weight().stored(m, k), m * k / 5);
+    let (yd, yc) = (out(&mut dense, &x, n), out(&mut csr, &x, n));
+    assert!(max_rel(&yc, &yd) < 1e-5, "{}", max_rel(&yc, &yd));
+    let (mut dxd, mut dxc) = (vec![0.0; n * k], vec![0.0; n * k]);
+    dense.backward(&x, &dy, n, &mut dxd).unwrap();
+    csr.backward(&x, &dy, n, &mut dxc).unwrap();
+    assert!(max_rel(&dxc, &dxd) < 1e-5);
+    // dW of the CSR layer is the dense dW at the pattern
+    let Weight::Dense { dw: dwd, .. } = dense.weight() else { panic!() };
+    let Weight::Csr { w: c, dw: dwc, .. } = csr.weight() else { panic!() };
+    let mut p = 0;
+    for i in 0..m {
+        for &j in c.row(i).0 {
+            assert!((dwc[p] - dwd[i * k + j as usize]).abs() < 1e-4 * (1.0 + dwd[i * k + j as usize].abs()));
+            p += 1;
+        }
+    }
+    // and back to dense is the same function again
+    let mut back = csr.clone();
+    back.set_kind(&WeightKind::Dense).unwrap();
+    assert_eq!(back.dense_weight(), w);
+}
+
+#[test]
+fn masked_csr_sparse24_lowrank_lora_keep_the_function_when_they_can() {
+    let (n, k, m) = (7, 16, 12);
+    let x = randv(n * k, 1.0, 5);
+    let base = Linear::from_dense("l", k, m, randv(m * k, 1.0, 6), None).unwrap();
+    let mask: Vec<bool> = (0..m * k).map(|i| i % 3 == 0).collect();
+    let mut masked = base.clone();
+    masked.set_kind(&WeightKind::Masked(mask.clone())).unwrap();
+    let ym = out(&mut masked, &x, n);
+    // Masked -> Csr keeps the mask's pattern
+    let mut csr = masked.clone();
+    csr.set_kind(&WeightKind::Csr).unwrap();
+    assert!(max_rel(&out(&mut csr, &x, n), &ym) < 1e-5);
+    // Masked -> LoRA (B = 0 at first) on a sparse base
+    let mut lora = masked.clone();
+    lora.set_kind(&WeightKind::Lora { rank: 4, alpha: 8.0, sparse_base: true, seed: 1 }).unwrap();
+    assert!(max_rel(&out(&mut lora, &x, n), &ym) < 1e-5);
+    // full-rank LowRank is exact up to SVD rounding
+    let mut lr = base.clone();
+    lr.set_kind(&WeightKind::LowRank { rank: 12 }).unwrap();
+    let mut b2 = base.clone();
+    assert!(max_rel(&out(&mut lr, &x, n), &out(&mut b2, &x, n)) < 1e-4);
+    // a weight that already is 2:4 keeps its function as Sparse24
+    let w24: Vec<f32> = base.dense_weight().iter().enumerate().map(|(i, v)| if i % 4 < 2 { *v } else { 0.0 }).collect();
+    let mut d24 = Linear::from_dense("l24", k, m, w24, None).unwrap();
+    let yd = out(&mut d24, &x, n);
+    d24.set_kind(&WeightKind::Sparse24).unwrap();
+    assert!(max_rel(&out(&mut d24, &x, n), &yd) < 1e-5);
+}
+
+#[test]
+fn flops_scale_with_density() {
+    let (k, m, n) = (64, 32, 10);
+    let mut l = Linear::from_dense("f", k, m, randv(m * k, 1.0, 7), None).unwrap();
+    let f = l.flops(n);
+    assert_eq!(f.forward.executed, 2 * (n * m * k) as u64);
+    assert_eq!(f.backward.executed, 4 * (n * m * k) as u64);
+    let mask: Vec<bool> = (0..m * k).map(|i| i % 10 == 0).collect();
+    l.set_kind(&WeightKind::CsrMask(mask.clone())).unwrap();
+    let f = l.flops(n);
+    let nnz = mask.iter().filter(|b| **b).count() as u64;
+    assert_eq!(f.forward.executed, 2 * n as u64 * nnz);
+    assert_eq!(f.forward.dense, 2 * (n * m * k) as u64);
+    assert!((f.total().ratio() - 0.1).abs() < 0.01);
+    l.set_kind(&WeightKind::Masked(mask)).unwrap();
+    assert_eq!(l.flops(n).total().ratio(), 1.0, "a mask saves nothing");
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_layer() {
+    let mut l = Linear::from_dense("h.3.mlp.fc", 4, 2, vec![0.0; 8], None).unwrap();
+    let e = l.forward(&[0.0; 5], 1, &mut [0.0; 2]).unwrap_err().to_string();
+    assert!(e.contains("h.3.mlp.fc") && e.contains("shape"), "{e}");
+    let e = l.set_kind(&WeightKind::Masked(vec![true; 3])).unwrap_err().to_string();
+    assert!(e.contains("h.3.mlp.fc"), "{e}");
+    let e = l.set_kind(&WeightKind::LowRank { rank: 9 }).unwrap_err().to_string();
+    assert!(e.contains("rank"), "{e}");
+    assert!(Linear::from_dense("x", 4, 2, vec![0.0; 7], None).is_err());
+    let mut l3 = Linear::from_dense("k3", 3, 2, vec![1.0; 6], None).unwrap();
+    assert!(l3.set_kind(&WeightKind::Sparse24).is_err(), "K = 3 is not a multiple of 4");
+
+    let mut g = Gpt::new(GptConfig { vocab: 10, ctx: 4, layers: 1, heads: 2, width: 8, tie_weights: true, seed: 0 }).unwrap();
+    assert!(g.backward().is_err(), "backward before forward");
+    assert!(g.forward(&[1, 2], &[1, 2], 1, 5).is_err(), "context too long");
+    let e = g.forward(&[1, 20], &[1, 2], 1, 2).unwrap_err().to_string();
+    assert!(e.contains("wte"), "{e}");
+    assert!(g.forward(&[1, 2], &[1], 1, 2).is_err());
+    assert!(Gpt::new(GptConfig { width: 10, heads: 4, ..GptConfig::default() }).is_err());
+    let names: Vec<String> = g.linears_mut().map(|l| l.name.clone()).collect();
+    assert_eq!(names, ["h.0.attn.qkv", "h.0.attn.proj", "h.0.mlp.fc", "h.0.mlp.proj"]);
+}
+
+#[test]
+fn gpt_sparse_model_matches_its_masked_twin_and_learns() {
+    let cfg = GptConfig { vocab: 16, ctx: 8, layers: 2, heads: 2, width: 16, tie_weights: false, seed: 3 };
+    let mut a = Gpt::new(cfg).unwrap();
+    let mut b = Gpt::new(cfg).unwrap();
+    for (la, lb) in a.linears_mut().zip(b.linears_mut()) {
+        let n = la.in_features() * la.out_features();
+        let mask: Vec<bool> = (0..n).map(|i| (i * 7) % 10 < 2).collect();
+        la.set_kind(&WeightKind::Masked(mask.clone())).unwrap();
+        lb.set_kind(&WeightKind::CsrMask(mask)).unwrap();
+    }
+    let toks: Vec<u32> = (0..16).map(|i| (i * 3 % 16) as u32).collect();
+    let tg: Vec<u32> = (0..16).map(|i| ((i * 3 + 1) % 16) as u32).collect();
+    let la = a.forward(&toks, &tg, 2, 8).unwrap();
+    let lb = b.forward(&toks, &tg, 2, 8).unwrap();
+    assert!((la - lb).abs() < 1e-5, "{la} vs {lb}");
+    let f = b.flops(2, 8);
+    assert!(f.total().executed < f.total().dense);
+    // plain SGD on the sparse model lowers the loss on a fixed batch
+    let first = lb;
+    let mut last = lb;
+    for _ in 0..30 {
+        b.zero_grad();
+        last = b.forward(&toks, &tg, 2, 8).unwrap();
+        b.backward().unwrap();
+        for p in b.params() {
+            for (v, g) in p.values.iter_mut().zip(p.grad) {
+                *v -= 0.1 * g;
+            }
+        }
+    }
+    assert!(last < first - 0.05, "{first} -> {last}");
+}
