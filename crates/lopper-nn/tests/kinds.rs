@@ -11,7 +11,10 @@ fn out(l: &mut Linear, x: &[f32], n: usize) -> Vec<f32> {
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 #[test]
@@ -37,12 +40,19 @@ fn dense_to_csr_with_the_same_zeros_keeps_outputs_and_gradients() {
     csr.backward(&x, &dy, n, &mut dxc).unwrap();
     assert!(max_rel(&dxc, &dxd) < 1e-5);
     // dW of the CSR layer is the dense dW at the pattern
-    let Weight::Dense { dw: dwd, .. } = dense.weight() else { panic!() };
-    let Weight::Csr { w: c, dw: dwc, .. } = csr.weight() else { panic!() };
+    let Weight::Dense { dw: dwd, .. } = dense.weight() else {
+        panic!()
+    };
+    let Weight::Csr { w: c, dw: dwc, .. } = csr.weight() else {
+        panic!()
+    };
     let mut p = 0;
     for i in 0..m {
         for &j in c.row(i).0 {
-            assert!((dwc[p] - dwd[i * k + j as usize]).abs() < 1e-4 * (1.0 + dwd[i * k + j as usize].abs()));
+            assert!(
+                (dwc[p] - dwd[i * k + j as usize]).abs()
+                    < 1e-4 * (1.0 + dwd[i * k + j as usize].abs())
+            );
             p += 1;
         }
     }
@@ -67,7 +77,13 @@ fn masked_csr_sparse24_lowrank_lora_keep_the_function_when_they_can() {
     assert!(max_rel(&out(&mut csr, &x, n), &ym) < 1e-5);
     // Masked -> LoRA (B = 0 at first) on a sparse base
     let mut lora = masked.clone();
-    lora.set_kind(&WeightKind::Lora { rank: 4, alpha: 8.0, sparse_base: true, seed: 1 }).unwrap();
+    lora.set_kind(&WeightKind::Lora {
+        rank: 4,
+        alpha: 8.0,
+        sparse_base: true,
+        seed: 1,
+    })
+    .unwrap();
     assert!(max_rel(&out(&mut lora, &x, n), &ym) < 1e-5);
     // full-rank LowRank is exact up to SVD rounding
     let mut lr = base.clone();
@@ -75,7 +91,12 @@ fn masked_csr_sparse24_lowrank_lora_keep_the_function_when_they_can() {
     let mut b2 = base.clone();
     assert!(max_rel(&out(&mut lr, &x, n), &out(&mut b2, &x, n)) < 1e-4);
     // a weight that already is 2:4 keeps its function as Sparse24
-    let w24: Vec<f32> = base.dense_weight().iter().enumerate().map(|(i, v)| if i % 4 < 2 { *v } else { 0.0 }).collect();
+    let w24: Vec<f32> = base
+        .dense_weight()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 4 < 2 { *v } else { 0.0 })
+        .collect();
     let mut d24 = Linear::from_dense("l24", k, m, w24, None).unwrap();
     let yd = out(&mut d24, &x, n);
     d24.set_kind(&WeightKind::Sparse24).unwrap();
@@ -103,30 +124,77 @@ fn flops_scale_with_density() {
 #[test]
 fn bad_input_is_an_error_naming_the_layer() {
     let mut l = Linear::from_dense("h.3.mlp.fc", 4, 2, vec![0.0; 8], None).unwrap();
-    let e = l.forward(&[0.0; 5], 1, &mut [0.0; 2]).unwrap_err().to_string();
+    let e = l
+        .forward(&[0.0; 5], 1, &mut [0.0; 2])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("h.3.mlp.fc") && e.contains("shape"), "{e}");
-    let e = l.set_kind(&WeightKind::Masked(vec![true; 3])).unwrap_err().to_string();
+    let e = l
+        .set_kind(&WeightKind::Masked(vec![true; 3]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("h.3.mlp.fc"), "{e}");
-    let e = l.set_kind(&WeightKind::LowRank { rank: 9 }).unwrap_err().to_string();
+    let e = l
+        .set_kind(&WeightKind::LowRank { rank: 9 })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank"), "{e}");
     assert!(Linear::from_dense("x", 4, 2, vec![0.0; 7], None).is_err());
     let mut l3 = Linear::from_dense("k3", 3, 2, vec![1.0; 6], None).unwrap();
-    assert!(l3.set_kind(&WeightKind::Sparse24).is_err(), "K = 3 is not a multiple of 4");
+    assert!(
+        l3.set_kind(&WeightKind::Sparse24).is_err(),
+        "K = 3 is not a multiple of 4"
+    );
 
-    let mut g = Gpt::new(GptConfig { vocab: 10, ctx: 4, layers: 1, heads: 2, width: 8, tie_weights: true, seed: 0 }).unwrap();
+    let mut g = Gpt::new(GptConfig {
+        vocab: 10,
+        ctx: 4,
+        layers: 1,
+        heads: 2,
+        width: 8,
+        tie_weights: true,
+        seed: 0,
+    })
+    .unwrap();
     assert!(g.backward().is_err(), "backward before forward");
-    assert!(g.forward(&[1, 2], &[1, 2], 1, 5).is_err(), "context too long");
+    assert!(
+        g.forward(&[1, 2], &[1, 2], 1, 5).is_err(),
+        "context too long"
+    );
     let e = g.forward(&[1, 20], &[1, 2], 1, 2).unwrap_err().to_string();
     assert!(e.contains("wte"), "{e}");
     assert!(g.forward(&[1, 2], &[1], 1, 2).is_err());
-    assert!(Gpt::new(GptConfig { width: 10, heads: 4, ..GptConfig::default() }).is_err());
+    assert!(
+        Gpt::new(GptConfig {
+            width: 10,
+            heads: 4,
+            ..GptConfig::default()
+        })
+        .is_err()
+    );
     let names: Vec<String> = g.linears_mut().map(|l| l.name.clone()).collect();
-    assert_eq!(names, ["h.0.attn.qkv", "h.0.attn.proj", "h.0.mlp.fc", "h.0.mlp.proj"]);
+    assert_eq!(
+        names,
+        [
+            "h.0.attn.qkv",
+            "h.0.attn.proj",
+            "h.0.mlp.fc",
+            "h.0.mlp.proj"
+        ]
+    );
 }
 
 #[test]
 fn gpt_sparse_model_matches_its_masked_twin_and_learns() {
-    let cfg = GptConfig { vocab: 16, ctx: 8, layers: 2, heads: 2, width: 16, tie_weights: false, seed: 3 };
+    let cfg = GptConfig {
+        vocab: 16,
+        ctx: 8,
+        layers: 2,
+        heads: 2,
+        width: 16,
+        tie_weights: false,
+        seed: 3,
+    };
     let mut a = Gpt::new(cfg).unwrap();
     let mut b = Gpt::new(cfg).unwrap();
     for (la, lb) in a.linears_mut().zip(b.linears_mut()) {
