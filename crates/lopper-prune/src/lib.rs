@@ -18,6 +18,8 @@
 //! Ties everywhere: larger score first, then the lower index (flat row-major index within a
 //! tensor; in global scope the earlier tensor first), NaN as the largest. Counts:
 //! `round_half_even((1 - s) * n)`, Python's `round`.
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod criterion;
 pub mod dst;

@@ -1,4 +1,5 @@
 //! Unit and property tests of lopper-prune (one test binary, one file per area).
+mod checkpoint;
 mod criteria;
 mod dst;
 mod granularity;
