@@ -21,7 +21,8 @@ pub struct TensorStats {
     pub kept: usize,
     /// `kept / numel` (0 for an empty tensor).
     pub density: f64,
-    /// `sum |w| over kept / sum |w| over all` of the values before pruning (1 when all are zero).
+    /// `sum |w| over kept / sum |w| over all` of the values before pruning, finite values only
+    /// (1 when all are zero).
     pub kept_magnitude: f64,
     /// `2 * numel`: dense FLOPs per token.
     pub flops_dense: u64,
@@ -78,7 +79,7 @@ impl TensorStats {
         }
         let kept = mask.iter().filter(|&&k| k).count();
         let (mut all, mut kmag) = (0.0f64, 0.0f64);
-        for (&v, &k) in values.iter().zip(mask) {
+        for (&v, &k) in values.iter().zip(mask).filter(|(v, _)| v.is_finite()) {
             let a = f64::from(v.abs());
             all += a;
             if k {
@@ -156,9 +157,13 @@ impl SparsityReport {
     }
 }
 
-/// Sum of `|w|` (f64), for weighting kept-magnitude totals.
+/// Sum of `|w|` over the finite values (f64), for weighting kept-magnitude totals.
 pub fn magnitude(values: &[f32]) -> f64 {
-    values.iter().map(|v| f64::from(v.abs())).sum()
+    values
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|v| f64::from(v.abs()))
+        .sum()
 }
 
 /// Density of a mask (`kept / len`, 0 when empty).

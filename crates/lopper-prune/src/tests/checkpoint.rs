@@ -72,3 +72,16 @@ fn rows_pattern_and_description() {
     assert_eq!(dc.tensors[0].layout, "nm");
     assert_eq!(dc.nonzeros, d.nonzeros);
 }
+
+#[test]
+fn non_finite_values_do_not_poison_the_accounting() {
+    let mut f = SafetensorsFile::default();
+    let v = vec![f32::NAN, 1.0, 2.0, 3.0, -4.0, 0.0, 0.5, f32::INFINITY];
+    f.push("w", Tensor::from_f32(&[2, 4], v).unwrap());
+    let p = prune_checkpoint(&f, &spec(None, "magnitude", "2:4", 0)).unwrap();
+    // NaN and inf rank as the largest; the kept magnitude counts finite values only
+    let w = p.file.tensor("w").unwrap().to_f32_vec();
+    assert!(w[0].is_nan() && w[7].is_infinite() && w[3] == 3.0 && w[4] == -4.0);
+    let km = p.report.totals.kept_magnitude;
+    assert!((km - 7.0 / 10.5).abs() < 1e-12, "{km}");
+}
