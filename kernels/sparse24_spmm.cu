@@ -124,6 +124,9 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
+      // A tiles past M were zero-filled, metadata included: code 0b0000 is not a valid mma.sp
+      // code, so skip them (warp-uniform) rather than feed it to the tensor cores.
+      if (mt0 + wm * 4 + i >= mtiles) continue;
       const uint4 a = s.a[(wm * 4 + i) * 32 + lane];
       const uint32_t e = s.meta[(wm * 4 + i) * 16 + 2 * g + (t & 1)];
 #pragma unroll

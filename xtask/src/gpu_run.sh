@@ -6,7 +6,8 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out}
 mkdir -p "$OUT"
-LIBS=$(find /usr /opt /root -xdev \( -name 'libcublas.so.*' -o -name 'libcusparse.so.*' -o -name 'libcublasLt.so.*' -o -name 'libnvJitLink.so.*' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+# Library folders of cuBLAS/cuSPARSE (pip wheels or a toolkit); never a stubs/ folder (fake libcuda).
+LIBS=$(find /usr /opt /root -xdev \( -name 'libcublas.so.*' -o -name 'libcusparse.so.*' -o -name 'libcublasLt.so.*' -o -name 'libnvJitLink.so.*' \) 2>/dev/null | grep -v /stubs/ | xargs -r -n1 dirname | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv >> "$OUT/env.txt" 2>&1

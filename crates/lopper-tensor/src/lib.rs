@@ -10,6 +10,8 @@
 //!
 //! Errors are typed ([`Error`]) and name the operation or file they come from.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod dtype;
 mod error;
 pub mod gemm;
