@@ -135,6 +135,28 @@ fn two_four_and_global_and_compressed_round_trip() {
     assert!(o.status.success());
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["valid_2_4"], 3);
+    // permutation report: kept fraction with and without an ASP-style channel permutation
+    let o = lopper(&[
+        "prune",
+        p(&input),
+        "-o",
+        p(&out),
+        "--pattern",
+        "2:4",
+        "--permute-report",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let perms = j["permutations"].as_array().unwrap();
+    assert_eq!(perms.len(), 3);
+    for q in perms {
+        let (a, b) = (
+            q["kept_identity"].as_f64().unwrap(),
+            q["kept_permuted"].as_f64().unwrap(),
+        );
+        assert!(a > 0.5 && b >= a && b <= 1.0, "{q}");
+    }
 
     // global: all included tensors ranked together
     let out = dir.path().join("g.safetensors");

@@ -4,6 +4,7 @@
 use crate::criterion::{self};
 use crate::granularity::{self, is_nm};
 use crate::param::{Mask, ParamRef, matrix_dims};
+use crate::permute::{self, Permutation};
 use crate::scope::{Scope, compute_masks};
 use crate::stats::{SparsityReport, TensorStats, magnitude};
 use crate::store::{self, Layout, Want};
@@ -28,6 +29,9 @@ pub struct PruneSpec {
     pub seed: u64,
     /// Write the compressed store instead of dense tensors with zeros.
     pub compressed: bool,
+    /// N:M patterns: also search a channel permutation per tensor and report the magnitude kept
+    /// with and without it (the output is not permuted).
+    pub permute_report: bool,
 }
 
 /// The result of [`prune_checkpoint`].
@@ -41,7 +45,12 @@ pub struct Pruned {
     pub sparsity: f64,
     /// Pattern name.
     pub pattern: String,
+    /// Per pruned tensor, when asked for with an N:M pattern: the permutation search's outcome.
+    pub permutations: Vec<(String, Permutation)>,
 }
+
+/// Candidate-swap evaluations times rows allowed per tensor in the permutation report.
+const PERMUTE_BUDGET: u64 = 50_000_000;
 
 fn zero_masked(t: &Tensor, mask: &Mask) -> Result<Tensor> {
     fn z<T: Copy>(v: &mut [T], mask: &Mask, zero: T) {
@@ -137,6 +146,7 @@ pub fn prune_checkpoint(input: &SafetensorsFile, spec: &PruneSpec) -> Result<Pru
     let mut stats = Vec::new();
     let mut mags = Vec::new();
     let mut want = BTreeMap::new();
+    let mut permutations = Vec::new();
     let nm = gran.fixed_density().and_then(|_| {
         let (n, m) = spec.pattern.trim().split_once(':')?;
         Some((n.parse().ok()?, m.parse().ok()?))
@@ -145,6 +155,14 @@ pub fn prune_checkpoint(input: &SafetensorsFile, spec: &PruneSpec) -> Result<Pru
         let Some(m) = m else { continue };
         stats.push(TensorStats::from_mask(name, t.shape(), p.values, m)?);
         mags.push(magnitude(p.values));
+        if let (true, Some((n, m))) = (spec.permute_report, nm) {
+            let (rows, _) = matrix_dims(t.shape());
+            let budget = PERMUTE_BUDGET / rows.max(1) as u64;
+            permutations.push((
+                name.to_string(),
+                permute::search_bounded(p.values, t.shape(), n, m, 4, budget)?,
+            ));
+        }
         out.entries[*i].1 = Entry::Tensor(zero_masked(t, m)?);
         want.insert(
             name.to_string(),
@@ -159,6 +177,7 @@ pub fn prune_checkpoint(input: &SafetensorsFile, spec: &PruneSpec) -> Result<Pru
         report: SparsityReport::new(stats, Some(&mags)),
         sparsity,
         pattern: gran.name(),
+        permutations,
     })
 }
 

@@ -77,6 +77,19 @@ pub fn search(
     m: usize,
     max_sweeps: usize,
 ) -> Result<Permutation> {
+    search_bounded(values, shape, n, m, max_sweeps, u64::MAX)
+}
+
+/// [`search`] that stops once `max_evals` candidate swaps were evaluated (each costs
+/// `O(rows * m)`), for large matrices.
+pub fn search_bounded(
+    values: &[f32],
+    shape: &[usize],
+    n: usize,
+    m: usize,
+    max_sweeps: usize,
+    max_evals: u64,
+) -> Result<Permutation> {
     let (rows, cols) = matrix_dims(shape);
     if n == 0 || n >= m || !cols.is_multiple_of(m) || rows * cols != values.len() {
         return Err(Error::pattern(
@@ -93,7 +106,8 @@ pub fn search(
     let mut perm: Vec<usize> = (0..cols).collect();
     let base = kept_total(&a, rows, cols, &perm, n, m);
     let mut swaps = 0;
-    for _ in 0..max_sweeps {
+    let mut evals = 0u64;
+    'sweeps: for _ in 0..max_sweeps {
         let mut improved = false;
         for i in 0..cols {
             let gi = i / m;
@@ -103,6 +117,10 @@ pub fn search(
                 if gj == gi {
                     continue;
                 }
+                if evals >= max_evals {
+                    break 'sweeps;
+                }
+                evals += 1;
                 let before = pair_kept(&a, rows, cols, &perm, n, m, [gi, gj]);
                 perm.swap(i, j);
                 let after = pair_kept(&a, rows, cols, &perm, n, m, [gi, gj]);

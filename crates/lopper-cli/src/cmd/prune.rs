@@ -71,6 +71,10 @@ pub struct Args {
     /// Seed of --method random.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// With an N:M pattern: also search an ASP-style channel permutation per tensor and report
+    /// the fraction of |w| kept with and without it (the output itself is not permuted).
+    #[arg(long)]
+    pub permute_report: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +101,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         scope,
         seed: args.seed,
         compressed: matches!(args.store, StoreArg::Compressed),
+        permute_report: args.permute_report,
     };
     // validate the cheap arguments before reading a possibly large file
     if let Some(s) = args.sparsity {
@@ -109,6 +114,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let v = serde_json::json!({
             "input": args.input, "output": args.output, "sparsity": pruned.sparsity,
             "pattern": pruned.pattern, "method": args.method, "report": pruned.report,
+            "permutations": pruned.permutations.iter().map(|(n, p)| serde_json::json!({
+                "tensor": n, "kept_identity": p.kept_identity,
+                "kept_permuted": p.kept_permuted, "swaps": p.swaps,
+            })).collect::<Vec<_>>(),
         });
         println!(
             "{}",
@@ -164,5 +173,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         100.0 * tt.flops_saved,
         input.entries.len() - tt.tensors
     );
+    if args.permute_report && pruned.permutations.is_empty() {
+        println!("--permute-report applies to N:M patterns only");
+    }
+    for (name, p) in &pruned.permutations {
+        println!(
+            "{name}: {} keeps {:.4} of |w| as is, {:.4} with a channel permutation ({} swaps)",
+            pruned.pattern, p.kept_identity, p.kept_permuted, p.swaps
+        );
+    }
     Ok(())
 }

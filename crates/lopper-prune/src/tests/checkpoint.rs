@@ -28,6 +28,7 @@ fn spec(s: Option<f64>, method: &str, pattern: &str, seed: u64) -> PruneSpec {
         scope: Scope::layer(),
         seed,
         compressed: false,
+        permute_report: false,
     }
 }
 
@@ -66,11 +67,16 @@ fn rows_pattern_and_description() {
     assert_eq!(d.tensors[0].n_of_4, Some(1));
     let mut s = spec(None, "magnitude", "1:4", 0);
     s.compressed = true;
+    s.permute_report = true;
     let c = prune_checkpoint(&f, &s).unwrap();
     let dc = describe(&c.file, "mem").unwrap();
     assert!(dc.compressed);
     assert_eq!(dc.tensors[0].layout, "nm");
     assert_eq!(dc.nonzeros, d.nonzeros);
+    assert_eq!(c.permutations.len(), 2);
+    for (_, p) in &c.permutations {
+        assert!(p.kept_permuted >= p.kept_identity && p.kept_identity > 0.25);
+    }
 }
 
 #[test]
