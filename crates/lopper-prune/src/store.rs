@@ -389,7 +389,7 @@ pub fn decompress(file: &SafetensorsFile, path: &str) -> Result<SafetensorsFile>
                         dtype: RawDType::U8,
                         shape: s,
                         bytes,
-                    }) if s[..] == want[..] => bytes.clone(),
+                    }) if s[..] == want[..] && bytes.len() == want[0] * want[1] => bytes.clone(),
                     _ => {
                         return Err(store_err(
                             path,
