@@ -64,6 +64,43 @@ proptest! {
         prop_assert_eq!(count(prev.as_ref().unwrap()), py_round(n, sf));
     }
 
+    /// Gradual pruning in global scope (two tensors ranked together) and with whole rows per
+    /// layer: masks only shrink and the counts follow the schedule at every prune step.
+    #[test]
+    fn gradual_global_and_rows_are_monotone(r in 2usize..7, c in 2usize..7, sf in 0.1f64..0.95, seed: u64, global: bool) {
+        let (sa, sb) = ([r, c], [c, r + 1]);
+        let (na, nb) = (r * c, c * (r + 1));
+        let mut a = values(na, seed);
+        let mut b = values(nb, seed ^ 99);
+        let sched = Polynomial::new(0.1, sf.max(0.1), 1, 13, 2, 2.0).unwrap();
+        let (scope, gran): (Scope, Box<dyn crate::Granularity>) = if global {
+            (Scope::global(0.0).unwrap(), Box::new(Unstructured))
+        } else {
+            (Scope::layer(), Box::new(AxisSlices::rows()))
+        };
+        let mut pr = Pruner::new(Box::new(Magnitude), gran, scope, Box::new(sched));
+        let mut prev: Option<Vec<bool>> = None;
+        for t in 0..16u64 {
+            sgd_step(&mut a, seed ^ t);
+            sgd_step(&mut b, seed ^ t ^ 7);
+            let ev = pr.after_step(t, &mut [Param::new("a", &sa, &mut a), Param::new("b", &sb, &mut b)]).unwrap();
+            let (Some(ma), Some(mb)) = (pr.mask("a"), pr.mask("b")) else { continue };
+            let m: Vec<bool> = ma.iter().chain(mb).copied().collect();
+            for (x, &k) in a.iter().chain(&b).zip(&m) { if !k { prop_assert_eq!(*x, 0.0); } }
+            if let Some(p) = &prev { for i in 0..m.len() { prop_assert!(p[i] || !m[i], "revived {i} at step {t}"); } }
+            if ev.is_some() {
+                let s = sched.sparsity_at(t);
+                if global {
+                    prop_assert_eq!(count(&m), py_round(na + nb, s));
+                } else {
+                    prop_assert_eq!(count(ma), py_round(r, s) * c);
+                    prop_assert_eq!(count(mb), py_round(c, s) * (r + 1));
+                }
+            }
+            prev = Some(m);
+        }
+    }
+
     /// Lottery ticket: after round r, sparsity 1-(1-p)^r (exact count), nested mask history,
     /// survivors restored to their rewind-step values, pruned ones zero.
     #[test]
