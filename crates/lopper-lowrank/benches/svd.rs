@@ -38,6 +38,26 @@ fn bench(c: &mut Criterion) {
         g.bench_function("full_thin_svd_f32", |b| {
             b.iter(|| black_box(svd(am, Precision::F32, par).unwrap()))
         });
+        // baseline timed in the same rounds: one (n, n) x (n, 74) GEMM; rSVD with 2 power
+        // iterations does 6 of these plus the panel QRs and a (n, 74) SVD
+        let b = vec![1.0f32; n * 74];
+        let mut c = vec![0.0f32; n * 74];
+        g.bench_function("gemm_n_x_74_baseline", |bch| {
+            bch.iter(|| {
+                lopper_tensor::gemm(
+                    lopper_tensor::MatMut::new(&mut c, n, 74).unwrap(),
+                    am,
+                    lopper_tensor::Transpose::No,
+                    MatRef::new(&b, n, 74).unwrap(),
+                    lopper_tensor::Transpose::No,
+                    1.0,
+                    0.0,
+                    par,
+                )
+                .unwrap();
+                black_box(&c);
+            })
+        });
         g.finish();
     }
 }
