@@ -221,28 +221,38 @@ pub fn compute_masks(
         .map(|(p, _)| p.numel())
         .sum();
     let budget = kept_count(total, sparsity);
+    // One key per selected element, tensors concatenated in order (16 bytes per element in all).
+    // Each tensor's floor is marked +inf so that it ranks before everything; NaN and +inf scores
+    // become f64::MAX, above every f32 score and below the floors.
     let mut reserved = 0usize;
-    let mut keys = Vec::with_capacity(total);
-    let mut owner = Vec::with_capacity(total);
+    let mut keys: Vec<f64> = Vec::with_capacity(total);
+    let mut starts: Vec<(usize, usize)> = Vec::new();
     for (t, (p, s)) in params.iter().zip(scores).enumerate() {
-        let Some(m) = out[t].as_mut() else { continue };
-        let floor = ((min_density * p.numel() as f64) - 1e-9).ceil().max(0.0) as usize;
-        let own: Vec<f64> = s.iter().map(|&x| f64::from(x)).collect();
-        for i in topk_indices(&own, floor.min(p.numel())) {
-            m[i] = true;
-            reserved += 1;
+        if !selected[t] {
+            continue;
         }
-        for (i, &k) in own.iter().enumerate() {
-            if !m[i] {
-                keys.push(k);
-                owner.push((t, i));
+        let at = keys.len();
+        starts.push((t, at));
+        keys.extend(s.iter().map(|&x| {
+            if x.is_nan() || x == f32::INFINITY {
+                f64::MAX
+            } else {
+                f64::from(x)
             }
+        }));
+        let floor =
+            (((min_density * p.numel() as f64) - 1e-9).ceil().max(0.0) as usize).min(p.numel());
+        if floor > 0 {
+            for i in topk_indices(&keys[at..], floor) {
+                keys[at + i] = f64::INFINITY;
+            }
+            reserved += floor;
         }
     }
-    for g in topk_indices(&keys, budget.saturating_sub(reserved)) {
-        let (t, i) = owner[g];
+    for g in topk_indices(&keys, budget.max(reserved)) {
+        let (t, at) = starts[starts.partition_point(|&(_, at)| at <= g) - 1];
         if let Some(m) = out[t].as_mut() {
-            m[i] = true;
+            m[g - at] = true;
         }
     }
     Ok(out)
