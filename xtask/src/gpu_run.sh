@@ -3,6 +3,7 @@
 # $OUT (default: ./out next to this script). Needs: an NVIDIA driver (libcuda), cuBLAS and cuSPARSE
 # shared libraries somewhere under /usr, /opt or /root (pip wheels or a toolkit). No Rust, no network.
 # Usage: run.sh [--quick] [bench arguments...]   (--quick: one N and fewer shapes)
+# LOPPER_SANITIZE=1 also runs the tests under compute-sanitizer memcheck (sanitize.log).
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out}
 mkdir -p "$OUT"
@@ -15,6 +16,16 @@ cat "$OUT/env.txt"
 "$HERE/bin/gpu-tests" --test-threads=1 > "$OUT/tests.log" 2>&1
 TEST_RC=$?
 grep -E "^test |test result|skipped|panicked" "$OUT/tests.log" | tail -40
+if [ "${LOPPER_SANITIZE:-0}" = 1 ]; then
+  # memcheck over the GPU tests (Firecracker machines; gVisor refuses the device)
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$CS" ]; then
+    "$CS" --tool memcheck --error-exitcode 3 "$HERE/bin/gpu-tests" --test-threads=1 > "$OUT/sanitize.log" 2>&1
+    echo "compute-sanitizer memcheck: exit $?" | tee -a "$OUT/env.txt"
+  else
+    echo "compute-sanitizer not found" | tee -a "$OUT/env.txt"
+  fi
+fi
 DLMC_ARG=""
 [ -d "$HERE/dlmc" ] && DLMC_ARG="--dlmc $HERE/dlmc"
 "$HERE/bin/gpu_bench" $DLMC_ARG --json "$OUT/bench.json" --table "$OUT/bench.md" "$@" > "$OUT/bench.log" 2>&1

@@ -211,6 +211,39 @@ impl SpmmVariant {
     }
 }
 
+impl SpmmVariant {
+    /// The kernel this variant runs for N columns and `vec` elements per vector load:
+    /// `(vector loads, subwarp lanes)`. Auto: vector loads when N % vec == 0, and the smallest
+    /// subwarp that covers N (scalar kernels exist for 8 and 32 lanes only). Fixed: checked.
+    pub fn resolve(self, n: usize, vec: usize) -> Result<(bool, usize)> {
+        const OP: &str = "csr_spmm";
+        match self {
+            SpmmVariant::Auto => {
+                let vector = n.is_multiple_of(vec);
+                let lanes = n.div_ceil(if vector { vec } else { 1 });
+                let sw = match lanes {
+                    0..=8 => 8,
+                    9..=16 if vector => 16,
+                    _ => 32,
+                };
+                Ok((vector, sw))
+            }
+            SpmmVariant::Fixed { vector, subwarp } => {
+                if !SpmmVariant::all().contains(&self) {
+                    return Err(shape(OP, format!("no kernel for variant {}", self.name())));
+                }
+                if vector && !n.is_multiple_of(vec) {
+                    return Err(Error::Alignment {
+                        op: OP,
+                        detail: format!("vector variant needs N % {vec} == 0, N = {n}"),
+                    });
+                }
+                Ok((vector, subwarp as usize))
+            }
+        }
+    }
+}
+
 pub(crate) fn check_aligned<T>(
     gpu: &Gpu,
     op: &'static str,
@@ -255,33 +288,7 @@ pub fn csr_spmm<T: Dtype>(
     if w.rows == 0 || n == 0 {
         return Ok(());
     }
-    let (vector, sw) = match variant {
-        SpmmVariant::Auto => {
-            let vector = n.is_multiple_of(T::VEC);
-            let lanes = n.div_ceil(if vector { T::VEC } else { 1 });
-            let sw = match lanes {
-                0..=8 => 8,
-                9..=16 if vector => 16,
-                _ => 32,
-            };
-            (vector, sw)
-        }
-        SpmmVariant::Fixed { vector, subwarp } => {
-            if !SpmmVariant::all().contains(&variant) {
-                return Err(shape(
-                    OP,
-                    format!("no kernel for variant {}", variant.name()),
-                ));
-            }
-            if vector && !n.is_multiple_of(T::VEC) {
-                return Err(Error::Alignment {
-                    op: OP,
-                    detail: format!("vector variant needs N % {} == 0, N = {n}", T::VEC),
-                });
-            }
-            (vector, subwarp as usize)
-        }
-    };
+    let (vector, sw) = variant.resolve(n, T::VEC)?;
     check_aligned(gpu, OP, "X", x)?;
     check_aligned(gpu, OP, "Y", y)?;
     let vec = if vector { T::VEC } else { 1 };
@@ -489,4 +496,39 @@ pub(crate) fn kernel_name(s: &str) -> Result<&'static str> {
     let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
     v.push(leaked);
     Ok(leaked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpmmVariant;
+
+    #[test]
+    fn variants_parse_and_resolve() {
+        for v in SpmmVariant::all().into_iter().chain([SpmmVariant::Auto]) {
+            assert_eq!(SpmmVariant::parse(&v.name()), Some(v));
+        }
+        assert_eq!(SpmmVariant::parse("scalar_sw16"), None); // no such kernel
+        assert_eq!(SpmmVariant::parse("vec_sw7"), None);
+        assert_eq!(SpmmVariant::Auto.resolve(512, 4).unwrap(), (true, 32));
+        assert_eq!(SpmmVariant::Auto.resolve(32, 4).unwrap(), (true, 8));
+        assert_eq!(SpmmVariant::Auto.resolve(64, 4).unwrap(), (true, 16));
+        assert_eq!(SpmmVariant::Auto.resolve(12, 8).unwrap(), (false, 32));
+        assert_eq!(SpmmVariant::Auto.resolve(5, 4).unwrap(), (false, 8));
+        let vec32 = SpmmVariant::Fixed {
+            vector: true,
+            subwarp: 32,
+        };
+        assert!(
+            vec32
+                .resolve(6, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("alignment")
+        );
+        let bad = SpmmVariant::Fixed {
+            vector: false,
+            subwarp: 16,
+        };
+        assert!(bad.resolve(6, 4).is_err());
+    }
 }
