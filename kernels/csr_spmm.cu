@@ -18,7 +18,8 @@
 //   - the row's indices and values are staged in shared memory, SW*4 entries at a time, and every lane
 //     of the subwarp reuses them from there.
 // Variants (extern "C" names): csr_spmm_<dtype>_v<VEC>_sw<SW>, dtype f32 (VEC 1 or 4) and bf16 (VEC 1
-//   or 8), SW 8, 16 or 32. VEC > 1 needs N % VEC == 0. Block: 128 threads (4 warps);
+//   or 8), SW 8, 16 or 32. VEC > 1 needs N % VEC == 0. Block: 128 threads (4 warps), launch bounds
+//   (128, 8): up to 64 registers, 8 blocks per SM;
 //   grid: (ceil(M / (4 * 32/SW)), ceil(N / (SW*VEC))).
 // Min SM: 80.
 #include "common.cuh"
@@ -69,8 +70,22 @@ __device__ __forceinline__ void csr_spmm_body(int m, int n, const int* __restric
     __syncwarp(mask);
     const int lo = max(start - base, 0), hi = min(end - base, STAGE);
     if (active) {
-#pragma unroll 4
-      for (int e = lo; e < hi; ++e) {
+      int e = lo;
+      // four entries at a time: four independent vector loads of X in flight before the FMAs
+      for (; e + 4 <= hi; e += 4) {
+        float wv[4], xv[4][VEC];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          wv[u] = s_val[slot][e + u];
+          VecLoad<T, VEC>::load(x + (size_t)s_col[slot][e + u] * n + c, xv[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) acc[v] = fmaf(wv[u], xv[u][v], acc[v]);
+      }
+#pragma unroll 1
+      for (; e < hi; ++e) {
         const float wv = s_val[slot][e];
         float xv[VEC];
         VecLoad<T, VEC>::load(x + (size_t)s_col[slot][e] * n + c, xv);
@@ -84,7 +99,7 @@ __device__ __forceinline__ void csr_spmm_body(int m, int n, const int* __restric
 }
 
 #define CSR_SPMM(NAME, T, VEC, SW)                                                            \
-  extern "C" __global__ void __launch_bounds__(128)                                            \
+  extern "C" __global__ void __launch_bounds__(128, 8)                                         \
       NAME(int m, int n, const int* row_order, const int* row_ptr, const int* col_idx,        \
            const T* values, const T* x, T* y) {                                                \
     csr_spmm_body<T, VEC, SW>(m, n, row_order, row_ptr, col_idx, values, x, y);                \
