@@ -9,7 +9,11 @@ mod error;
 pub use error::CliError;
 
 #[derive(Parser)]
-#[command(name = "lopper", version, about = "Sparse and low-rank training that computes less, measured")]
+#[command(
+    name = "lopper",
+    version,
+    about = "Sparse and low-rank training that computes less, measured"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -17,6 +17,7 @@ pub mod io;
 pub mod kernels;
 pub mod reference;
 mod sparse24;
+mod tensor_ops;
 
 pub use csr::{Csr, CsrTranspose};
 pub use error::{Error, Result};

@@ -31,7 +31,7 @@ pub(crate) fn meta_words(cols: usize) -> usize {
 }
 
 fn check_k(op: &'static str, cols: usize) -> Result<()> {
-    if cols % 4 != 0 {
+    if !cols.is_multiple_of(4) {
         return Err(Error::Invalid24(format!(
             "{op}: K = {cols} is not a multiple of 4"
         )));

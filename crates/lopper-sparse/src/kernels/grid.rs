@@ -39,6 +39,16 @@ pub(crate) fn balanced_rows(
     out
 }
 
+/// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2 (1 MiB on the
+/// development machine's Cascade Lake; half of it leaves room for W's rows and Y).
+const L2_SLAB_BYTES: usize = 256 << 10;
+
+/// Columns of Y per task for a dense operand of `k` rows: the widest multiple of 64 (at most 512)
+/// whose slab fits [`L2_SLAB_BYTES`], and at least 64.
+pub(crate) fn col_block(k: usize) -> usize {
+    (L2_SLAB_BYTES / (4 * k.max(1)) / 64 * 64).clamp(64, 512)
+}
+
 /// Column blocks of `n` of width `block` (the last may be narrower).
 pub(crate) fn col_blocks(n: usize, block: usize) -> Vec<Range<usize>> {
     (0..n.div_ceil(block))
@@ -116,4 +126,24 @@ mod tests {
         assert!(balanced_rows(0, 4, cost).is_empty());
         assert_eq!(col_blocks(130, 64), vec![0..64, 64..128, 128..130]);
     }
+}
+
+thread_local! {
+    static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a contiguous copy of `X[:, c0..c1]` (K rows, row stride `c1 - c0`), kept in a reused
+/// per-thread buffer. Reading the task's slab from one contiguous block avoids the cache-set conflicts
+/// of X's own row stride (a power of two such as 2 KiB maps K rows onto a few sets of L1 and L2).
+pub(crate) fn with_packed<R>(x: &[f32], k: usize, n: usize, c0: usize, c1: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    let w = c1 - c0;
+    PACK.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        buf.reserve(k * w);
+        for j in 0..k {
+            buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+        }
+        f(&buf)
+    })
 }

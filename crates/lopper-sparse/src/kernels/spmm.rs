@@ -5,21 +5,11 @@
 //! Each task owns rows r0..r1 and columns c0..c1 of Y; each row is computed in register tiles of
 //! 64 (then 16, then 1) columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's entries, with two
 //! accumulator sets for even and odd entries so that consecutive multiply-adds are independent.
-use super::grid::{SyncPtr, chunks_for, col_blocks, run_grid};
+use super::grid::{SyncPtr, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
 use crate::{Csr, CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
-
-/// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2 (1 MiB on the
-/// development machine's Cascade Lake; half of it leaves room for W's row and Y).
-const L2_SLAB_BYTES: usize = 512 << 10;
-
-/// Columns of Y per task: the widest multiple of 64 (at most 512) whose slab of X fits
-/// [`L2_SLAB_BYTES`], and at least 64.
-fn col_block(k: usize) -> usize {
-    (L2_SLAB_BYTES / (4 * k.max(1)) / 64 * 64).clamp(64, 512)
-}
 
 /// `y = w x`: W (M, K) sparse, X (K, N), Y (M, N), overwritten.
 pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
@@ -48,8 +38,11 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
     });
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (ci, v, xd) = (w.col_idx(), w.values(), x.data());
+    let k = w.cols();
     run_grid(par, &rows, &blocks, |r, c| {
-        spmm_task(rp, ci, v, xd, n, yp, r.start, r.end, c.start, c.end)
+        with_packed(xd, k, n, c.start, c.end, |slab| {
+            spmm_task(rp, ci, v, slab, c.end - c.start, yp, n, r.start, r.end, c.start, c.end)
+        })
     });
     Ok(())
 }
@@ -77,17 +70,20 @@ pub fn spmm_t_with(wt: &CsrTranspose, x: MatRef<'_>, y: MatMut<'_>, par: Par) ->
     spmm(wt.csr(), x, y, par)
 }
 
-multiversion!(fn spmm_task(rp: &[usize], ci: &[u32], v: &[f32], x: &[f32], n: usize, y: SyncPtr,
-                           r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
+multiversion!(fn spmm_task(rp: &[usize], ci: &[u32], v: &[f32], slab: &[f32], sw: usize, y: SyncPtr,
+                           n: usize, r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
 
+/// Rows r0..r1, columns c0..c1 of Y (row stride n) from `slab` = X[:, c0..c1] packed with row
+/// stride `sw = c1 - c0`.
 #[inline(always)]
 fn spmm_body<const FMA: bool>(
     rp: &[usize],
     ci: &[u32],
     v: &[f32],
-    x: &[f32],
-    n: usize,
+    slab: &[f32],
+    sw: usize,
     y: SyncPtr,
+    n: usize,
     r0: usize,
     r1: usize,
     c0: usize,
@@ -98,17 +94,17 @@ fn spmm_body<const FMA: bool>(
         // SAFETY: row i, columns c0..c1 of Y (n columns, row-major) belong to this task alone:
         // tasks are disjoint (row chunk x column block), and the range lies inside Y.
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0) };
-        let mut c = c0;
-        while c + 64 <= c1 {
-            tile::<FMA, 64>(cols, vals, x, n, c, &mut out[c - c0..c - c0 + 64]);
+        let mut c = 0;
+        while c + 64 <= sw {
+            tile::<FMA, 64>(cols, vals, slab, sw, c, &mut out[c..c + 64]);
             c += 64;
         }
-        while c + 16 <= c1 {
-            tile::<FMA, 16>(cols, vals, x, n, c, &mut out[c - c0..c - c0 + 16]);
+        while c + 16 <= sw {
+            tile::<FMA, 16>(cols, vals, slab, sw, c, &mut out[c..c + 16]);
             c += 16;
         }
-        while c < c1 {
-            tile::<FMA, 1>(cols, vals, x, n, c, &mut out[c - c0..c - c0 + 1]);
+        while c < sw {
+            tile::<FMA, 1>(cols, vals, slab, sw, c, &mut out[c..c + 1]);
             c += 1;
         }
     }
@@ -128,8 +124,8 @@ fn tile<const FMA: bool, const T: usize>(
     let mut a1 = [0.0f32; T];
     let pairs = cols.len() / 2;
     let xrow = |j: u32| -> &[f32; T] {
-        // SAFETY: j < K (Csr invariant, and spmm checked X has K rows) and c + T <= N, so
-        // X[j, c..c+T] lies inside x (K * N elements).
+        // SAFETY: j < K (Csr invariant; spmm checked X has K rows, so the slab has K rows of n
+        // columns here) and c + T <= n, so the T elements lie inside x.
         unsafe { &*(x.as_ptr().add(j as usize * n + c) as *const [f32; T]) }
     };
     for p in 0..pairs {

@@ -2,18 +2,16 @@
 //!
 //! Shapes: W (M, K) 2:4 (values (M, K/2) + metadata), X (K, N), Y (M, N). Work: M*K/2*N
 //! multiply-adds, half of the dense GEMM's.
-//! Register tile: MR = 4 rows of W x T = 32 columns of Y. For each group g of 4 along K, the four rows
+//! Register tile: MR = 4 rows of W x T = 64 columns of Y (AVX-512; 16 elsewhere). For each group g of 4 along K, the four rows
 //! X[4g..4g+4, c..c+T] are read once from cache and reused by the MR rows, each of which picks its two
 //! rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
-use super::grid::{SyncPtr, chunks_for, col_blocks, run_grid};
+use super::grid::{SyncPtr, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
 use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};
 
-/// Columns of Y per task (the slab of X read by a task is K x 256 f32).
-const COL_BLOCK: usize = 256;
 const MR: usize = 4;
 
 /// `y = w x`: W (M, K) 2:4, X (K, N), Y (M, N), overwritten.
@@ -40,7 +38,7 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
         y.data().fill(0.0);
         return Ok(());
     }
-    let blocks = col_blocks(n, COL_BLOCK);
+    let blocks = col_blocks(n, col_block(w.cols()));
     // chunks in units of MR rows
     let units = w.rows().div_ceil(MR);
     let chunks: Vec<_> = chunks_for(units, par.threads(), blocks.len(), |_| 1)
@@ -50,34 +48,41 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
     run_grid(par, &chunks, &blocks, |r, c| {
-        spmm24_task(v, m, xd, k, n, yp, r.start, r.end, c.start, c.end)
+        with_packed(xd, k, n, c.start, c.end, |slab| {
+            spmm24_task(v, m, slab, k, c.end - c.start, yp, n, r.start, r.end, c.start)
+        })
     });
     Ok(())
 }
 
-multiversion!(fn spmm24_task(v: &[f32], m: &[u16], x: &[f32], k: usize, n: usize, y: SyncPtr,
-                             r0: usize, r1: usize, c0: usize, c1: usize) => spmm24_body);
+multiversion!(fn spmm24_task(v: &[f32], m: &[u16], slab: &[f32], k: usize, sw: usize, y: SyncPtr,
+                             n: usize, r0: usize, r1: usize, c0: usize) => spmm24_body);
 
+/// Rows r0..r1, columns c0..c0+sw of Y (row stride n) from `slab` = X[:, c0..c0+sw] packed with
+/// row stride sw.
 #[inline(always)]
 fn spmm24_body<const FMA: bool>(
     v: &[f32],
     m: &[u16],
-    x: &[f32],
+    slab: &[f32],
     k: usize,
-    n: usize,
+    sw: usize,
     y: SyncPtr,
+    n: usize,
     r0: usize,
     r1: usize,
     c0: usize,
-    c1: usize,
 ) {
-    let mut c = c0;
-    while c < c1 {
-        let width = c1 - c;
-        let t = if width >= 32 {
-            32
-        } else if width >= 8 {
-            8
+    // AVX-512 has 32 registers of 16 lanes: a 4 x 64 tile (16 accumulators) amortizes the metadata
+    // decode over 8 multiply-adds per row and group; AVX2 and portable clones use 4 x 16.
+    let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
+    let mut c = 0;
+    while c < sw {
+        let width = sw - c;
+        let t = if wide && width >= 64 {
+            64
+        } else if width >= 16 {
+            16
         } else {
             1
         };
@@ -85,12 +90,12 @@ fn spmm24_body<const FMA: bool>(
         while i < r1 {
             let mr = (r1 - i).min(MR);
             match (mr, t) {
-                (4, 32) => tile::<FMA, 4, 32>(v, m, x, k, n, y, i, c),
-                (4, 8) => tile::<FMA, 4, 8>(v, m, x, k, n, y, i, c),
-                (4, _) => tile::<FMA, 4, 1>(v, m, x, k, n, y, i, c),
-                (_, 32) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 32>(v, m, x, k, n, y, ii, c)),
-                (_, 8) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 8>(v, m, x, k, n, y, ii, c)),
-                _ => (i..i + mr).for_each(|ii| tile::<FMA, 1, 1>(v, m, x, k, n, y, ii, c)),
+                (4, 64) => tile::<FMA, 4, 64>(v, m, slab, k, sw, y, n, i, c, c0),
+                (4, 16) => tile::<FMA, 4, 16>(v, m, slab, k, sw, y, n, i, c, c0),
+                (4, _) => tile::<FMA, 4, 1>(v, m, slab, k, sw, y, n, i, c, c0),
+                (_, 64) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 64>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                (_, 16) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 16>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                _ => (i..i + mr).for_each(|ii| tile::<FMA, 1, 1>(v, m, slab, k, sw, y, n, ii, c, c0)),
             }
             i += mr;
         }
@@ -98,39 +103,51 @@ fn spmm24_body<const FMA: bool>(
     }
 }
 
-/// Y[i..i+R, c..c+T] = W[i..i+R, :] X[:, c..c+T].
+/// Y[i..i+R, c0+c..c0+c+T] = W[i..i+R, :] X[:, c0+c..c0+c+T], X read from the packed slab
+/// (row stride sw).
 #[inline(always)]
 fn tile<const FMA: bool, const R: usize, const T: usize>(
     v: &[f32],
     m: &[u16],
-    x: &[f32],
+    slab: &[f32],
     k: usize,
-    n: usize,
+    sw: usize,
     y: SyncPtr,
+    n: usize,
     i: usize,
     c: usize,
+    c0: usize,
 ) {
     let half = k / 2;
     let mw = meta_words(k);
+    // this tile's rows of values (K/2 each) and metadata (mw words each)
+    let vr: [&[f32]; R] = std::array::from_fn(|r| &v[(i + r) * half..(i + r + 1) * half]);
+    let mr: [&[u16]; R] = std::array::from_fn(|r| &m[(i + r) * mw..(i + r + 1) * mw]);
     let mut acc = [[0.0f32; T]; R];
     let xrow = |row: usize| -> &[f32; T] {
-        // SAFETY: row < K (a 2:4 index is 4g + p with p < 4 and g < K/4) and c + T <= N.
-        unsafe { &*(x.as_ptr().add(row * n + c) as *const [f32; T]) }
+        // SAFETY: row < K (a 2:4 index is 4g + p with p < 4 and g < K/4) and c + T <= sw, and the
+        // slab holds K rows of sw elements.
+        unsafe { &*(slab.as_ptr().add(row * sw + c) as *const [f32; T]) }
     };
-    for g in 0..k / 4 {
-        let shift = 4 * (g % 4);
-        for r in 0..R {
-            let code = (m[(i + r) * mw + g / 4] >> shift) as usize;
-            let (x0, x1) = (xrow(4 * g + (code & 3)), xrow(4 * g + ((code >> 2) & 3)));
-            let (w0, w1) = (v[(i + r) * half + 2 * g], v[(i + r) * half + 2 * g + 1]);
-            for l in 0..T {
-                acc[r][l] = fmadd::<FMA>(w1, x1[l], fmadd::<FMA>(w0, x0[l], acc[r][l]));
+    let groups = k / 4;
+    for word in 0..mw {
+        let codes: [u16; R] = std::array::from_fn(|r| mr[r][word]);
+        for s in 0..(groups - 4 * word).min(4) {
+            let g = 4 * word + s;
+            for r in 0..R {
+                let code = (codes[r] >> (4 * s)) as usize;
+                let (x0, x1) = (xrow(4 * g + (code & 3)), xrow(4 * g + ((code >> 2) & 3)));
+                // SAFETY: g < K/4, so 2g + 1 < K/2, the length of a row of values.
+                let (w0, w1) = unsafe { (*vr[r].get_unchecked(2 * g), *vr[r].get_unchecked(2 * g + 1)) };
+                for l in 0..T {
+                    acc[r][l] = fmadd::<FMA>(w1, x1[l], fmadd::<FMA>(w0, x0[l], acc[r][l]));
+                }
             }
         }
     }
     for r in 0..R {
         // SAFETY: rows i..i+R and columns c..c+T of Y belong to this task alone (disjoint grid).
-        let out = unsafe { std::slice::from_raw_parts_mut(y.0.add((i + r) * n + c), T) };
+        let out = unsafe { std::slice::from_raw_parts_mut(y.0.add((i + r) * n + c0 + c), T) };
         out.copy_from_slice(&acc[r]);
     }
 }
