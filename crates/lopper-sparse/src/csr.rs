@@ -94,6 +94,12 @@ impl Csr {
                 detail: format!("k = {k} exceeds the {n} entries of the matrix"),
             });
         }
+        if n > u32::MAX as usize {
+            return Err(Error::Invalid {
+                op: "Csr::from_topk",
+                detail: format!("{n} entries exceed the u32 ranking index"),
+            });
+        }
         let keep = topk_mask(m.data(), k);
         Self::build(m, |flat, _| keep[flat])
     }

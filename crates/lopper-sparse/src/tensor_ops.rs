@@ -7,7 +7,10 @@ use lopper_tensor::{MatMut, Par, Tensor};
 
 fn f32_view(x: &Tensor, op: &'static str) -> Result<Tensor> {
     if x.rank() != 2 {
-        return Err(shape_err(op, format!("expected a 2-D dense operand, got shape {:?}", x.shape())));
+        return Err(shape_err(
+            op,
+            format!("expected a 2-D dense operand, got shape {:?}", x.shape()),
+        ));
     }
     Ok(x.to_f32())
 }
@@ -18,7 +21,12 @@ impl Csr {
         let x = f32_view(x, "Csr::matmul")?;
         let n = x.shape()[1];
         let mut y = vec![0.0f32; self.rows() * n];
-        spmm(self, x.mat("Csr::matmul")?, MatMut::new(&mut y, self.rows(), n)?, par)?;
+        spmm(
+            self,
+            x.mat("Csr::matmul")?,
+            MatMut::new(&mut y, self.rows(), n)?,
+            par,
+        )?;
         Ok(Tensor::from_f32(&[self.rows(), n], y)?)
     }
 
@@ -27,16 +35,30 @@ impl Csr {
         let x = f32_view(x, "Csr::matmul_t")?;
         let n = x.shape()[1];
         let mut y = vec![0.0f32; self.cols() * n];
-        spmm_t(self, x.mat("Csr::matmul_t")?, MatMut::new(&mut y, self.cols(), n)?, par)?;
+        spmm_t(
+            self,
+            x.mat("Csr::matmul_t")?,
+            MatMut::new(&mut y, self.cols(), n)?,
+            par,
+        )?;
         Ok(Tensor::from_f32(&[self.cols(), n], y)?)
     }
 
     /// `A B^T` sampled at this pattern: A (M, D), B (K, D) of any dtype; returns the nnz values in
     /// storage order as a new `Csr` with this pattern.
     pub fn sampled_matmul(&self, a: &Tensor, b: &Tensor, par: Par) -> Result<Csr> {
-        let (a, b) = (f32_view(a, "Csr::sampled_matmul")?, f32_view(b, "Csr::sampled_matmul")?);
+        let (a, b) = (
+            f32_view(a, "Csr::sampled_matmul")?,
+            f32_view(b, "Csr::sampled_matmul")?,
+        );
         let mut out = vec![0.0f32; self.nnz()];
-        sddmm(self, a.mat("Csr::sampled_matmul")?, b.mat("Csr::sampled_matmul")?, &mut out, par)?;
+        sddmm(
+            self,
+            a.mat("Csr::sampled_matmul")?,
+            b.mat("Csr::sampled_matmul")?,
+            &mut out,
+            par,
+        )?;
         self.with_values(out)
     }
 }
@@ -47,7 +69,12 @@ impl Sparse24 {
         let x = f32_view(x, "Sparse24::matmul")?;
         let n = x.shape()[1];
         let mut y = vec![0.0f32; self.rows() * n];
-        spmm_24(self, x.mat("Sparse24::matmul")?, MatMut::new(&mut y, self.rows(), n)?, par)?;
+        spmm_24(
+            self,
+            x.mat("Sparse24::matmul")?,
+            MatMut::new(&mut y, self.rows(), n)?,
+            par,
+        )?;
         Ok(Tensor::from_f32(&[self.rows(), n], y)?)
     }
 }
@@ -70,13 +97,26 @@ mod tests {
                 (s24.matmul(&x, Par::Seq).unwrap(), s24.to_tensor()),
             ] {
                 let want = matmul(&wd, Transpose::No, &x32, Transpose::No, Par::Seq).unwrap();
-                let d = lopper_tensor::ops::max_abs_diff(got.as_f32().unwrap(), want.as_f32().unwrap()).unwrap();
+                let d =
+                    lopper_tensor::ops::max_abs_diff(got.as_f32().unwrap(), want.as_f32().unwrap())
+                        .unwrap();
                 assert!(d < 1e-4, "{dt}: {d}");
             }
             let xt = Tensor::randn(&[6, 5], 1.0, 3).to_dtype(dt);
             let got = csr.matmul_t(&xt, Par::Seq).unwrap();
-            let want = matmul(&csr.to_tensor(), Transpose::Yes, &xt.to_f32(), Transpose::No, Par::Seq).unwrap();
-            assert!(lopper_tensor::ops::max_abs_diff(got.as_f32().unwrap(), want.as_f32().unwrap()).unwrap() < 1e-4);
+            let want = matmul(
+                &csr.to_tensor(),
+                Transpose::Yes,
+                &xt.to_f32(),
+                Transpose::No,
+                Par::Seq,
+            )
+            .unwrap();
+            assert!(
+                lopper_tensor::ops::max_abs_diff(got.as_f32().unwrap(), want.as_f32().unwrap())
+                    .unwrap()
+                    < 1e-4
+            );
         }
         let a = Tensor::randn(&[6, 3], 1.0, 4);
         let b = Tensor::randn(&[8, 3], 1.0, 5).to_dtype(DType::BF16);
@@ -89,6 +129,9 @@ mod tests {
                 assert!((x - fd[i * 8 + j as usize]).abs() < 1e-4);
             }
         }
-        assert!(csr.matmul(&Tensor::zeros(&[8], DType::F32), Par::Seq).is_err());
+        assert!(
+            csr.matmul(&Tensor::zeros(&[8], DType::F32), Par::Seq)
+                .is_err()
+        );
     }
 }

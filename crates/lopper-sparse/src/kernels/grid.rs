@@ -135,7 +135,14 @@ thread_local! {
 /// Runs `f` on a contiguous copy of `X[:, c0..c1]` (K rows, row stride `c1 - c0`), kept in a reused
 /// per-thread buffer. Reading the task's slab from one contiguous block avoids the cache-set conflicts
 /// of X's own row stride (a power of two such as 2 KiB maps K rows onto a few sets of L1 and L2).
-pub(crate) fn with_packed<R>(x: &[f32], k: usize, n: usize, c0: usize, c1: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+pub(crate) fn with_packed<R>(
+    x: &[f32],
+    k: usize,
+    n: usize,
+    c0: usize,
+    c1: usize,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
     let w = c1 - c0;
     PACK.with(|cell| {
         let mut buf = cell.borrow_mut();

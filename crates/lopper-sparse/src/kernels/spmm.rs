@@ -41,7 +41,19 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
     let k = w.cols();
     run_grid(par, &rows, &blocks, |r, c| {
         with_packed(xd, k, n, c.start, c.end, |slab| {
-            spmm_task(rp, ci, v, slab, c.end - c.start, yp, n, r.start, r.end, c.start, c.end)
+            spmm_task(
+                rp,
+                ci,
+                v,
+                slab,
+                c.end - c.start,
+                yp,
+                n,
+                r.start,
+                r.end,
+                c.start,
+                c.end,
+            )
         })
     });
     Ok(())
@@ -89,12 +101,21 @@ fn spmm_body<const FMA: bool>(
     c0: usize,
     c1: usize,
 ) {
+    let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
     for i in r0..r1 {
         let (cols, vals) = (&ci[rp[i]..rp[i + 1]], &v[rp[i]..rp[i + 1]]);
         // SAFETY: row i, columns c0..c1 of Y (n columns, row-major) belong to this task alone:
         // tasks are disjoint (row chunk x column block), and the range lies inside Y.
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0) };
         let mut c = 0;
+        // AVX-512 (32 registers of 16 lanes): 128-wide tiles, 16 accumulators, half the per-entry
+        // index work per multiply-add of the 64-wide tile that AVX2 (16 registers) is limited to.
+        if wide {
+            while c + 128 <= sw {
+                tile::<FMA, 128>(cols, vals, slab, sw, c, &mut out[c..c + 128]);
+                c += 128;
+            }
+        }
         while c + 64 <= sw {
             tile::<FMA, 64>(cols, vals, slab, sw, c, &mut out[c..c + 64]);
             c += 64;

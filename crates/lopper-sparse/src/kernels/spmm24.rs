@@ -49,7 +49,18 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
     let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
     run_grid(par, &chunks, &blocks, |r, c| {
         with_packed(xd, k, n, c.start, c.end, |slab| {
-            spmm24_task(v, m, slab, k, c.end - c.start, yp, n, r.start, r.end, c.start)
+            spmm24_task(
+                v,
+                m,
+                slab,
+                k,
+                c.end - c.start,
+                yp,
+                n,
+                r.start,
+                r.end,
+                c.start,
+            )
         })
     });
     Ok(())
@@ -93,9 +104,13 @@ fn spmm24_body<const FMA: bool>(
                 (4, 64) => tile::<FMA, 4, 64>(v, m, slab, k, sw, y, n, i, c, c0),
                 (4, 16) => tile::<FMA, 4, 16>(v, m, slab, k, sw, y, n, i, c, c0),
                 (4, _) => tile::<FMA, 4, 1>(v, m, slab, k, sw, y, n, i, c, c0),
-                (_, 64) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 64>(v, m, slab, k, sw, y, n, ii, c, c0)),
-                (_, 16) => (i..i + mr).for_each(|ii| tile::<FMA, 1, 16>(v, m, slab, k, sw, y, n, ii, c, c0)),
-                _ => (i..i + mr).for_each(|ii| tile::<FMA, 1, 1>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                (_, 64) => (i..i + mr)
+                    .for_each(|ii| tile::<FMA, 1, 64>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                (_, 16) => (i..i + mr)
+                    .for_each(|ii| tile::<FMA, 1, 16>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                _ => {
+                    (i..i + mr).for_each(|ii| tile::<FMA, 1, 1>(v, m, slab, k, sw, y, n, ii, c, c0))
+                }
             }
             i += mr;
         }
@@ -138,7 +153,8 @@ fn tile<const FMA: bool, const R: usize, const T: usize>(
                 let code = (codes[r] >> (4 * s)) as usize;
                 let (x0, x1) = (xrow(4 * g + (code & 3)), xrow(4 * g + ((code >> 2) & 3)));
                 // SAFETY: g < K/4, so 2g + 1 < K/2, the length of a row of values.
-                let (w0, w1) = unsafe { (*vr[r].get_unchecked(2 * g), *vr[r].get_unchecked(2 * g + 1)) };
+                let (w0, w1) =
+                    unsafe { (*vr[r].get_unchecked(2 * g), *vr[r].get_unchecked(2 * g + 1)) };
                 for l in 0..T {
                     acc[r][l] = fmadd::<FMA>(w1, x1[l], fmadd::<FMA>(w0, x0[l], acc[r][l]));
                 }
