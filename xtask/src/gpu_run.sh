@@ -13,7 +13,7 @@ export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:-}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv >> "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-"$HERE/bin/gpu-tests" --test-threads=1 > "$OUT/tests.log" 2>&1
+"$HERE/bin/gpu-tests" --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
 TEST_RC=$?
 grep -E "^test |test result|skipped|panicked" "$OUT/tests.log" | tail -40
 if [ "${LOPPER_SANITIZE:-0}" = 1 ]; then
