@@ -26,7 +26,110 @@ fn model(kind: &str) -> Gpt {
     g
 }
 
+fn time<F: FnMut()>(mut f: F) -> f64 {
+    f();
+    let reps = 5;
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64 * 1e3
+}
+
+/// With LOPPER_BREAKDOWN=1: milliseconds of each layer type's forward and backward at the GPT's
+/// shapes, dense vs CSR 80%, to see where a step's time goes.
+fn breakdown() {
+    use lopper_nn::Linear;
+    use lopper_nn::attention::{AttnCache, AttnShape, attention_backward, attention_forward};
+    let n = B * T;
+    for (k, m) in [(256, 768), (256, 1024), (1024, 256)] {
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i % 97) as f32 - 48.0) * 0.01)
+            .collect();
+        let dy: Vec<f32> = (0..n * m)
+            .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
+            .collect();
+        let (mut y, mut dx) = (vec![0.0; n * m], vec![0.0; n * k]);
+        for kind in ["dense", "csr80"] {
+            let mut l = Linear::new("probe", k, m, true, 0.02, 1);
+            if kind == "csr80" {
+                let mask: Vec<bool> = (0..m * k)
+                    .map(|i| ((i * 2_654_435_761usize) >> 7).is_multiple_of(5))
+                    .collect();
+                l.set_kind(&WeightKind::CsrMask(mask)).expect("csr");
+            }
+            let f = time(|| l.forward(&x, n, &mut y).expect("fwd"));
+            let b = time(|| l.backward(&x, &dy, n, &mut dx).expect("bwd"));
+            eprintln!("linear {k}->{m} {kind}: forward {f:.2} ms, backward {b:.2} ms");
+        }
+    }
+    {
+        use lopper_sparse::{Csr, sddmm, spmm};
+        use lopper_tensor::{MatMut, MatRef, Par};
+        let (m, k) = (768, 256);
+        let w: Vec<f32> = (0..m * k)
+            .map(|i| {
+                if ((i * 2_654_435_761usize) >> 7).is_multiple_of(5) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let c = Csr::from_dense(MatRef::new(&w, m, k).unwrap(), 0.0).unwrap();
+        for d in [1024usize, 1040] {
+            let a: Vec<f32> = (0..m * d).map(|i| (i % 7) as f32).collect();
+            let bm: Vec<f32> = (0..k * d).map(|i| (i % 5) as f32).collect();
+            let mut out = vec![0.0; c.nnz()];
+            let t = time(|| {
+                sddmm(
+                    &c,
+                    MatRef::new(&a, m, d).unwrap(),
+                    MatRef::new(&bm, k, d).unwrap(),
+                    &mut out,
+                    Par::rayon(),
+                )
+                .unwrap()
+            });
+            let mut y = vec![0.0; m * d];
+            let t2 = time(|| {
+                spmm(
+                    &c,
+                    MatRef::new(&bm, k, d).unwrap(),
+                    MatMut::new(&mut y, m, d).unwrap(),
+                    Par::rayon(),
+                )
+                .unwrap()
+            });
+            let gf = 2.0 * c.nnz() as f64 * d as f64 / 1e6;
+            eprintln!(
+                "sddmm D={d}: {t:.2} ms ({:.1} GFLOP/s); spmm N={d}: {t2:.2} ms ({:.1} GFLOP/s)",
+                gf / t,
+                gf / t2
+            );
+        }
+    }
+    let s = AttnShape {
+        b: B,
+        t: T,
+        c: 256,
+        heads: 4,
+    };
+    let qkv: Vec<f32> = (0..n * 768)
+        .map(|i| ((i % 101) as f32 - 50.0) * 0.01)
+        .collect();
+    let (mut out, mut cache, mut dq) =
+        (vec![0.0; n * 256], AttnCache::default(), vec![0.0; n * 768]);
+    let f = time(|| attention_forward(&qkv, s, &mut out, &mut cache).expect("attn"));
+    let dout = out.clone();
+    let b = time(|| attention_backward(&dout, s, &mut cache, &mut dq).expect("attn bwd"));
+    eprintln!("attention: forward {f:.2} ms, backward {b:.2} ms");
+}
+
 fn bench(c: &mut Criterion) {
+    if std::env::var("LOPPER_BREAKDOWN").is_ok() {
+        breakdown();
+    }
     let tokens: Vec<u32> = (0..B * T).map(|i| ((i * 7919 + 13) % 256) as u32).collect();
     let targets: Vec<u32> = (0..B * T)
         .map(|i| ((i * 104_729 + 5) % 256) as u32)

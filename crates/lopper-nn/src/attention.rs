@@ -56,7 +56,7 @@ pub fn attention_forward(
     cache: &mut AttnCache,
 ) -> Result<()> {
     let (b, t, c, nh) = (s.b, s.t, s.c, s.heads);
-    if nh == 0 || c % nh != 0 {
+    if nh == 0 || !c.is_multiple_of(nh) {
         return Err(crate::error::invalid(
             "attention",
             format!("width {c} is not a multiple of {nh} heads"),

@@ -116,7 +116,8 @@ impl Gpt {
     /// A GPT initialized as GPT-2 (N(0, 0.02^2), residual projections scaled by 1/sqrt(2 layers),
     /// zero biases, unit LayerNorm), deterministic in `cfg.seed`.
     pub fn new(cfg: GptConfig) -> Result<Gpt> {
-        if cfg.heads == 0 || cfg.width % cfg.heads != 0 || cfg.vocab == 0 || cfg.ctx == 0 {
+        if cfg.heads == 0 || !cfg.width.is_multiple_of(cfg.heads) || cfg.vocab == 0 || cfg.ctx == 0
+        {
             return Err(invalid(
                 "gpt",
                 format!("bad config {cfg:?}: width must be a multiple of heads, vocab and ctx > 0"),
