@@ -5,7 +5,7 @@
 //! has its dense baseline measured in the same run.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lopper::sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t};
-use lopper::tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
+use lopper::tensor::{MatMut, Par, Tensor, Transpose, gemm};
 use std::hint::black_box;
 
 const M: usize = 3072;
