@@ -3,7 +3,8 @@
 //!
 //! - `test`       fmt check, clippy -D warnings, tidy, cargo test --workspace (what CI runs)
 //! - `tidy`       repository invariants (crate DAG of docs/ARCHITECTURE.md, file size, no stray files)
-//! - `bench`      the sparse-vs-dense harness (`lopper bench spmm`, release build); `--gpu` in the bundle
+//! - `bench`      the sparse-vs-dense harness (`lopper bench spmm`, release build); `--gpu`: the GPU
+//!                harness (examples/gpu_bench of lopper-sparse, feature cuda) against cuSPARSE/cuBLAS
 //! - `nvcc`       install the pinned nvcc wheels under target/ and print the path
 //! - `kernels`    compile every kernel for sm_80 and sm_90a, print registers/smem/spills, fail on spills
 //! - `gpu-bundle` build the GPU test and bench binaries plus run.sh into gpu-bundle/
@@ -58,6 +59,24 @@ fn test(_args: &[String]) -> Res {
 }
 
 fn bench(args: &[String]) -> Res {
+    if args.first().is_some_and(|a| a == "--gpu") {
+        // the GPU harness: production launchers vs cuSPARSE / cuBLAS (needs nvcc here, a GPU there;
+        // on a machine without Rust, run gpu-bundle/bin/gpu_bench from `cargo xtask gpu-bundle`)
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--release",
+            "-p",
+            "lopper-sparse",
+            "--features",
+            "cuda",
+            "--example",
+            "gpu_bench",
+            "--",
+        ]);
+        c.args(&args[1..]);
+        return run(&mut c);
+    }
     let mut c = cargo();
     c.args(["run", "--release", "-p", "lopper-cli", "--", "bench"]);
     if args.is_empty() {
