@@ -40,4 +40,23 @@ fn main() {
         .unwrap();
     }
     println!("6 gemms: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let panel = faer::Mat::<f32>::from_fn(n, 74, |i, j| {
+        ((i * 7 + j * 13) % 17) as f32 - 8.0 + (i == j) as u8 as f32
+    });
+    let (mut tq, mut tl) = (0.0, 0.0);
+    for _ in 0..10 {
+        let mut y = panel.clone();
+        let t = Instant::now();
+        lopper_lowrank::rsvd::orthonormalize(&mut y, faer::Par::Seq);
+        tq += t.elapsed().as_secs_f64();
+        let mut y = panel.clone();
+        let t = Instant::now();
+        lopper_lowrank::rsvd::lu_normalize(&mut y, faer::Par::Seq);
+        tl += t.elapsed().as_secs_f64();
+    }
+    println!(
+        "panel ({n}, 74): QR {:.2} ms, LU {:.2} ms",
+        tq * 100.0,
+        tl * 100.0
+    );
 }

@@ -2,10 +2,12 @@
 //!
 //! For a rank-r approximation of A (M, N) with l = r + oversample columns:
 //!   Y = A Omega                       Omega (N, l) Gaussian, Y (M, l)
-//!   Q = orth(Y)                       thin QR, Q (M, l)
-//!   repeat power_iters times:         re-orthonormalize after every product (stable power iteration)
-//!     Q = orth(A^T Q)                 (N, l)
-//!     Q = orth(A Q)                   (M, l)
+//!   Q = norm(Y)                       Q (M, l)
+//!   repeat power_iters times:         re-normalize after every product (stable power iteration)
+//!     Q = norm(A^T Q)                 (N, l)
+//!     Q = norm(A Q)                   (M, l)
+//!   norm() is the L factor of a pivoted LU for the intermediate bases (cheap, as in fbpca) and
+//!   the thin Q of a Householder QR for the last one, which must be orthonormal.
 //!   B = Q^T A                         (l, N)
 //!   B = Ub diag(s) V^T                small dense SVD (faer)
 //!   U = Q Ub                          (M, l), then keep the first r triplets
@@ -44,7 +46,7 @@ impl Default for RsvdParams {
 
 /// Replaces the columns of `y` (rows, l), rows >= l, by an orthonormal basis of their span
 /// (the thin Q of faer's Householder QR).
-pub(crate) fn orthonormalize(y: &mut Mat<f32>, par: faer::Par) {
+pub fn orthonormalize(y: &mut Mat<f32>, par: faer::Par) {
     let (m, l) = y.shape();
     if l == 0 || m == 0 {
         return;
@@ -87,6 +89,42 @@ pub(crate) fn orthonormalize(y: &mut Mat<f32>, par: faer::Par) {
     *y = q;
 }
 
+/// Replaces the columns of `y` (rows, l), rows >= l, by another basis of their span: the unit lower
+/// trapezoidal factor of faer's partially pivoted LU, rows permuted back. Cheaper than a QR and
+/// well-conditioned enough to normalize the intermediate power iterations (as fbpca does);
+/// the last basis is always orthonormalized by QR.
+pub fn lu_normalize(y: &mut Mat<f32>, par: faer::Par) {
+    let (m, l) = y.shape();
+    if l == 0 || m == 0 {
+        return;
+    }
+    let mut perm = vec![0usize; m];
+    let mut perm_inv = vec![0usize; m];
+    let req = faer::linalg::lu::partial_pivoting::factor::lu_in_place_scratch::<usize, f32>(
+        m,
+        l,
+        par,
+        Default::default(),
+    );
+    let mut mem = MemBuffer::new(req);
+    faer::linalg::lu::partial_pivoting::factor::lu_in_place(
+        y.as_mut(),
+        &mut perm,
+        &mut perm_inv,
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    );
+    // P y = L U: row i of L belongs to row perm[i] of y
+    let mut q = Mat::<f32>::zeros(m, l);
+    for i in 0..m {
+        for j in 0..l.min(i + 1) {
+            q[(perm[i], j)] = if i == j { 1.0 } else { y[(i, j)] };
+        }
+    }
+    *y = q;
+}
+
 /// Randomized rank-`r` SVD of `a` (M, N), computed in f32. Returns `r` triplets
 /// (`r` clamped to min(M, N)).
 ///
@@ -126,10 +164,16 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
     // y is (M, l) = A omega
     let mut y = Mat::<f32>::zeros(m, l);
     matmul(y.as_mut(), Accum::Replace, af, omega.as_ref(), 1.0f32, fp);
-    orthonormalize(&mut y, faer::Par::Seq);
+    // intermediate bases are LU-normalized, the last one orthonormalized (QR)
+    let seq = faer::Par::Seq;
+    if params.power_iters == 0 {
+        orthonormalize(&mut y, seq);
+    } else {
+        lu_normalize(&mut y, seq);
+    }
     let mut z = Mat::<f32>::zeros(n, l);
-    for _ in 0..params.power_iters {
-        // z is (N, l) = A^T q
+    for it in 0..params.power_iters {
+        // z is (N, l) = A^T y
         matmul(
             z.as_mut(),
             Accum::Replace,
@@ -138,10 +182,14 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
             1.0f32,
             fp,
         );
-        orthonormalize(&mut z, faer::Par::Seq);
+        lu_normalize(&mut z, seq);
         // y is (M, l) = A z
         matmul(y.as_mut(), Accum::Replace, af, z.as_ref(), 1.0f32, fp);
-        orthonormalize(&mut y, faer::Par::Seq);
+        if it + 1 == params.power_iters {
+            orthonormalize(&mut y, seq);
+        } else {
+            lu_normalize(&mut y, seq);
+        }
     }
     // bt is (N, l) = A^T Q = B^T; its SVD bt = V diag(s) Ub^T
     let mut bt = Mat::<f32>::zeros(n, l);
