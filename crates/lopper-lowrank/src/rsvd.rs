@@ -12,7 +12,7 @@
 //!   B = Ub diag(s) V^T                small dense SVD (faer)
 //!   U = Q Ub                          (M, l), then keep the first r triplets
 //! Cost: (2 + 4 power_iters) GEMMs of M N l flops each, plus O((M + N) l^2) for the QRs and the SVD.
-//! The GEMMs run with the caller's `par`; the thin-panel QRs and the small SVD run on one thread
+//! The GEMMs run with the caller's `par`; the thin-panel LU/QR and the small SVD run on one thread
 //! (their rayon versions were slower at these sizes on the 2-core development machine).
 use crate::svd::{Svd, cols_row_major, cols_transposed, faer_thin_svd};
 use crate::{Error, Result};
