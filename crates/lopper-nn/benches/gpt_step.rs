@@ -10,6 +10,18 @@ const T: usize = 128;
 
 fn model(kind: &str) -> Gpt {
     let mut g = Gpt::new(GptConfig::default()).expect("config");
+    // LOPPER_GEMM_THREADS=n: products with n threads whatever the rayon pool's size (to compare
+    // thread-pool arrangements, e.g. with RAYON_NUM_THREADS=1)
+    if let Some(n) = std::env::var("LOPPER_GEMM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        g.set_par(lopper_tensor::Par::Rayon(n));
+    }
+    // LOPPER_LOOP_PAR=1: attention and GELU loops on rayon too (default: caller's thread)
+    if std::env::var("LOPPER_LOOP_PAR").is_ok() {
+        g.set_loop_par(lopper_tensor::Par::rayon());
+    }
     for l in g.linears_mut() {
         let w = l.dense_weight();
         let keep = w.len() / 5; // 80% sparse: keep the 20% largest magnitudes
@@ -114,6 +126,7 @@ fn breakdown() {
         t: T,
         c: 256,
         heads: 4,
+        par: lopper_tensor::Par::Seq,
     };
     let qkv: Vec<f32> = (0..n * 768)
         .map(|i| ((i % 101) as f32 - 50.0) * 0.01)

@@ -1,6 +1,7 @@
 //! Elementwise activations: GELU (tanh approximation, as GPT-2) and ReLU.
 use crate::Result;
 use crate::error::check_len;
+use lopper_tensor::Par;
 use rayon::prelude::*;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -29,14 +30,25 @@ pub fn fast_tanh(u: f32) -> f32 {
     1.0 - 2.0 / (fast_exp(2.0 * u) + 1.0)
 }
 
-/// `out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+/// `out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, on the caller's thread.
 pub fn gelu_forward(x: &[f32], out: &mut [f32]) -> Result<()> {
+    gelu_forward_par(x, out, Par::Seq)
+}
+
+/// [`gelu_backward`] with explicit parallelism.
+pub fn gelu_backward_par(x: &[f32], dout: &[f32], dx: &mut [f32], par: Par) -> Result<()> {
+    gelu_backward_impl(x, dout, dx, par)
+}
+
+/// [`gelu_forward`] with explicit parallelism (rayon over chunks when `par` has several threads and
+/// the input is large).
+pub fn gelu_forward_par(x: &[f32], out: &mut [f32], par: Par) -> Result<()> {
     check_len("gelu", "output", out.len(), x.len())?;
     let f = |(o, &v): (&mut f32, &f32)| {
         let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
         *o = 0.5 * v * (1.0 + fast_tanh(u));
     };
-    if x.len() >= PAR_MIN {
+    if x.len() >= PAR_MIN && par.threads() > 1 {
         out.par_iter_mut()
             .zip(x.par_iter())
             .with_min_len(4096)
@@ -47,8 +59,12 @@ pub fn gelu_forward(x: &[f32], out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// `dx = dout * gelu'(x)` (overwrites dx).
+/// `dx = dout * gelu'(x)` (overwrites dx), on the caller's thread.
 pub fn gelu_backward(x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
+    gelu_backward_impl(x, dout, dx, Par::Seq)
+}
+
+fn gelu_backward_impl(x: &[f32], dout: &[f32], dx: &mut [f32], par: Par) -> Result<()> {
     check_len("gelu", "output gradient", dout.len(), x.len())?;
     check_len("gelu", "input gradient", dx.len(), x.len())?;
     let f = |((d, &v), &g): ((&mut f32, &f32), &f32)| {
@@ -58,7 +74,7 @@ pub fn gelu_backward(x: &[f32], dout: &[f32], dx: &mut [f32]) -> Result<()> {
         let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v * v);
         *d = g * (0.5 * (1.0 + t) + 0.5 * v * sech2 * du);
     };
-    if x.len() >= PAR_MIN {
+    if x.len() >= PAR_MIN && par.threads() > 1 {
         dx.par_iter_mut()
             .zip(x.par_iter())
             .zip(dout.par_iter())

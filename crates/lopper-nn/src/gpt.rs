@@ -6,7 +6,7 @@
 //!   res2 = res + atty Wproj^T;  ln2 = LN(res2);  fch (N, 4C) = ln2 Wfc^T;  g = GELU(fch);
 //!   res' = res2 + g Wfcproj^T.
 //! Then lnf = LN(res_L); logits (N, V) = lnf wte^T (tied) or lnf Whead^T; loss = mean CE.
-use crate::activation::{gelu_backward, gelu_forward};
+use crate::activation::{gelu_backward_par, gelu_forward_par};
 use crate::attention::{AttnCache, AttnShape, attention_backward, attention_forward};
 use crate::embedding::Embedding;
 use crate::error::{invalid, shape};
@@ -108,6 +108,7 @@ pub struct Gpt {
     lnf: LayerNorm,
     lm_head: Option<Linear>,
     par: Par,
+    loop_par: Par,
     a: Acts,
     ready: bool,
 }
@@ -148,6 +149,7 @@ impl Gpt {
             lm_head: (!cfg.tie_weights)
                 .then(|| Linear::new("lm_head", c, cfg.vocab, false, 0.02, s + 3)),
             par: Par::rayon(),
+            loop_par: Par::Seq,
             a: Acts::default(),
             ready: false,
         })
@@ -164,6 +166,13 @@ impl Gpt {
         for l in self.linears_mut() {
             l.set_par(par);
         }
+    }
+
+    /// Sets the parallelism of the loops around the products (attention's (batch, head) pairs,
+    /// GELU). Default `Par::Seq`: on 2 cores, running these on rayon while faer's GEMMs use their
+    /// own pool measured slower (thread-pool switches) than keeping them on the caller's thread.
+    pub fn set_loop_par(&mut self, par: Par) {
+        self.loop_par = par;
     }
 
     /// Every Linear layer with its name (`h.0.attn.qkv`, `h.0.attn.proj`, `h.0.mlp.fc`,
@@ -260,6 +269,7 @@ impl Gpt {
             t,
             c: self.cfg.width,
             heads: self.cfg.heads,
+            par: self.loop_par,
         }
         .flops();
         for _ in 0..self.cfg.layers {
@@ -361,6 +371,7 @@ impl Gpt {
             t,
             c,
             heads: self.cfg.heads,
+            par: self.loop_par,
         };
         for (l, blk) in self.blocks.iter_mut().enumerate() {
             let (before, after) = a.res.split_at_mut(l + 1);
@@ -375,7 +386,7 @@ impl Gpt {
             blk.ln2
                 .forward(&ba.res2, n, &mut ba.ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
             blk.fc.forward(&ba.ln2, n, &mut ba.fch)?; // fch (N, 4C)
-            gelu_forward(&ba.fch, &mut ba.gelu)?;
+            gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
             blk.fc_proj.forward(&ba.gelu, n, out)?;
             add_into(out, &ba.res2); // res' = res2 + fc_proj(gelu)
         }
@@ -413,6 +424,7 @@ impl Gpt {
             t: a.t,
             c,
             heads: self.cfg.heads,
+            par: self.loop_par,
         };
         cross_entropy_backward(&a.probs, &a.targets, v, &mut a.dlogits)?; // dlogits (N, V)
         match &mut self.lm_head {
@@ -453,7 +465,7 @@ impl Gpt {
             let ba = &mut a.blocks[l];
             // res' = res2 + fc_proj(gelu): d res2 = dres (kept in dres), d gelu below
             blk.fc_proj.backward(&ba.gelu, &a.dres, n, &mut a.d4c)?;
-            gelu_backward(&ba.fch, &a.d4c, &mut a.d4c2)?;
+            gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
             blk.fc.backward(&ba.ln2, &a.d4c2, n, &mut a.dc)?;
             blk.ln2
                 .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;

@@ -175,6 +175,7 @@ fn attention_matches_finite_differences() {
         t: 5,
         c: 8,
         heads: 2,
+        par: lopper_tensor::Par::rayon(),
     };
     let n = s.b * s.t;
     let qkv = randv(n * 3 * s.c, 1.5, 31);
