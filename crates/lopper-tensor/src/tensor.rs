@@ -55,6 +55,11 @@ fn numel_of(op: &'static str, shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| Error::shape(op, format!("shape {shape:?} overflows usize")))
 }
 
+/// Element count of a shape whose product must fit `usize` (the infallible constructors' contract).
+fn checked_numel(shape: &[usize]) -> usize {
+    numel_of("Tensor", shape).unwrap_or_else(|e| panic!("{e}"))
+}
+
 impl Tensor {
     /// A tensor from a shape and storage; errors when their sizes disagree.
     pub fn new(shape: &[usize], storage: Storage) -> Result<Tensor> {
@@ -79,9 +84,9 @@ impl Tensor {
         Tensor::new(shape, Storage::F32(data))
     }
 
-    /// Zeros of the given shape and dtype.
+    /// Zeros of the given shape and dtype. Panics if the element count overflows `usize`.
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = checked_numel(shape);
         let storage = match dtype {
             DType::F32 => Storage::F32(vec![0.0; n]),
             DType::F16 => Storage::F16(vec![f16::ZERO; n]),
@@ -93,9 +98,9 @@ impl Tensor {
         }
     }
 
-    /// f32 samples of N(0, std^2), reproducible from `seed`.
+    /// f32 samples of N(0, std^2), reproducible from `seed`. Panics if the element count overflows.
     pub fn randn(shape: &[usize], std: f32, seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = checked_numel(shape);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let data = (0..n)
             .map(|_| {
@@ -109,9 +114,9 @@ impl Tensor {
         }
     }
 
-    /// f32 samples of U[lo, hi), reproducible from `seed`.
+    /// f32 samples of U[lo, hi), reproducible from `seed`. Panics if the element count overflows.
     pub fn rand_uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = checked_numel(shape);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let data = (0..n).map(|_| rng.random_range(lo..hi)).collect();
         Tensor {

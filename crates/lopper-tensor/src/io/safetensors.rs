@@ -1,6 +1,7 @@
-//! safetensors files: f32, f16 and bf16 tensors become [`Tensor`]s (names, order and file metadata
-//! kept); tensors of other dtypes (integers, f64, ...) are carried through untouched as [`Entry::Raw`]
-//! so that a tool that rewrites a checkpoint never drops them.
+//! safetensors files: f32, f16 and bf16 tensors become [`Tensor`]s (names and file metadata kept;
+//! reading lists tensors in file order, writing lays them out as the format's reference writer does:
+//! by dtype alignment, then by name); tensors of other dtypes (integers, f64, ...) are carried through
+//! untouched as [`Entry::Raw`] so that a tool that rewrites a checkpoint never drops them.
 use crate::{DType, Error, Result, Storage, Tensor};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, View};
