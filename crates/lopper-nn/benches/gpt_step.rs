@@ -18,9 +18,9 @@ fn model(kind: &str) -> Gpt {
     {
         g.set_par(lopper_tensor::Par::Rayon(n));
     }
-    // LOPPER_LOOP_PAR=1: attention and GELU loops on rayon too (default: caller's thread)
-    if std::env::var("LOPPER_LOOP_PAR").is_ok() {
-        g.set_loop_par(lopper_tensor::Par::rayon());
+    // LOPPER_LOOP_SEQ=1: attention and GELU loops on the caller's thread (default: rayon)
+    if std::env::var("LOPPER_LOOP_SEQ").is_ok() {
+        g.set_loop_par(lopper_tensor::Par::Seq);
     }
     for l in g.linears_mut() {
         let w = l.dense_weight();

@@ -149,7 +149,7 @@ impl Gpt {
             lm_head: (!cfg.tie_weights)
                 .then(|| Linear::new("lm_head", c, cfg.vocab, false, 0.02, s + 3)),
             par: Par::rayon(),
-            loop_par: Par::Seq,
+            loop_par: Par::rayon(),
             a: Acts::default(),
             ready: false,
         })
@@ -169,8 +169,8 @@ impl Gpt {
     }
 
     /// Sets the parallelism of the loops around the products (attention's (batch, head) pairs,
-    /// GELU). Default `Par::Seq`: on 2 cores, running these on rayon while faer's GEMMs use their
-    /// own pool measured slower (thread-pool switches) than keeping them on the caller's thread.
+    /// GELU). Default: the rayon pool. (faer's GEMMs run on their own thread pool; on the loaded
+    /// 2-core machine `Par::Seq` here measured no better, within the noise.)
     pub fn set_loop_par(&mut self, par: Par) {
         self.loop_par = par;
     }
