@@ -24,6 +24,18 @@ pub struct AttnShape {
     pub par: Par,
 }
 
+/// One (batch, head) pair's index and its q, k, v, att, y blocks, as the zipped chunk iterators give them.
+type HeadBufs<'a> = (
+    usize,
+    (
+        (
+            ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]),
+            &'a mut [f32],
+        ),
+        &'a mut [f32],
+    ),
+);
+
 /// Runs `f(i, chunk)` over the `ca`-long chunks of `a`, in parallel (rayon) or in order.
 fn for_chunks<F>(par: Par, a: &mut [f32], ca: usize, f: F) -> Result<()>
 where
@@ -90,14 +102,7 @@ pub fn attention_forward(
     let AttnCache {
         q, k, v, att, y, ..
     } = cache;
-    let body = |(bh, ((((q, k), v), att), y)): (
-        usize,
-        (
-            (((&mut [f32], &mut [f32]), &mut [f32]), &mut [f32]),
-            &mut [f32],
-        ),
-    )|
-     -> Result<()> {
+    let body = |(bh, ((((q, k), v), att), y)): HeadBufs<'_>| -> Result<()> {
         let (bi, h) = (bh / nh, bh % nh);
         for ti in 0..t {
             let row = &qkv[(bi * t + ti) * 3 * c..(bi * t + ti + 1) * 3 * c];
