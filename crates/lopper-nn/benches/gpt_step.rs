@@ -62,8 +62,8 @@ fn breakdown() {
             .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
             .collect();
         let (mut y, mut dx) = (vec![0.0; n * m], vec![0.0; n * k]);
-        for kind in ["dense", "csr80"] {
-            let mut l = Linear::new("probe", k, m, true, 0.02, 1);
+        for kind in ["dense", "dense-nobias", "csr80"] {
+            let mut l = Linear::new("probe", k, m, kind != "dense-nobias", 0.02, 1);
             if kind == "csr80" {
                 let mask: Vec<bool> = (0..m * k)
                     .map(|i| ((i * 2_654_435_761usize) >> 7).is_multiple_of(5))
@@ -74,6 +74,70 @@ fn breakdown() {
             let b = time(|| l.backward(&x, &dy, n, &mut dx).expect("bwd"));
             eprintln!("linear {k}->{m} {kind}: forward {f:.2} ms, backward {b:.2} ms");
         }
+    }
+    {
+        use lopper_tensor::{MatMut, MatRef, Par, Transpose::*, gemm};
+        let (m, k) = (768usize, 256usize);
+        let x: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let dy: Vec<f32> = (0..n * m).map(|i| (i % 5) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..m * k).map(|i| (i % 3) as f32 * 0.1).collect();
+        let (mut dw, mut dx, mut y) = (vec![0.0; m * k], vec![0.0; n * k], vec![0.0; n * m]);
+        let p = Par::rayon();
+        let fwd = time(|| {
+            gemm(
+                MatMut::new(&mut y, n, m).unwrap(),
+                MatRef::new(&x, n, k).unwrap(),
+                No,
+                MatRef::new(&w, m, k).unwrap(),
+                Yes,
+                1.0,
+                0.0,
+                p,
+            )
+            .unwrap()
+        });
+        let dw1 = time(|| {
+            gemm(
+                MatMut::new(&mut dw, m, k).unwrap(),
+                MatRef::new(&dy, n, m).unwrap(),
+                Yes,
+                MatRef::new(&x, n, k).unwrap(),
+                No,
+                1.0,
+                1.0,
+                p,
+            )
+            .unwrap()
+        });
+        let dw0 = time(|| {
+            gemm(
+                MatMut::new(&mut dw, m, k).unwrap(),
+                MatRef::new(&dy, n, m).unwrap(),
+                Yes,
+                MatRef::new(&x, n, k).unwrap(),
+                No,
+                1.0,
+                0.0,
+                p,
+            )
+            .unwrap()
+        });
+        let dxt = time(|| {
+            gemm(
+                MatMut::new(&mut dx, n, k).unwrap(),
+                MatRef::new(&dy, n, m).unwrap(),
+                No,
+                MatRef::new(&w, m, k).unwrap(),
+                No,
+                1.0,
+                0.0,
+                p,
+            )
+            .unwrap()
+        });
+        eprintln!(
+            "gemm 1024x256 -> 768: forward {fwd:.2} ms, dW (beta 1) {dw1:.2} ms, dW (beta 0) {dw0:.2} ms, dx {dxt:.2} ms"
+        );
     }
     {
         use lopper_sparse::{Csr, sddmm, spmm};

@@ -159,6 +159,16 @@ fn activations_match_finite_differences() {
         });
         assert_close(name, &dx, &num, RTOL);
     }
+    // the parallel chunked path equals the sequential one on a large input
+    let big = randv(100_003, 4.0, 23);
+    let g = randv(100_003, 1.0, 24);
+    let (mut a, mut b) = (vec![0.0; big.len()], vec![0.0; big.len()]);
+    gelu_forward(&big, &mut a).unwrap();
+    gelu_forward_par(&big, &mut b, lopper_tensor::Par::rayon()).unwrap();
+    assert_eq!(a, b);
+    gelu_backward(&big, &g, &mut a).unwrap();
+    gelu_backward_par(&big, &g, &mut b, lopper_tensor::Par::rayon()).unwrap();
+    assert_eq!(a, b);
     // GELU values against the GPT-2 formula at a few points
     let mut o = vec![0.0; 3];
     gelu_forward(&[0.0, 1.0, -2.0], &mut o).unwrap();
