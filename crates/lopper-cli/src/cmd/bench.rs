@@ -6,7 +6,7 @@
 //! patterns. Values are random in [-1, 1) (DLMC files carry patterns only).
 use crate::CliError;
 use clap::{Args, Subcommand};
-use lopper_sparse::{Csr, Sparse24, io::smtx, spmm, spmm_24};
+use lopper_sparse::{Csr, Sparse24, io::smtx, sddmm, spmm, spmm_24, spmm_t_with};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
-    /// CSR spmm (Y = W X) against dense GEMM, over a set of matrices.
+    /// CSR products (spmm, spmm_t, sddmm) against dense GEMM of the same shape, over a set of matrices.
     Spmm(SpmmArgs),
     /// 2:4 spmm against dense GEMM at one shape.
     Spmm24(Spmm24Args),
@@ -51,6 +51,10 @@ pub struct SpmmArgs {
     /// Columns of X (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub n: Vec<usize>,
+    /// Which product: `spmm` (Y = W X), `spmm_t` (Y = W^T X, cached transpose), `sddmm` (A B^T at
+    /// W's pattern, A (M, N), B (K, N)). The dense baseline is the GEMM of the same shape.
+    #[arg(long, default_value = "spmm", value_parser = ["spmm", "spmm_t", "sddmm"])]
+    pub kernel: String,
     #[command(flatten)]
     pub common: Common,
 }
@@ -136,59 +140,94 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure_csr(name: &str, w: &Csr, n: usize, c: &Common) -> Result<Row, CliError> {
+fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Result<Row, CliError> {
     let (m, k) = (w.rows(), w.cols());
-    let x = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 7);
-    let xd = x.as_f32()?;
-    let wd = w.to_dense();
-    let mut ys = vec![0.0f32; m * n];
-    let mut yd = vec![0.0f32; m * n];
     let p = par(c.threads);
-    // check once that the two agree before timing them
-    spmm(w, MatRef::new(xd, k, n)?, MatMut::new(&mut ys, m, n)?, p)?;
-    gemm(
-        MatMut::new(&mut yd, m, n)?,
-        MatRef::new(&wd, m, k)?,
-        Transpose::No,
-        MatRef::new(xd, k, n)?,
-        Transpose::No,
-        1.0,
-        0.0,
-        p,
-    )?;
-    let err = lopper_tensor::ops::max_abs_diff(&ys, &yd)?;
-    let scale = 1.0 + yd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    if err > 1e-3 * scale {
-        return Err(CliError::Usage(format!(
-            "{name}: sparse and dense results differ by {err}"
-        )));
-    }
-    let (ts, td) = time_pair(
-        c,
-        || {
-            spmm(
-                w,
-                MatRef::new(xd, k, n).expect("shape"),
-                MatMut::new(&mut ys, m, n).expect("shape"),
-                p,
-            )
-            .expect("spmm")
-        },
-        || {
-            gemm(
-                MatMut::new(&mut yd, m, n).expect("shape"),
-                MatRef::new(&wd, m, k).expect("shape"),
+    let wd = w.to_dense();
+    // operands: spmm X (K, N); spmm_t X (M, N); sddmm A (M, N), B (K, N)
+    let (xr, yr) = match kernel {
+        "spmm" => (k, m),
+        "spmm_t" => (m, k),
+        _ => (m, m),
+    };
+    let x = Tensor::rand_uniform(&[xr, n], -1.0, 1.0, 7);
+    let b = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 8);
+    let (xd, bd) = (x.as_f32()?, b.as_f32()?);
+    let wt = w.transpose();
+    let mut ys = vec![0.0f32; if kernel == "sddmm" { w.nnz() } else { yr * n }];
+    let mut yd = vec![0.0f32; if kernel == "sddmm" { m * k } else { yr * n }];
+    let mut sparse = |ys: &mut [f32]| -> Result<(), CliError> {
+        match kernel {
+            "spmm" => spmm(w, MatRef::new(xd, k, n)?, MatMut::new(ys, m, n)?, p)?,
+            "spmm_t" => spmm_t_with(&wt, MatRef::new(xd, m, n)?, MatMut::new(ys, k, n)?, p)?,
+            _ => sddmm(w, MatRef::new(xd, m, n)?, MatRef::new(bd, k, n)?, ys, p)?,
+        }
+        Ok(())
+    };
+    let mut dense = |yd: &mut [f32]| -> Result<(), CliError> {
+        match kernel {
+            "spmm" => gemm(
+                MatMut::new(yd, m, n)?,
+                MatRef::new(&wd, m, k)?,
                 Transpose::No,
-                MatRef::new(xd, k, n).expect("shape"),
+                MatRef::new(xd, k, n)?,
                 Transpose::No,
                 1.0,
                 0.0,
                 p,
-            )
-            .expect("gemm")
-        },
+            )?,
+            "spmm_t" => gemm(
+                MatMut::new(yd, k, n)?,
+                MatRef::new(&wd, m, k)?,
+                Transpose::Yes,
+                MatRef::new(xd, m, n)?,
+                Transpose::No,
+                1.0,
+                0.0,
+                p,
+            )?,
+            _ => gemm(
+                MatMut::new(yd, m, k)?,
+                MatRef::new(xd, m, n)?,
+                Transpose::No,
+                MatRef::new(bd, k, n)?,
+                Transpose::Yes,
+                1.0,
+                0.0,
+                p,
+            )?,
+        }
+        Ok(())
+    };
+    // check once that the two agree before timing them
+    sparse(&mut ys)?;
+    dense(&mut yd)?;
+    let dense_at_pattern: Vec<f32> = if kernel == "sddmm" {
+        (0..m)
+            .flat_map(|i| w.row(i).0.iter().map(move |&j| (i, j as usize)))
+            .map(|(i, j)| yd[i * k + j])
+            .collect()
+    } else {
+        yd.clone()
+    };
+    let err = lopper_tensor::ops::max_abs_diff(&ys, &dense_at_pattern)?;
+    let scale = 1.0 + dense_at_pattern.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    if err > 1e-3 * scale {
+        return Err(CliError::Usage(format!(
+            "{name}: {kernel} and dense results differ by {err}"
+        )));
+    }
+    let (ts, td) = time_pair(
+        c,
+        || sparse(&mut ys).expect("checked above"),
+        || dense(&mut yd).expect("checked above"),
     );
-    Ok(row("spmm", name, m, k, w.nnz(), n, c, ts, td))
+    let label = match kernel {
+        "spmm" => "spmm",
+        "spmm_t" => "spmm_t",
+        _ => "sddmm",
+    };
+    Ok(row(label, name, m, k, w.nnz(), n, c, ts, td))
 }
 
 fn row(
@@ -345,7 +384,7 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for (name, w) in &cases {
         for &n in &a.n {
-            let r = measure_csr(name, w, n, &a.common)?;
+            let r = measure_csr(name, w, n, &a.kernel, &a.common)?;
             if !a.common.json {
                 eprintln!("{}", fmt_row(&r));
             }
