@@ -156,7 +156,7 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
     let wt = w.transpose();
     let mut ys = vec![0.0f32; if kernel == "sddmm" { w.nnz() } else { yr * n }];
     let mut yd = vec![0.0f32; if kernel == "sddmm" { m * k } else { yr * n }];
-    let mut sparse = |ys: &mut [f32]| -> Result<(), CliError> {
+    let sparse = |ys: &mut [f32]| -> Result<(), CliError> {
         match kernel {
             "spmm" => spmm(w, MatRef::new(xd, k, n)?, MatMut::new(ys, m, n)?, p)?,
             "spmm_t" => spmm_t_with(&wt, MatRef::new(xd, m, n)?, MatMut::new(ys, k, n)?, p)?,
@@ -164,7 +164,7 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
         }
         Ok(())
     };
-    let mut dense = |yd: &mut [f32]| -> Result<(), CliError> {
+    let dense = |yd: &mut [f32]| -> Result<(), CliError> {
         match kernel {
             "spmm" => gemm(
                 MatMut::new(yd, m, n)?,
