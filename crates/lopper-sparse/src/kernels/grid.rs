@@ -78,14 +78,32 @@ pub(crate) fn run_grid(
     use rayon::prelude::*;
     let run = || tasks.into_par_iter().for_each(|(r, c)| task(r, c));
     match par {
-        Par::Rayon(n) if n > 0 && n != rayon::current_num_threads() => {
-            match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
-                Ok(pool) => pool.install(run),
-                Err(_) => run(),
-            }
-        }
+        Par::Rayon(n) if n > 0 && n != rayon::current_num_threads() => match pool(n) {
+            Some(p) => p.install(run),
+            None => run(),
+        },
         _ => run(),
     }
+}
+
+/// A rayon pool of `n` threads, built once per size and kept (building one per call would spawn
+/// threads on every kernel launch).
+fn pool(n: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Pools = Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(|| Mutex::new(Vec::new())).lock().ok()?;
+    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
+        return Some(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .ok()?,
+    );
+    pools.push((n, p.clone()));
+    Some(p)
 }
 
 /// Row chunks for a grid: about `4 * threads` chunks when there is one column block, fewer when the
