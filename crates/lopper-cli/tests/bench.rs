@@ -1,0 +1,98 @@
+//! `lopper bench`: the harness runs the production kernels, checks them against dense, and prints the
+//! documented JSON keys; bad arguments are errors with a non-zero exit.
+use std::process::Command;
+
+fn lopper(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lopper"))
+        .args(args)
+        .output()
+        .expect("run lopper")
+}
+
+#[test]
+fn single_matrix_json_has_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.smtx");
+    // 4 x 6, rows of 2, 0, 3, 1 entries (an empty row included)
+    std::fs::write(&p, "4, 6, 6\n0 2 2 5 6\n0 5 1 2 3 4\n").unwrap();
+    for kernel in ["spmm", "spmm_t", "sddmm"] {
+        let out = lopper(&[
+            "bench",
+            "spmm",
+            "--matrix",
+            p.to_str().unwrap(),
+            "--n",
+            "17",
+            "--json",
+            "--rounds",
+            "1",
+            "--min-time",
+            "0",
+            "--kernel",
+            kernel,
+        ]);
+        assert!(
+            out.status.success(),
+            "{kernel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for key in [
+            "rows",
+            "cols",
+            "nnz",
+            "n",
+            "sparse_ms",
+            "dense_ms",
+            "speedup",
+        ] {
+            assert!(v.get(key).is_some(), "{kernel}: missing {key} in {v}");
+        }
+        assert_eq!(
+            (
+                v["rows"].as_u64(),
+                v["cols"].as_u64(),
+                v["nnz"].as_u64(),
+                v["n"].as_u64()
+            ),
+            (Some(4), Some(6), Some(6), Some(17))
+        );
+        assert_eq!(v["kernel"], kernel);
+    }
+}
+
+#[test]
+fn spmm24_json_and_bad_arguments() {
+    let out = lopper(&[
+        "bench",
+        "spmm24",
+        "--m",
+        "8",
+        "--k",
+        "16",
+        "--n",
+        "5",
+        "--json",
+        "--rounds",
+        "1",
+        "--min-time",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["nnz"].as_u64(), Some(64));
+
+    let bad = lopper(&["bench", "spmm24", "--k", "6"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("multiple of 4"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.smtx");
+    std::fs::write(&p, "2, 3, 2\n0 1\n0\n").unwrap();
+    let bad = lopper(&["bench", "spmm", "--matrix", p.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.smtx:2"));
+}
