@@ -4,7 +4,7 @@
 //! - `test`       fmt check, clippy -D warnings, tidy, cargo test --workspace (what CI runs)
 //! - `tidy`       repository invariants (crate DAG of docs/ARCHITECTURE.md, file size, no stray files)
 //! - `bench`      the sparse-vs-dense harness (`lopper bench spmm`, release build); `--gpu`: the GPU
-//!                harness (examples/gpu_bench of lopper-sparse, feature cuda) against cuSPARSE/cuBLAS
+//!   harness (examples/gpu_bench of lopper-sparse, feature cuda) against cuSPARSE/cuBLAS
 //! - `nvcc`       install the pinned nvcc wheels under target/ and print the path
 //! - `kernels`    compile every kernel for sm_80 and sm_90a, print registers/smem/spills, fail on spills
 //! - `gpu-bundle` build the GPU test and bench binaries plus run.sh into gpu-bundle/
