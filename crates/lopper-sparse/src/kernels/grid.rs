@@ -1,6 +1,32 @@
 //! The parallel task grid shared by the kernels: row chunks balanced by cost x column blocks.
-use lopper_tensor::Par;
+use crate::Result;
+use crate::error::shape_err;
+use lopper_tensor::{MatMut, MatRef, Par};
 use std::ops::Range;
+
+/// Checks the shapes of `Y (M, N) = W (M, K) X (K, N)` for `op`; `w` is `(M, K)`.
+pub(crate) fn check_mm(
+    op: &'static str,
+    w: (usize, usize),
+    x: &MatRef<'_>,
+    y: &MatMut<'_>,
+) -> Result<()> {
+    if x.rows() != w.1 || y.rows() != w.0 || y.cols() != x.cols() {
+        return Err(shape_err(
+            op,
+            format!(
+                "W is {}x{}, X is {}x{}, Y is {}x{}",
+                w.0,
+                w.1,
+                x.rows(),
+                x.cols(),
+                y.rows(),
+                y.cols()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// A raw pointer that tasks writing disjoint regions may share.
 #[derive(Clone, Copy)]

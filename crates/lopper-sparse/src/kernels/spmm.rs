@@ -5,7 +5,7 @@
 //! Each task owns rows r0..r1 and columns c0..c1 of Y; each row is computed in register tiles of
 //! 64 (then 16, then 1) columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's entries, with two
 //! accumulator sets for even and odd entries so that consecutive multiply-adds are independent.
-use super::grid::{SyncPtr, chunks_for, col_block, col_blocks, run_grid, with_packed};
+use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
 use crate::{Csr, CsrTranspose, Result};
@@ -13,20 +13,7 @@ use lopper_tensor::{MatMut, MatRef, Par};
 
 /// `y = w x`: W (M, K) sparse, X (K, N), Y (M, N), overwritten.
 pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
-    if x.rows() != w.cols() || y.rows() != w.rows() || y.cols() != x.cols() {
-        return Err(shape_err(
-            "spmm",
-            format!(
-                "W is {}x{}, X is {}x{}, Y is {}x{}",
-                w.rows(),
-                w.cols(),
-                x.rows(),
-                x.cols(),
-                y.rows(),
-                y.cols()
-            ),
-        ));
-    }
+    check_mm("spmm", (w.rows(), w.cols()), &x, &y)?;
     let n = x.cols();
     if n == 0 || w.rows() == 0 {
         return Ok(());

@@ -5,9 +5,8 @@
 //! Register tile: MR = 4 rows of W x T = 64 columns of Y (AVX-512; 16 elsewhere). For each group g of 4 along K, the four rows
 //! X[4g..4g+4, c..c+T] are read once from cache and reused by the MR rows, each of which picks its two
 //! rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
-use super::grid::{SyncPtr, chunks_for, col_block, col_blocks, run_grid, with_packed};
+use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
-use crate::error::shape_err;
 use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};
@@ -16,20 +15,7 @@ const MR: usize = 4;
 
 /// `y = w x`: W (M, K) 2:4, X (K, N), Y (M, N), overwritten.
 pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
-    if x.rows() != w.cols() || y.rows() != w.rows() || y.cols() != x.cols() {
-        return Err(shape_err(
-            "spmm_24",
-            format!(
-                "W is {}x{}, X is {}x{}, Y is {}x{}",
-                w.rows(),
-                w.cols(),
-                x.rows(),
-                x.cols(),
-                y.rows(),
-                y.cols()
-            ),
-        ));
-    }
+    check_mm("spmm_24", (w.rows(), w.cols()), &x, &y)?;
     let n = x.cols();
     if n == 0 || w.rows() == 0 {
         return Ok(());
