@@ -37,6 +37,9 @@ pub struct Linear {
     bias: Option<(Vec<f32>, Vec<f32>)>,
     par: Par,
     s: Scratch,
+    /// While `Some`: the full dense dL/dW (M, K), accumulated by every backward (see
+    /// [`Linear::request_dense_grad`]).
+    dense_grad: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -58,6 +61,7 @@ impl Linear {
             bias: bias.then(|| (vec![0.0; out_features], vec![0.0; out_features])),
             par: Par::rayon(),
             s: Scratch::default(),
+            dense_grad: None,
         }
     }
 
@@ -137,8 +141,27 @@ impl Linear {
         self.weight = w;
         Ok(())
     }
-    /// Zeroes weight and bias gradients.
+    /// Asks every following backward to also accumulate the full dense weight gradient
+    /// `dy^T x` (M, K), whatever the weight's kind (one dense GEMM per backward, so only for the
+    /// steps that need it: RigL's growth criterion, movement or Taylor scores of a sparse layer).
+    /// `false` drops the buffer.
+    pub fn request_dense_grad(&mut self, on: bool) {
+        let len = self.out_features * self.in_features;
+        match (on, &self.dense_grad) {
+            (true, None) => self.dense_grad = Some(vec![0.0; len]),
+            (false, _) => self.dense_grad = None,
+            _ => {}
+        }
+    }
+    /// The dense weight gradient (M, K) accumulated since the last `zero_grad`, while requested.
+    pub fn dense_grad(&self) -> Option<&[f32]> {
+        self.dense_grad.as_deref()
+    }
+    /// Zeroes weight and bias gradients (and the dense gradient, when requested).
     pub fn zero_grad(&mut self) {
+        if let Some(g) = &mut self.dense_grad {
+            g.fill(0.0);
+        }
         self.weight.zero_grad();
         if let Some((_, db)) = &mut self.bias {
             db.fill(0.0);
@@ -354,6 +377,9 @@ impl Linear {
             for row in dy.chunks_exact(m) {
                 crate::util::add_into(db, row); // db (M) += sum over rows of dy
             }
+        }
+        if let Some(g) = &mut self.dense_grad {
+            gemm(MatMut::new(g, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?; // G (M, K) += dy^T x
         }
         let s = &mut self.s;
         match &mut self.weight {

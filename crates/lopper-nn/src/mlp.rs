@@ -73,6 +73,11 @@ impl Mlp {
         self.layers.iter_mut()
     }
 
+    /// The Linear layers, shared.
+    pub fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers.iter()
+    }
+
     /// Every trainable parameter.
     pub fn params(&mut self) -> Vec<ParamMut<'_>> {
         let mut out = Vec::new();

@@ -225,3 +225,40 @@ fn gpt_sparse_model_matches_its_masked_twin_and_learns() {
     }
     assert!(last < first - 0.05, "{first} -> {last}");
 }
+
+#[test]
+fn requested_dense_grad_of_a_csr_layer_equals_the_dense_layers_dw_and_accumulates() {
+    let (n, k, m) = (7, 12, 10);
+    let mut w = randv(m * k, 1.0, 11);
+    for (i, v) in w.iter_mut().enumerate() {
+        if i % 3 != 0 {
+            *v = 0.0;
+        }
+    }
+    let x = randv(n * k, 1.0, 12);
+    let dy = randv(n * m, 1.0, 13);
+    let mut dense = Linear::from_dense("probe", k, m, w.clone(), None).unwrap();
+    let mut csr = dense.clone();
+    csr.set_kind(&WeightKind::Csr).unwrap();
+    assert!(csr.dense_grad().is_none());
+    csr.request_dense_grad(true);
+    let mut dx = vec![0.0; n * k];
+    let _ = out(&mut dense, &x, n);
+    let _ = out(&mut csr, &x, n);
+    dense.backward(&x, &dy, n, &mut dx).unwrap();
+    csr.backward(&x, &dy, n, &mut dx).unwrap();
+    let Weight::Dense { dw, .. } = dense.weight() else {
+        panic!()
+    };
+    let g = csr.dense_grad().unwrap().to_vec();
+    assert!(max_rel(&g, dw) < 1e-5, "{}", max_rel(&g, dw));
+    // a second backward accumulates, zero_grad clears, `false` drops the buffer
+    csr.backward(&x, &dy, n, &mut dx).unwrap();
+    let g2 = csr.dense_grad().unwrap();
+    let twice: Vec<f32> = g.iter().map(|v| 2.0 * v).collect();
+    assert!(max_rel(g2, &twice) < 1e-5);
+    csr.zero_grad();
+    assert!(csr.dense_grad().unwrap().iter().all(|&v| v == 0.0));
+    csr.request_dense_grad(false);
+    assert!(csr.dense_grad().is_none());
+}

@@ -1,1 +1,30 @@
-//! lopper-train (see ../shared/DESIGN.md and docs/ARCHITECTURE.md).
+//! lopper-train: training composed through small traits.
+//!
+//! - [`Model`] ([`model`]): forward with loss, backward, parameters, Linear layers by name, FLOPs;
+//!   implemented for lopper-nn's `Gpt` and `Mlp`.
+//! - [`Optimizer`] ([`optim`]): SGD with momentum and AdamW, updating only stored values of sparse
+//!   weights and keeping masks true; state keyed by parameter name and remapped when a layer's
+//!   pattern changes.
+//! - [`LrSchedule`] ([`lr`]): constant, warmup, cosine.
+//! - [`Callback`] ([`callback`]): compression stages, evaluation, early stopping, checkpoints,
+//!   energy metering, progress.
+//! - [`data`]: [`DataSource`] and loaders (byte text, UCI digits, IDX).
+//! - [`RunLog`] ([`log`]): what a run records, for reports.
+//!
+//! Nothing here knows the command line; recipes are parsed here because they describe a training.
+
+pub mod callback;
+pub mod data;
+mod error;
+pub mod log;
+pub mod lr;
+pub mod model;
+pub mod optim;
+
+pub use callback::{Callback, CallbackState, Control, Ctx, EvalResult};
+pub use data::{DataError, DataSource};
+pub use error::{Error, Result, invalid, io};
+pub use log::{EvalPoint, Event, RunLog, TrainPoint};
+pub use lr::LrSchedule;
+pub use model::{Batch, Model, accuracy};
+pub use optim::{OptimState, Optimizer};
