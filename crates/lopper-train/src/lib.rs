@@ -14,6 +14,7 @@
 //! Nothing here knows the command line; recipes are parsed here because they describe a training.
 
 pub mod callback;
+pub mod compress;
 pub mod data;
 mod error;
 pub mod log;
