@@ -347,7 +347,9 @@ fn image_source_batches_are_deterministic_epochs() {
     assert_eq!(s2.train_batch(3).unwrap(), b);
     assert_eq!(s.train_batch(1000).unwrap(), later);
     assert_ne!(s.train_batch(4).unwrap(), b);
-    let other_seed = ImageSource::new(tr, va, 50, 12).unwrap();
+    let other_seed = ImageSource::new(tr.clone(), va.clone(), 50, 12).unwrap();
+    let via = ImageSource::split_from(&d, 0.2, 50, 0).unwrap();
+    assert_eq!((via.train(), via.val()), (&tr, &va));
     assert_ne!(other_seed.train_batch(3).unwrap(), b);
     // validation: the rows in order, 50 at a time, the last one shorter
     let vals = s.val_batches().unwrap();
@@ -646,4 +648,86 @@ proptest! {
             prop_assert!(x.chunks(2).all(|r| (r[0] as usize) < rows));
         }
     }
+}
+
+/// Timings of the loaders (ignored by default; run with `--ignored --nocapture`). Medians of a
+/// few repetitions; Fashion-MNIST only when present (LOPPER_FASHION_MNIST).
+#[test]
+#[ignore]
+fn timings() {
+    use std::time::Instant;
+    fn median_us(reps: usize, mut f: impl FnMut()) -> f64 {
+        let mut v: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[reps / 2]
+    }
+    let us = median_us(21, || {
+        digits_embedded().unwrap();
+    });
+    println!("digits_embedded (gunzip + parse 1797 x 65): {us:.0} us");
+    let gz = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/digits.csv.gz"
+    ))
+    .unwrap();
+    let mut csv = Vec::new();
+    let us = median_us(21, || {
+        csv = gunzip_if_gzip(gz.clone(), "digits").unwrap();
+    });
+    println!(
+        "  of which gunzip ({} -> {} bytes): {us:.0} us",
+        gz.len(),
+        csv.len()
+    );
+    let us = median_us(21, || {
+        parse_digits_csv(&csv, "digits").unwrap();
+    });
+    println!("  of which parse: {us:.0} us");
+    let s = TextSource::new(TextData::embedded_kjv(), cfg(8, 128, 1, 0.1, 8)).unwrap();
+    let mut step = 0;
+    let us = median_us(201, || {
+        step += 1;
+        s.train_batch(step).unwrap();
+    });
+    println!("TextSource::train_batch b=8 t=128: {us:.1} us");
+    let us = median_us(21, || {
+        s.val_batches().unwrap();
+    });
+    println!("TextSource::val_batches 8 x (8 x 128): {us:.1} us");
+    let dir = std::env::var("LOPPER_FASHION_MNIST")
+        .unwrap_or_else(|_| lopper_train::data::idx::FASHION_MNIST_DEBIAN_DIR.to_string());
+    if !Path::new(&dir).is_dir() {
+        println!("skipped Fashion-MNIST: no folder {dir}");
+        return;
+    }
+    let us = median_us(3, || {
+        fashion_mnist(&dir).unwrap();
+    });
+    println!(
+        "fashion_mnist (gunzip + parse 70,000 x 784): {:.0} ms",
+        us / 1e3
+    );
+    let pair = fashion_mnist(&dir).unwrap();
+    let src = ImageSource::new(pair.train, pair.test, 128, 3).unwrap();
+    // steps of one epoch (cached permutation) vs the first step of each new epoch (fresh one)
+    let mut step = 0;
+    let cached = median_us(201, || {
+        step += 1;
+        src.train_batch(step).unwrap();
+    });
+    let per_epoch = 60_000 / 128 + 1;
+    let mut epoch = 10;
+    let fresh = median_us(21, || {
+        epoch += 1;
+        src.train_batch(epoch * per_epoch as u64 * 3).unwrap();
+    });
+    println!(
+        "ImageSource::train_batch b=128 dim=784: {cached:.0} us in an epoch, {fresh:.0} us with a new epoch's permutation"
+    );
 }

@@ -215,6 +215,19 @@ impl ImageSource {
         })
     }
 
+    /// Splits `images` with [`Images::split`]`(val_fraction, seed)` and serves the two parts,
+    /// `batch` rows at a time, shuffled with the same `seed` (the split and the epochs draw from
+    /// separate streams).
+    pub fn split_from(
+        images: &Images,
+        val_fraction: f64,
+        batch: usize,
+        seed: u64,
+    ) -> Result<ImageSource, DataError> {
+        let (train, val) = images.split(val_fraction, seed)?;
+        ImageSource::new(train, val, batch, seed)
+    }
+
     /// The training rows.
     pub fn train(&self) -> &Images {
         &self.train
