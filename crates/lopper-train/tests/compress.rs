@@ -641,7 +641,13 @@ fn rigl_grown_weights_start_at_zero_with_their_gradient() {
 /// Runs `steps` steps of `make()`'s stage on a fresh model, checkpointing (stage state and
 /// parameter values) after `cut` steps and resuming on a second fresh model and stage; the resumed
 /// run must end bit-for-bit where the straight one does.
-fn check_resume(what: &str, make: &dyn Fn() -> Box<dyn Callback>, steps: u64, cut: u64) {
+fn check_resume(
+    what: &str,
+    make: &dyn Fn() -> Box<dyn Callback>,
+    steps: u64,
+    cut: u64,
+    orders: &[bool],
+) {
     let straight = {
         let mut model = gpt(8);
         let mut opt = Recorder::default();
@@ -659,7 +665,7 @@ fn check_resume(what: &str, make: &dyn Fn() -> Box<dyn Callback>, steps: u64, cu
         }
         snapshot(&mut model)
     };
-    let (state, params): (CallbackState, Vec<(String, Vec<f32>)>) = {
+    let (state, params, weights): (CallbackState, Vec<(String, Vec<f32>)>, Vec<Weight>) = {
         let mut model = gpt(8);
         let mut opt = Recorder::default();
         let mut cb = make();
@@ -674,41 +680,53 @@ fn check_resume(what: &str, make: &dyn Fn() -> Box<dyn Callback>, steps: u64, cu
         for t in 0..cut {
             run.step(cb.as_mut(), t, &mut |_| {}).unwrap();
         }
-        (cb.state(), snapshot(&mut model))
+        let weights = model.linears().map(|l| l.weight().clone()).collect();
+        (cb.state(), snapshot(&mut model), weights)
     };
-    let mut model = gpt(8);
-    let mut opt = Recorder::default();
-    let mut cb = make();
-    cb.load_state(&state).unwrap();
-    let mut run = Run {
-        model: &mut model,
-        opt: &mut opt,
-        log: RunLog::default(),
-        total: steps,
-        lr: 0.05,
-    };
-    run.begin(cb.as_mut(), cut).unwrap();
-    for (n, v) in &params {
-        run.model.set_param(n, v).unwrap();
-    }
-    for t in cut..steps {
-        run.step(cb.as_mut(), t, &mut |_| {}).unwrap();
-    }
-    let resumed = snapshot(&mut model);
-    assert_eq!(resumed.len(), straight.len(), "{what}: parameter count");
-    for ((n, a), (m, b)) in resumed.iter().zip(&straight) {
-        assert_eq!(n, m, "{what}");
-        let diff = a
-            .iter()
-            .zip(b)
-            .filter(|(x, y)| x.to_bits() != y.to_bits())
-            .count();
-        assert!(
-            a.len() == b.len() && diff == 0,
-            "{what}: {n} differs after resume ({} vs {} values, {diff} differ)",
-            a.len(),
-            b.len()
-        );
+    // two loaders: (a) stage state and on_begin first, then the parameter values; (b) the
+    // layers' kinds and values first (as lopper-train's checkpoint loader does), then the stage.
+    // LoRA needs (b): its frozen base is not a parameter.
+    for &model_first in orders {
+        let mut model = gpt(8);
+        if model_first {
+            for (l, w) in model.linears_mut().zip(&weights) {
+                l.set_weight(w.clone()).unwrap();
+            }
+        }
+        let mut opt = Recorder::default();
+        let mut cb = make();
+        cb.load_state(&state).unwrap();
+        let mut run = Run {
+            model: &mut model,
+            opt: &mut opt,
+            log: RunLog::default(),
+            total: steps,
+            lr: 0.05,
+        };
+        run.begin(cb.as_mut(), cut).unwrap();
+        for (n, v) in &params {
+            run.model.set_param(n, v).unwrap();
+        }
+        for t in cut..steps {
+            run.step(cb.as_mut(), t, &mut |_| {}).unwrap();
+        }
+        let what = format!("{what} (model first: {model_first})");
+        let resumed = snapshot(&mut model);
+        assert_eq!(resumed.len(), straight.len(), "{what}: parameter count");
+        for ((n, a), (m, b)) in resumed.iter().zip(&straight) {
+            assert_eq!(n, m, "{what}");
+            let diff = a
+                .iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert!(
+                a.len() == b.len() && diff == 0,
+                "{what}: {n} differs after resume ({} vs {} values, {diff} differ)",
+                a.len(),
+                b.len()
+            );
+        }
     }
 }
 
@@ -734,15 +752,23 @@ fn resume_continues_exactly() {
             .unwrap(),
         )
     };
-    check_resume("gradual", &gradual, 12, 6);
+    check_resume("gradual", &gradual, 12, 6, &[false, true]);
     let rigl = || -> Box<dyn Callback> { Box::new(Rigl::new(rigl_cfg(Grow::Random)).unwrap()) };
-    check_resume("rigl", &rigl, 12, 5);
+    check_resume("rigl", &rigl, 12, 5, &[false, true]);
     let s24 = || -> Box<dyn Callback> { Box::new(ToSparse24::new(2, LayerScope::all())) };
-    check_resume("s24", &s24, 6, 4);
+    check_resume("s24", &s24, 6, 4, &[false, true]);
     let lowrank = || -> Box<dyn Callback> {
         Box::new(ToLowRank::new(1, LowRankRule::Energy(0.8), LayerScope::all()).unwrap())
     };
-    check_resume("lowrank", &lowrank, 5, 3);
+    check_resume("lowrank", &lowrank, 5, 3, &[false, true]);
+    let lora = || -> Box<dyn Callback> {
+        Box::new(ToLora::new(1, 4, 8.0, true, 0, LayerScope::all()).unwrap())
+    };
+    check_resume("lora", &lora, 5, 3, &[true]);
+    let masked = || -> Box<dyn Callback> {
+        Box::new(MaskedMagnitude::new(0.7, 2, LayerScope::all()).unwrap())
+    };
+    check_resume("masked", &masked, 6, 4, &[false, true]);
 }
 
 #[test]

@@ -103,9 +103,24 @@ impl OneTime {
         for name in self.scope.select(ctx.model, &self.name)? {
             let l = layer_mut(ctx.model, &name, &self.name)?;
             let kind = kind_of(l)?;
+            if l.weight().kind_name() == kind_name(&kind) {
+                continue; // already restored (the checkpoint loader restores kinds and factors)
+            }
             l.set_kind(&kind)?;
         }
         Ok(())
+    }
+}
+
+/// The [`lopper_nn::Weight::kind_name`] a conversion to `kind` produces.
+fn kind_name(kind: &WeightKind) -> &'static str {
+    match kind {
+        WeightKind::Dense => "dense",
+        WeightKind::Masked(_) => "masked",
+        WeightKind::Csr | WeightKind::CsrMask(_) => "csr",
+        WeightKind::Sparse24 => "sparse24",
+        WeightKind::LowRank { .. } => "lowrank",
+        WeightKind::Lora { .. } => "lora",
     }
 }
 
@@ -170,6 +185,11 @@ impl Callback for ToSparse24 {
         for (name, mask) in &self.masks {
             let l = layer_mut(ctx.model, name, &self.one.name)?;
             let (m, k) = (l.out_features(), l.in_features());
+            if l.weight().kind_name() == "sparse24"
+                && current_mask(l.weight(), m, k).as_ref() == Some(mask)
+            {
+                continue; // already restored (the checkpoint loader restores kinds and patterns)
+            }
             if mask.len() != m * k {
                 return Err(invalid(
                     &self.one.name,

@@ -235,7 +235,12 @@ fn restore_masks(
                 ),
             ));
         }
-        let kind = if csr(name) {
+        let want = if csr(name) { "csr" } else { "masked" };
+        let (m, k) = (l.out_features(), l.in_features());
+        if l.weight().kind_name() == want && current_mask(l.weight(), m, k).as_ref() == Some(mask) {
+            continue; // already restored (the checkpoint loader restores kinds and patterns)
+        }
+        let kind = if want == "csr" {
             WeightKind::CsrMask(mask.clone())
         } else {
             WeightKind::Masked(mask.clone())
@@ -255,10 +260,7 @@ fn masks_state(masks: &BTreeMap<String, Vec<bool>>, last_step: Option<u64>) -> C
     }
 }
 
-fn load_masks(
-    state: &CallbackState,
-    stage: &str,
-) -> Result<(Masks, Option<u64>)> {
+fn load_masks(state: &CallbackState, stage: &str) -> Result<(Masks, Option<u64>)> {
     let mut masks = BTreeMap::new();
     for (k, v) in &state.tensors {
         let name = k.strip_prefix("mask.").ok_or_else(|| {

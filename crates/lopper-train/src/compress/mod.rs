@@ -18,10 +18,12 @@
 //! state for the new factors).
 //!
 //! Resume: each stage's [`CallbackState`](crate::CallbackState) holds its masks (as 0/1 tensors)
-//! or the step it already ran. The contract with the checkpoint loader: `load_state` on every
-//! callback, then `on_begin` (which rebuilds the saved layer kinds on the model, calling no remap),
-//! then the model's parameter values and the optimizer state are loaded (both in the restored
-//! layouts).
+//! or the step it already ran. After `load_state`, `on_begin` puts every layer it had changed
+//! back into the saved kind and pattern, calling no remap, and leaves alone a layer that already
+//! is (lopper-train's checkpoint loader restores the layers' kinds, patterns and values itself,
+//! and the optimizer state in those layouts). So both orders resume exactly: the checkpoint's
+//! model first, or `load_state` + `on_begin` first and then the parameter values (except LoRA,
+//! whose frozen base is not a parameter: it needs the loader that restores layer weights).
 mod convert;
 mod magnitude;
 mod rigl;

@@ -7,7 +7,9 @@
 //! could not restore them) and works on dense values, while a Csr layer is rebuilt from its
 //! pattern. Random draws (initial masks, SET growth) come from a generator seeded by
 //! `(seed, step, layer)`, so a resumed run draws exactly what the uninterrupted run would.
-use super::{LayerScope, gather, layer_mut, mask_from_f32, mask_to_f32, pct, stored_positions};
+use super::{
+    LayerScope, current_mask, gather, layer_mut, mask_from_f32, mask_to_f32, pct, stored_positions,
+};
 use crate::callback::{Callback, CallbackState, Ctx};
 use crate::{Result, invalid};
 use lopper_nn::Weight;
@@ -335,7 +337,13 @@ impl Callback for Rigl {
                         format!("checkpoint mask of {} does not fit {m}x{k}", self.layers[i]),
                     ));
                 }
-                let values = layer_mut(ctx.model, &self.layers[i], &self.name)?.dense_weight();
+                let l = layer_mut(ctx.model, &self.layers[i], &self.name)?;
+                if matches!(l.weight(), Weight::Csr { .. })
+                    && current_mask(l.weight(), m, k).as_ref() == Some(&self.masks[i])
+                {
+                    continue; // already restored (the checkpoint loader restores patterns)
+                }
+                let values = l.dense_weight();
                 self.rebuild(ctx, i, &values, None, false)?;
             }
             return Ok(());
