@@ -48,21 +48,53 @@ pub fn gelu_backward_par(x: &[f32], dout: &[f32], dx: &mut [f32], par: Par) -> R
 const CHUNK: usize = 8192;
 
 #[inline(always)]
+fn gelu_fwd_one(v: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
+    0.5 * v * (1.0 + fast_tanh(u))
+}
+
+#[inline(always)]
+fn gelu_bwd_one(v: f32, g: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
+    let t = fast_tanh(u);
+    let sech2 = 1.0 - t * t;
+    let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v * v);
+    g * (0.5 * (1.0 + t) + 0.5 * v * sech2 * du)
+}
+
+/// Elements per unrolled group: 4 independent 8-lane chains, so the out-of-order core overlaps
+/// their long dependency chains (one chain per iteration measured 9 cycles per element).
+const UNROLL: usize = 32;
+
+#[inline(always)]
 fn gelu_fwd_body(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
-        *o = 0.5 * v * (1.0 + fast_tanh(u));
+    let (mut co, mut cx) = (out.chunks_exact_mut(UNROLL), x.chunks_exact(UNROLL));
+    for (o, x) in (&mut co).zip(&mut cx) {
+        for l in 0..UNROLL {
+            o[l] = gelu_fwd_one(x[l]);
+        }
+    }
+    for (o, &v) in co.into_remainder().iter_mut().zip(cx.remainder()) {
+        *o = gelu_fwd_one(v);
     }
 }
 
 #[inline(always)]
 fn gelu_bwd_body(x: &[f32], dout: &[f32], dx: &mut [f32]) {
-    for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dout) {
-        let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
-        let t = fast_tanh(u);
-        let sech2 = 1.0 - t * t;
-        let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v * v);
-        *d = g * (0.5 * (1.0 + t) + 0.5 * v * sech2 * du);
+    let mut cd = dx.chunks_exact_mut(UNROLL);
+    let (mut cx, mut cg) = (x.chunks_exact(UNROLL), dout.chunks_exact(UNROLL));
+    for ((d, x), g) in (&mut cd).zip(&mut cx).zip(&mut cg) {
+        for l in 0..UNROLL {
+            d[l] = gelu_bwd_one(x[l], g[l]);
+        }
+    }
+    for ((d, &v), &g) in cd
+        .into_remainder()
+        .iter_mut()
+        .zip(cx.remainder())
+        .zip(cg.remainder())
+    {
+        *d = gelu_bwd_one(v, g);
     }
 }
 

@@ -1,60 +1,44 @@
 //! Causal multi-head self-attention (GPT-2 layout): qkv (B*T, 3C) -> out (B*T, C).
 //!
 //! Row n of qkv is `[q (C) | k (C) | v (C)]`; head h uses columns `h*hs..(h+1)*hs` of each, hs = C/H.
-//! Per (batch, head), in parallel over the B*H pairs, each product a faer GEMM on gathered contiguous
-//! (T, hs) blocks:
-//!   pre (T, T) = q k^T / sqrt(hs);  att = softmax over j <= i (0 for j > i);  y (T, hs) = att v.
+//! Per batch (in parallel over the B batches), per head, each product a single-threaded faer GEMM
+//! on strided views of qkv / out (no gathers), over blocks of `BLOCK` query rows so that the
+//! causal upper triangle is skipped block-wise:
+//!   pre[i0..i1, 0..i1] = q[i0..i1] k[0..i1]^T / sqrt(hs);  att = softmax over j <= i (0 for j > i);
+//!   y[i0..i1] = att[i0..i1, 0..i1] v[0..i1].
 use crate::Result;
 use crate::error::check_len;
+use crate::kernels::{softmax_backward_row, softmax_row};
 use crate::util::ensure;
-use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef};
+use lopper_tensor::Par;
 use rayon::prelude::*;
 
-const N: Transpose = Transpose::No;
-const T: Transpose = Transpose::Yes;
+/// Query rows per causal block: a block of queries only reads keys up to its last row.
+const BLOCK: usize = 32;
 
 /// Shape of an attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnShape {
+    /// Batch size B.
     pub b: usize,
+    /// Sequence length T.
     pub t: usize,
+    /// Model width C.
     pub c: usize,
+    /// Number of heads H (C is a multiple of H).
     pub heads: usize,
-    /// Parallelism over the B*H (batch, head) pairs; each pair's GEMMs run on one thread.
+    /// Parallelism over the B batches; each batch's GEMMs run on one thread.
     pub par: Par,
-}
-
-/// One (batch, head) pair's index and its q, k, v, att, y blocks, as the zipped chunk iterators give them.
-type HeadBufs<'a> = (
-    usize,
-    (
-        (
-            ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]),
-            &'a mut [f32],
-        ),
-        &'a mut [f32],
-    ),
-);
-
-/// Runs `f(i, chunk)` over the `ca`-long chunks of `a`, in parallel (rayon) or in order.
-fn for_chunks<F>(par: Par, a: &mut [f32], ca: usize, f: F) -> Result<()>
-where
-    F: Fn(usize, &mut [f32]) -> Result<()> + Sync + Send,
-{
-    if par.threads() > 1 {
-        a.par_chunks_mut(ca)
-            .enumerate()
-            .try_for_each(|(i, x)| f(i, x))
-    } else {
-        a.chunks_mut(ca).enumerate().try_for_each(|(i, x)| f(i, x))
-    }
 }
 
 impl AttnShape {
     fn hs(&self) -> usize {
         self.c / self.heads
     }
-    /// FLOPs of forward and backward (causal half not subtracted: the GEMMs compute the full T x T).
+    /// FLOPs of forward and backward (dense-equivalent: the full T x T products; the causal blocks
+    /// execute about `(1 + BLOCK/T) / 2` of them).
     pub fn flops(&self) -> crate::flops::StepFlops {
         let f = 2 * 2 * (self.b * self.heads * self.t * self.t * self.hs()) as u64;
         crate::flops::StepFlops {
@@ -64,120 +48,161 @@ impl AttnShape {
     }
 }
 
-/// What the backward needs from the forward: q, k, v gathered per head (B, H, T, hs) and the
-/// attention probabilities (B, H, T, T). Also holds the backward's per-head scratch.
+/// What the backward needs from the forward: the attention probabilities (B, H, T, T) (only the
+/// causal blocks are written), a copy of qkv for [`attention_backward`], and the backward's scratch.
 #[derive(Clone, Debug, Default)]
 pub struct AttnCache {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    qkv: Vec<f32>,
     att: Vec<f32>,
-    y: Vec<f32>,
     datt: Vec<f32>,
 }
 
-/// out (B*T, C) `=` attention of qkv (B*T, 3C); fills `cache`.
+/// Runs `f(i, chunk_a, chunk_b)` over matching chunks, in parallel (rayon) or in order.
+fn for_chunks2<F>(par: Par, a: &mut [f32], ca: usize, b: &mut [f32], cb: usize, f: F) -> Result<()>
+where
+    F: Fn(usize, &mut [f32], &mut [f32]) -> Result<()> + Sync + Send,
+{
+    if par.threads() > 1 {
+        a.par_chunks_mut(ca)
+            .zip(b.par_chunks_mut(cb))
+            .enumerate()
+            .try_for_each(|(i, (x, y))| f(i, x, y))
+    } else {
+        a.chunks_mut(ca)
+            .zip(b.chunks_mut(cb))
+            .enumerate()
+            .try_for_each(|(i, (x, y))| f(i, x, y))
+    }
+}
+
+fn check_shape(s: &AttnShape, qkv_len: usize) -> Result<()> {
+    if s.heads == 0 || !s.c.is_multiple_of(s.heads) {
+        return Err(crate::error::invalid(
+            "attention",
+            format!("width {} is not a multiple of {} heads", s.c, s.heads),
+        ));
+    }
+    check_len("attention", "qkv", qkv_len, s.b * s.t * 3 * s.c)
+}
+
+/// The (rows, cols) row-major view of `data` with row stride `rs`, starting at column `c0`.
+fn view(data: &[f32], rows: usize, c0: usize, cols: usize, rs: usize) -> MatRef<'_, f32> {
+    MatRef::from_row_major_slice_with_stride(&data[c0..c0 + (rows - 1) * rs + cols], rows, cols, rs)
+}
+
+/// Mutable [`view`]. (faer 0.24.4's `MatMut::from_row_major_slice_with_stride_mut` builds a
+/// column-major view, row stride 1 and column stride `rs`, so it is not used here.)
+fn view_mut(data: &mut [f32], rows: usize, c0: usize, cols: usize, rs: usize) -> MatMut<'_, f32> {
+    assert!(
+        cols <= rs || rows <= 1,
+        "attention view: {cols} columns with row stride {rs}"
+    );
+    let s = &mut data[c0..c0 + (rows - 1) * rs + cols]; // bounds-checked span of the view
+    // SAFETY: every element (i, j), i < rows, j < cols, sits at i * rs + j < s.len(), and rows do
+    // not overlap (cols <= rs); the view borrows `s` mutably for its lifetime.
+    unsafe { MatMut::from_raw_parts_mut(s.as_mut_ptr(), rows, cols, rs as isize, 1) }
+}
+
+/// out (B*T, C) `=` attention of qkv (B*T, 3C); fills `cache` (including a copy of qkv for
+/// [`attention_backward`]; models that keep qkv call [`attention_forward_qkv`]).
 pub fn attention_forward(
     qkv: &[f32],
     s: AttnShape,
     out: &mut [f32],
     cache: &mut AttnCache,
 ) -> Result<()> {
-    let (b, t, c, nh) = (s.b, s.t, s.c, s.heads);
-    if nh == 0 || !c.is_multiple_of(nh) {
-        return Err(crate::error::invalid(
-            "attention",
-            format!("width {c} is not a multiple of {nh} heads"),
-        ));
-    }
-    check_len("attention", "qkv", qkv.len(), b * t * 3 * c)?;
-    check_len("attention", "output", out.len(), b * t * c)?;
-    let hs = s.hs();
-    let blk = t * hs;
-    for v in [&mut cache.q, &mut cache.k, &mut cache.v, &mut cache.y] {
-        ensure(v, b * nh * blk);
-    }
-    ensure(&mut cache.att, b * nh * t * t);
-    let scale = 1.0 / (hs as f32).sqrt();
-    let AttnCache {
-        q, k, v, att, y, ..
-    } = cache;
-    let body = |(bh, ((((q, k), v), att), y)): HeadBufs<'_>| -> Result<()> {
-        let (bi, h) = (bh / nh, bh % nh);
-        for ti in 0..t {
-            let row = &qkv[(bi * t + ti) * 3 * c..(bi * t + ti + 1) * 3 * c];
-            q[ti * hs..(ti + 1) * hs].copy_from_slice(&row[h * hs..(h + 1) * hs]);
-            k[ti * hs..(ti + 1) * hs].copy_from_slice(&row[c + h * hs..c + (h + 1) * hs]);
-            v[ti * hs..(ti + 1) * hs].copy_from_slice(&row[2 * c + h * hs..2 * c + (h + 1) * hs]);
-        }
-        let (qm, km, vm) = (
-            MatRef::new(q, t, hs)?,
-            MatRef::new(k, t, hs)?,
-            MatRef::new(v, t, hs)?,
-        );
-        gemm(MatMut::new(att, t, t)?, qm, N, km, T, scale, 0.0, Par::Seq)?; // pre (T, T) = q k^T * scale
-        for i in 0..t {
-            let r = &mut att[i * t..(i + 1) * t];
-            let mx = r[..=i].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for x in r[..=i].iter_mut() {
-                *x = (*x - mx).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            r[..=i].iter_mut().for_each(|x| *x *= inv);
-            r[i + 1..].fill(0.0);
-        }
-        gemm(
-            MatMut::new(y, t, hs)?,
-            MatRef::new(att, t, t)?,
-            N,
-            vm,
-            N,
-            1.0,
-            0.0,
-            Par::Seq,
-        )?; // y (T, hs) = att v
-        Ok(())
-    };
-    if s.par.threads() > 1 {
-        q.par_chunks_mut(blk)
-            .zip(k.par_chunks_mut(blk))
-            .zip(v.par_chunks_mut(blk))
-            .zip(att.par_chunks_mut(t * t))
-            .zip(y.par_chunks_mut(blk))
-            .enumerate()
-            .try_for_each(body)?;
-    } else {
-        q.chunks_mut(blk)
-            .zip(k.chunks_mut(blk))
-            .zip(v.chunks_mut(blk))
-            .zip(att.chunks_mut(t * t))
-            .zip(y.chunks_mut(blk))
-            .enumerate()
-            .try_for_each(body)?;
-    }
-    // scatter y (B, H, T, hs) -> out (B*T, C)
-    for_chunks(s.par, out, t * c, |bi, o| {
-        for h in 0..nh {
-            let yb = &y[(bi * nh + h) * blk..(bi * nh + h + 1) * blk];
-            for ti in 0..t {
-                o[ti * c + h * hs..ti * c + (h + 1) * hs]
-                    .copy_from_slice(&yb[ti * hs..(ti + 1) * hs]);
-            }
-        }
-        Ok(())
-    })
+    check_shape(&s, qkv.len())?;
+    cache.qkv.clear();
+    cache.qkv.extend_from_slice(qkv);
+    attention_forward_qkv(qkv, s, out, cache)
 }
 
-/// dqkv (B*T, 3C) `=` gradient of the forward that filled `cache`, given dout (B*T, C).
+/// [`attention_forward`] without the copy of qkv: the caller passes the same qkv to
+/// [`attention_backward_qkv`].
+pub fn attention_forward_qkv(
+    qkv: &[f32],
+    s: AttnShape,
+    out: &mut [f32],
+    cache: &mut AttnCache,
+) -> Result<()> {
+    let (b, t, c, nh) = (s.b, s.t, s.c, s.heads);
+    check_shape(&s, qkv.len())?;
+    check_len("attention", "output", out.len(), b * t * c)?;
+    if b * t == 0 {
+        return Ok(());
+    }
+    let hs = s.hs();
+    ensure(&mut cache.att, b * nh * t * t);
+    let scale = 1.0 / (hs as f32).sqrt();
+    for_chunks2(
+        s.par,
+        out,
+        t * c,
+        &mut cache.att,
+        nh * t * t,
+        |bi, o, att| {
+            let x = &qkv[bi * t * 3 * c..(bi + 1) * t * 3 * c]; // (T, 3C)
+            for h in 0..nh {
+                let at = &mut att[h * t * t..(h + 1) * t * t];
+                let (q, k, v) = (
+                    view(x, t, h * hs, hs, 3 * c),
+                    view(x, t, c + h * hs, hs, 3 * c),
+                    view(x, t, 2 * c + h * hs, hs, 3 * c),
+                );
+                for i0 in (0..t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(t);
+                    // pre (i1-i0, i1) = q[i0..i1] k[0..i1]^T * scale
+                    matmul(
+                        view_mut(at, i1 - i0, i0 * t, i1, t),
+                        Accum::Replace,
+                        q.subrows(i0, i1 - i0),
+                        k.subrows(0, i1).transpose(),
+                        scale,
+                        faer::Par::Seq,
+                    );
+                    for i in i0..i1 {
+                        softmax_row(&mut at[i * t..i * t + i1], i + 1); // zeros j in i+1..i1
+                    }
+                    // y[i0..i1] (i1-i0, hs) = att[i0..i1, 0..i1] v[0..i1]
+                    matmul(
+                        view_mut(o, i1 - i0, i0 * c + h * hs, hs, c),
+                        Accum::Replace,
+                        view(at, i1 - i0, i0 * t, i1, t),
+                        v.subrows(0, i1),
+                        1.0,
+                        faer::Par::Seq,
+                    );
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// dqkv (B*T, 3C) `=` gradient of the forward that filled `cache` (through
+/// [`attention_forward`]), given dout (B*T, C).
 pub fn attention_backward(
     dout: &[f32],
     s: AttnShape,
     cache: &mut AttnCache,
     dqkv: &mut [f32],
 ) -> Result<()> {
+    let qkv = std::mem::take(&mut cache.qkv);
+    let r = attention_backward_qkv(&qkv, dout, s, cache, dqkv);
+    cache.qkv = qkv;
+    r
+}
+
+/// [`attention_backward`] with the forward's qkv passed in (after [`attention_forward_qkv`]).
+pub fn attention_backward_qkv(
+    qkv: &[f32],
+    dout: &[f32],
+    s: AttnShape,
+    cache: &mut AttnCache,
+    dqkv: &mut [f32],
+) -> Result<()> {
     let (b, t, c, nh) = (s.b, s.t, s.c, s.heads);
+    check_shape(&s, qkv.len())?;
     check_len("attention", "output gradient", dout.len(), b * t * c)?;
     check_len("attention", "qkv gradient", dqkv.len(), b * t * 3 * c)?;
     check_len(
@@ -186,63 +211,83 @@ pub fn attention_backward(
         cache.att.len(),
         b * nh * t * t,
     )?;
+    if b * t == 0 {
+        return Ok(());
+    }
     let hs = s.hs();
-    let blk = t * hs;
     let scale = 1.0 / (hs as f32).sqrt();
-    // per head scratch: dy (T, hs) then dq, dk, dv (T, hs) each, and datt (T, T)
-    ensure(&mut cache.datt, b * nh * (t * t + 4 * blk));
-    let AttnCache {
-        q, k, v, att, datt, ..
-    } = cache;
-    let per = t * t + 4 * blk;
-    for_chunks(s.par, datt, per, |bh, sc| -> Result<()> {
-        let (bi, h) = (bh / nh, bh % nh);
-        let (da, rest) = sc.split_at_mut(t * t);
-        let (dy, rest) = rest.split_at_mut(blk);
-        let (dq, rest) = rest.split_at_mut(blk);
-        let (dk, dv) = rest.split_at_mut(blk);
-        for ti in 0..t {
-            let r = &dout[(bi * t + ti) * c + h * hs..(bi * t + ti) * c + (h + 1) * hs];
-            dy[ti * hs..(ti + 1) * hs].copy_from_slice(r);
-        }
-        let r = bh * blk..(bh + 1) * blk;
-        let (qm, km, vm) = (
-            MatRef::new(&q[r.clone()], t, hs)?,
-            MatRef::new(&k[r.clone()], t, hs)?,
-            MatRef::new(&v[r], t, hs)?,
-        );
-        let am = MatRef::new(&att[bh * t * t..(bh + 1) * t * t], t, t)?;
-        let dym = MatRef::new(dy, t, hs)?;
-        gemm(MatMut::new(da, t, t)?, dym, N, vm, T, 1.0, 0.0, Par::Seq)?; // datt (T, T) = dy v^T
-        gemm(MatMut::new(dv, t, hs)?, am, T, dym, N, 1.0, 0.0, Par::Seq)?; // dv (T, hs) = att^T dy
-        // softmax backward, row i over j <= i: dpre = att * (datt - sum_j att*datt)
-        let a = am.data();
-        for i in 0..t {
-            let (ar, dr) = (&a[i * t..(i + 1) * t], &mut da[i * t..(i + 1) * t]);
-            let dot: f32 = ar[..=i].iter().zip(&dr[..=i]).map(|(x, y)| x * y).sum();
-            for j in 0..=i {
-                dr[j] = ar[j] * (dr[j] - dot);
+    ensure(&mut cache.datt, b * t * t); // one (T, T) scratch per batch
+    let att = &cache.att;
+    for_chunks2(
+        s.par,
+        dqkv,
+        t * 3 * c,
+        &mut cache.datt,
+        t * t,
+        |bi, dx, da| {
+            let x = &qkv[bi * t * 3 * c..(bi + 1) * t * 3 * c]; // (T, 3C)
+            let dy_b = &dout[bi * t * c..(bi + 1) * t * c]; // (T, C)
+            for h in 0..nh {
+                let at = &att[(bi * nh + h) * t * t..(bi * nh + h + 1) * t * t];
+                let (q, k, v) = (
+                    view(x, t, h * hs, hs, 3 * c),
+                    view(x, t, c + h * hs, hs, 3 * c),
+                    view(x, t, 2 * c + h * hs, hs, 3 * c),
+                );
+                let dy = view(dy_b, t, h * hs, hs, c);
+                for i0 in (0..t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(t);
+                    // datt[i0..i1, 0..i1] = dy[i0..i1] v[0..i1]^T
+                    matmul(
+                        view_mut(da, i1 - i0, i0 * t, i1, t),
+                        Accum::Replace,
+                        dy.subrows(i0, i1 - i0),
+                        v.subrows(0, i1).transpose(),
+                        1.0,
+                        faer::Par::Seq,
+                    );
+                    // softmax backward, row i over j <= i: dpre = att * (datt - sum_j att*datt)
+                    for i in i0..i1 {
+                        softmax_backward_row(
+                            &at[i * t..i * t + i1],
+                            &mut da[i * t..i * t + i1],
+                            i + 1,
+                        );
+                    }
+                    // dq[i0..i1] = scale dpre[i0..i1, 0..i1] k[0..i1]
+                    matmul(
+                        view_mut(dx, i1 - i0, i0 * 3 * c + h * hs, hs, 3 * c),
+                        Accum::Replace,
+                        view(da, i1 - i0, i0 * t, i1, t),
+                        k.subrows(0, i1),
+                        scale,
+                        faer::Par::Seq,
+                    );
+                }
+                // key block [j0, j1) is read by query rows j0..T only
+                for j0 in (0..t).step_by(BLOCK) {
+                    let j1 = (j0 + BLOCK).min(t);
+                    // dk[j0..j1] = scale dpre[j0..T, j0..j1]^T q[j0..T]
+                    matmul(
+                        view_mut(dx, j1 - j0, j0 * 3 * c + c + h * hs, hs, 3 * c),
+                        Accum::Replace,
+                        view(da, t - j0, j0 * t + j0, j1 - j0, t).transpose(),
+                        q.subrows(j0, t - j0),
+                        scale,
+                        faer::Par::Seq,
+                    );
+                    // dv[j0..j1] = att[j0..T, j0..j1]^T dy[j0..T]
+                    matmul(
+                        view_mut(dx, j1 - j0, j0 * 3 * c + 2 * c + h * hs, hs, 3 * c),
+                        Accum::Replace,
+                        view(at, t - j0, j0 * t + j0, j1 - j0, t).transpose(),
+                        dy.subrows(j0, t - j0),
+                        1.0,
+                        faer::Par::Seq,
+                    );
+                }
             }
-            dr[i + 1..].fill(0.0);
-        }
-        let dpm = MatRef::new(da, t, t)?;
-        gemm(MatMut::new(dq, t, hs)?, dpm, N, km, N, scale, 0.0, Par::Seq)?; // dq = scale dpre k
-        gemm(MatMut::new(dk, t, hs)?, dpm, T, qm, N, scale, 0.0, Par::Seq)?; // dk = scale dpre^T q
-        Ok(())
-    })?;
-    let datt = &cache.datt;
-    for_chunks(s.par, dqkv, t * 3 * c, |bi, o| {
-        for h in 0..nh {
-            let sc = &datt[(bi * nh + h) * per + t * t..(bi * nh + h + 1) * per];
-            let (dq, dk, dv) = (&sc[blk..2 * blk], &sc[2 * blk..3 * blk], &sc[3 * blk..]);
-            for ti in 0..t {
-                let row = &mut o[ti * 3 * c..(ti + 1) * 3 * c];
-                row[h * hs..(h + 1) * hs].copy_from_slice(&dq[ti * hs..(ti + 1) * hs]);
-                row[c + h * hs..c + (h + 1) * hs].copy_from_slice(&dk[ti * hs..(ti + 1) * hs]);
-                row[2 * c + h * hs..2 * c + (h + 1) * hs]
-                    .copy_from_slice(&dv[ti * hs..(ti + 1) * hs]);
-            }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

@@ -7,15 +7,16 @@
 //!   res' = res2 + g Wfcproj^T.
 //! Then lnf = LN(res_L); logits (N, V) = lnf wte^T (tied) or lnf Whead^T; loss = mean CE.
 use crate::activation::{gelu_backward_par, gelu_forward_par};
-use crate::attention::{AttnCache, AttnShape, attention_backward, attention_forward};
+use crate::attention::{AttnCache, AttnShape, attention_backward_qkv, attention_forward_qkv};
 use crate::embedding::Embedding;
 use crate::error::{invalid, shape};
 use crate::flops::{Flops, StepFlops};
+use crate::kernels::{GemmThreads, gemm_nx, transpose};
 use crate::layernorm::LayerNorm;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward};
 use crate::util::{add_into, ensure};
 use crate::{Linear, ParamMut, Result};
-use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+use lopper_tensor::{MatRef, Par, Transpose};
 
 /// GPT hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,7 @@ struct Acts {
     d4c: Vec<f32>,
     d4c2: Vec<f32>,
     dlogits: Vec<f32>,
+    dlogits_t: Vec<f32>,
 }
 
 /// A GPT with explicit forward and backward. `forward(tokens, targets)` returns the mean loss and
@@ -109,6 +111,7 @@ pub struct Gpt {
     lm_head: Option<Linear>,
     par: Par,
     loop_par: Par,
+    threads: GemmThreads,
     a: Acts,
     ready: bool,
 }
@@ -150,6 +153,7 @@ impl Gpt {
                 .then(|| Linear::new("lm_head", c, cfg.vocab, false, 0.02, s + 3)),
             par: Par::rayon(),
             loop_par: Par::rayon(),
+            threads: GemmThreads::default(),
             a: Acts::default(),
             ready: false,
         })
@@ -165,6 +169,15 @@ impl Gpt {
         self.par = par;
         for l in self.linears_mut() {
             l.set_par(par);
+        }
+    }
+
+    /// How dense products use several threads (default [`GemmThreads::RowSplit`]: one rayon pool
+    /// for everything).
+    pub fn set_gemm_threads(&mut self, how: GemmThreads) {
+        self.threads = how;
+        for l in self.linears_mut() {
+            l.set_gemm_threads(how);
         }
     }
 
@@ -327,6 +340,7 @@ impl Gpt {
             (&mut a.logits, v),
             (&mut a.probs, v),
             (&mut a.dlogits, v),
+            (&mut a.dlogits_t, v),
         ] {
             ensure(buf, n * w);
         }
@@ -380,7 +394,7 @@ impl Gpt {
             blk.ln1
                 .forward(res, n, &mut ba.ln1, &mut ba.ln1_mean, &mut ba.ln1_rstd)?;
             blk.qkv.forward(&ba.ln1, n, &mut ba.qkv)?; // qkv (N, 3C)
-            attention_forward(&ba.qkv, sh, &mut ba.atty, &mut ba.attn)?; // atty (N, C)
+            attention_forward_qkv(&ba.qkv, sh, &mut ba.atty, &mut ba.attn)?; // atty (N, C)
             blk.proj.forward(&ba.atty, n, &mut ba.res2)?;
             add_into(&mut ba.res2, res); // res2 = res + proj(atty)
             blk.ln2
@@ -394,15 +408,17 @@ impl Gpt {
         self.lnf
             .forward(last, n, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd)?;
         match &mut self.lm_head {
-            None => gemm(
-                MatMut::new(&mut a.logits, n, v)?,
-                MatRef::new(&a.lnf, n, c)?,
-                Transpose::No,
+            None => gemm_nx(
+                &mut a.logits,
+                &a.lnf,
                 MatRef::new(&self.wte.w, v, c)?,
                 Transpose::Yes,
+                n,
+                c,
                 1.0,
                 0.0,
                 self.par,
+                self.threads,
             )?, // logits (N, V) = lnf wte^T
             Some(h) => h.forward(&a.lnf, n, &mut a.logits)?,
         }
@@ -429,27 +445,31 @@ impl Gpt {
         cross_entropy_backward(&a.probs, &a.targets, v, &mut a.dlogits)?; // dlogits (N, V)
         match &mut self.lm_head {
             None => {
-                let dl = MatRef::new(&a.dlogits, n, v)?;
-                gemm(
-                    MatMut::new(&mut self.wte.dw, v, c)?,
-                    dl,
-                    Transpose::Yes,
+                transpose(&a.dlogits, n, v, &mut a.dlogits_t, self.par); // (V, N)
+                gemm_nx(
+                    &mut self.wte.dw,
+                    &a.dlogits_t,
                     MatRef::new(&a.lnf, n, c)?,
                     Transpose::No,
+                    v,
+                    n,
                     1.0,
                     1.0,
                     self.par,
-                )?; // dwte += dlogits^T lnf
-                gemm(
-                    MatMut::new(&mut a.dc, n, c)?,
-                    dl,
-                    Transpose::No,
+                    self.threads,
+                )?; // dwte (V, C) += dlogits^T lnf
+                gemm_nx(
+                    &mut a.dc,
+                    &a.dlogits,
                     MatRef::new(&self.wte.w, v, c)?,
                     Transpose::No,
+                    n,
+                    v,
                     1.0,
                     0.0,
                     self.par,
-                )?; // dlnf = dlogits wte
+                    self.threads,
+                )?; // dlnf (N, C) = dlogits wte
             }
             Some(h) => h.backward(&a.lnf, &a.dlogits, n, &mut a.dc)?,
         }
@@ -472,7 +492,7 @@ impl Gpt {
             add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward
             // res2 = res + proj(atty)
             blk.proj.backward(&ba.atty, &a.dres, n, &mut a.dc)?;
-            attention_backward(&a.dc, sh, &mut ba.attn, &mut a.d3c)?;
+            attention_backward_qkv(&ba.qkv, &a.dc, sh, &mut ba.attn, &mut a.d3c)?;
             blk.qkv.backward(&ba.ln1, &a.d3c, n, &mut a.dc)?;
             blk.ln1
                 .backward(&a.res[l], &a.dc, &ba.ln1_mean, &ba.ln1_rstd, n, &mut a.dc2)?;

@@ -1,5 +1,6 @@
 //! LayerNorm over the last axis: `out = (x - mean) * rstd * w + b`, eps = 1e-5 (as GPT-2).
 use crate::error::check_len;
+use crate::kernels::{has_avx2, sum};
 use crate::{ParamMut, Result};
 
 const EPS: f32 = 1e-5;
@@ -65,18 +66,16 @@ impl LayerNorm {
         check_len(&self.name, "output", out.len(), n * c)?;
         check_len(&self.name, "mean", mean.len(), n)?;
         check_len(&self.name, "rstd", rstd.len(), n)?;
-        for i in 0..n {
-            let xr = &x[i * c..(i + 1) * c];
-            let m = xr.iter().sum::<f32>() / c as f32;
-            let v = xr.iter().map(|&a| (a - m) * (a - m)).sum::<f32>() / c as f32;
-            let s = 1.0 / (v + EPS).sqrt();
-            let o = &mut out[i * c..(i + 1) * c];
-            for j in 0..c {
-                o[j] = (xr[j] - m) * s * self.w[j] + self.b[j];
-            }
-            mean[i] = m;
-            rstd[i] = s;
+        if c == 0 {
+            return Ok(());
         }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { ln_forward_avx2(x, c, &self.w, &self.b, out, mean, rstd) };
+            return Ok(());
+        }
+        ln_forward_body(x, c, &self.w, &self.b, out, mean, rstd);
         Ok(())
     }
 
@@ -96,26 +95,147 @@ impl LayerNorm {
         check_len(&self.name, "input gradient", dx.len(), n * c)?;
         check_len(&self.name, "mean", mean.len(), n)?;
         check_len(&self.name, "rstd", rstd.len(), n)?;
-        for i in 0..n {
-            let (xr, dr) = (&x[i * c..(i + 1) * c], &dout[i * c..(i + 1) * c]);
-            let (m, s) = (mean[i], rstd[i]);
-            // dnorm = dout * w; mean(dnorm) and mean(dnorm * norm) over the row
-            let (mut a, mut b) = (0.0f32, 0.0f32);
-            for j in 0..c {
-                let norm = (xr[j] - m) * s;
-                let dn = dr[j] * self.w[j];
-                a += dn;
-                b += dn * norm;
-                self.db[j] += dr[j];
-                self.dw[j] += norm * dr[j];
-            }
-            let (a, b) = (a / c as f32, b / c as f32);
-            let o = &mut dx[i * c..(i + 1) * c];
-            for j in 0..c {
-                let norm = (xr[j] - m) * s;
-                o[j] = s * (dr[j] * self.w[j] - a - norm * b);
-            }
+        if c == 0 {
+            return Ok(());
         }
+        let g = Grads {
+            w: &self.w,
+            dw: &mut self.dw,
+            db: &mut self.db,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { ln_backward_avx2(x, dout, mean, rstd, c, g, dx) };
+            return Ok(());
+        }
+        ln_backward_body(x, dout, mean, rstd, c, g, dx);
         Ok(())
     }
+}
+
+/// The weight and the gradients a backward accumulates into.
+struct Grads<'a> {
+    w: &'a [f32],
+    dw: &'a mut [f32],
+    db: &'a mut [f32],
+}
+
+#[inline(always)]
+fn ln_forward_body(
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let inv_c = 1.0 / c as f32;
+    for (((xr, o), m_out), s_out) in x
+        .chunks_exact(c)
+        .zip(out.chunks_exact_mut(c))
+        .zip(mean.iter_mut())
+        .zip(rstd.iter_mut())
+    {
+        let m = sum(xr) * inv_c;
+        // variance as a sum of squares of (x - m), 8 lanes
+        let mut acc = [0.0f32; 8];
+        let ch = xr.chunks_exact(8);
+        let rem: f32 = ch.remainder().iter().map(|&a| (a - m) * (a - m)).sum();
+        for q in ch {
+            for l in 0..8 {
+                acc[l] += (q[l] - m) * (q[l] - m);
+            }
+        }
+        let v = (acc.iter().sum::<f32>() + rem) * inv_c;
+        let s = 1.0 / (v + EPS).sqrt();
+        for (((o, &a), &wj), &bj) in o.iter_mut().zip(xr).zip(w).zip(b) {
+            *o = (a - m) * s * wj + bj;
+        }
+        *m_out = m;
+        *s_out = s;
+    }
+}
+
+#[inline(always)]
+fn ln_backward_body(
+    x: &[f32],
+    dout: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    g: Grads<'_>,
+    dx: &mut [f32],
+) {
+    let inv_c = 1.0 / c as f32;
+    let Grads { w, dw, db } = g;
+    for ((((xr, dr), o), &m), &s) in x
+        .chunks_exact(c)
+        .zip(dout.chunks_exact(c))
+        .zip(dx.chunks_exact_mut(c))
+        .zip(mean)
+        .zip(rstd)
+    {
+        // dnorm = dout * w; mean(dnorm) and mean(dnorm * norm) over the row (8 lanes)
+        let (mut a8, mut b8) = ([0.0f32; 8], [0.0f32; 8]);
+        let (cx, cd, cw) = (xr.chunks_exact(8), dr.chunks_exact(8), w.chunks_exact(8));
+        let (rx, rd, rw) = (cx.remainder(), cd.remainder(), cw.remainder());
+        for ((qx, qd), qw) in cx.zip(cd).zip(cw) {
+            for l in 0..8 {
+                let norm = (qx[l] - m) * s;
+                let dn = qd[l] * qw[l];
+                a8[l] += dn;
+                b8[l] += dn * norm;
+            }
+        }
+        let (mut a, mut b) = (a8.iter().sum::<f32>(), b8.iter().sum::<f32>());
+        for ((&xv, &dv), &wv) in rx.iter().zip(rd).zip(rw) {
+            let norm = (xv - m) * s;
+            a += dv * wv;
+            b += dv * wv * norm;
+        }
+        let (a, b) = (a * inv_c, b * inv_c);
+        for (((((o, &xv), &dv), &wv), dwj), dbj) in o
+            .iter_mut()
+            .zip(xr)
+            .zip(dr)
+            .zip(w)
+            .zip(dw.iter_mut())
+            .zip(db.iter_mut())
+        {
+            let norm = (xv - m) * s;
+            *dbj += dv;
+            *dwj += norm * dv;
+            *o = s * (dv * wv - a - norm * b);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn ln_forward_avx2(
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    ln_forward_body(x, c, w, b, out, mean, rstd)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn ln_backward_avx2(
+    x: &[f32],
+    dout: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    g: Grads<'_>,
+    dx: &mut [f32],
+) {
+    ln_backward_body(x, dout, mean, rstd, c, g, dx)
 }

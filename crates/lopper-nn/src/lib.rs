@@ -20,6 +20,7 @@ pub mod embedding;
 mod error;
 pub mod flops;
 pub mod gpt;
+mod kernels;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
@@ -30,9 +31,10 @@ mod weight;
 pub use error::{Error, Result};
 pub use flops::Flops;
 pub use gpt::{Gpt, GptConfig};
+pub use kernels::GemmThreads;
 pub use linear::Linear;
 pub use mlp::{Mlp, MlpActivation};
-pub use weight::{Weight, WeightKind};
+pub use weight::{LoraBase, Weight, WeightKind};
 
 /// One trainable parameter as an optimizer sees it: its values (for a Csr or 2:4 weight only the
 /// stored values), its gradient (same length), and, for masked weights, the mask that must stay true.

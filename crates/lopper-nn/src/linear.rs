@@ -6,7 +6,8 @@
 //! (O(N*K) moves against O(nnz*N) multiply-adds).
 use crate::error::{check_len, shape};
 use crate::flops::{Flops, StepFlops};
-use crate::util::{ensure, randn, transpose};
+use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, transpose};
+use crate::util::{ensure, randn};
 use crate::weight::LoraBase;
 use crate::{ParamMut, Result, Weight, WeightKind};
 use lopper_sparse::kernels::spmm_t_with;
@@ -36,6 +37,7 @@ pub struct Linear {
     weight: Weight,
     bias: Option<(Vec<f32>, Vec<f32>)>,
     par: Par,
+    threads: GemmThreads,
     s: Scratch,
     /// While `Some`: the full dense dL/dW (M, K), accumulated by every backward (see
     /// [`Linear::request_dense_grad`]).
@@ -60,6 +62,7 @@ impl Linear {
             weight: Weight::dense(w),
             bias: bias.then(|| (vec![0.0; out_features], vec![0.0; out_features])),
             par: Par::rayon(),
+            threads: GemmThreads::default(),
             s: Scratch::default(),
             dense_grad: None,
         }
@@ -109,6 +112,10 @@ impl Linear {
     /// Sets the parallelism of this layer's products (default: the rayon pool).
     pub fn set_par(&mut self, par: Par) {
         self.par = par;
+    }
+    /// How dense products use several threads (default [`GemmThreads::RowSplit`]).
+    pub fn set_gemm_threads(&mut self, how: GemmThreads) {
+        self.threads = how;
     }
     /// The weight's dense equivalent (out, in).
     pub fn dense_weight(&self) -> Vec<f32> {
@@ -227,54 +234,50 @@ impl Linear {
         self.check("input", x.len(), n, k)?;
         self.check("output", y.len(), n, m)?;
         let xm = MatRef::new(x, n, k)?;
+        let how = self.threads;
         let s = &mut self.s;
+        // Dense kinds start y at the bias and accumulate the product (no second pass over y).
+        let dense = matches!(self.weight, Weight::Dense { .. } | Weight::Masked { .. });
+        let beta = match (&self.bias, dense) {
+            (Some((b, _)), true) => {
+                for row in y.chunks_exact_mut(m) {
+                    row.copy_from_slice(b);
+                }
+                1.0
+            }
+            _ => 0.0,
+        };
         match &mut self.weight {
-            Weight::Dense { w, .. } => gemm(
-                MatMut::new(y, n, m)?,
-                xm,
-                N,
-                MatRef::new(w, m, k)?,
-                T,
-                1.0,
-                0.0,
-                par,
-            )?,
+            Weight::Dense { w, .. } => {
+                gemm_nx(y, x, MatRef::new(w, m, k)?, T, n, k, 1.0, beta, par, how)?
+            } // y (N, M) (+)= x W^T
             Weight::Masked { w, mask, .. } => {
                 lopper_tensor::ops::apply_mask(w, mask)?;
-                gemm(
-                    MatMut::new(y, n, m)?,
-                    xm,
-                    N,
-                    MatRef::new(w, m, k)?,
-                    T,
-                    1.0,
-                    0.0,
-                    par,
-                )?
+                gemm_nx(y, x, MatRef::new(w, m, k)?, T, n, k, 1.0, beta, par, how)?
             }
             Weight::Csr { w, .. } => {
                 ensure(&mut s.xt, k * n);
                 ensure(&mut s.yt, m * n);
-                transpose(x, n, k, &mut s.xt); // xt is (K, N)
+                transpose(x, n, k, &mut s.xt, par); // xt is (K, N)
                 spmm(
                     w,
                     MatRef::new(&s.xt, k, n)?,
                     MatMut::new(&mut s.yt, m, n)?,
                     par,
                 )?; // yt (M, N) = W xt
-                transpose(&s.yt, m, n, y);
+                transpose(&s.yt, m, n, y, par);
             }
             Weight::Sparse24 { w, .. } => {
                 ensure(&mut s.xt, k * n);
                 ensure(&mut s.yt, m * n);
-                transpose(x, n, k, &mut s.xt);
+                transpose(x, n, k, &mut s.xt, par);
                 spmm_24(
                     w,
                     MatRef::new(&s.xt, k, n)?,
                     MatMut::new(&mut s.yt, m, n)?,
                     par,
                 )?;
-                transpose(&s.yt, m, n, y);
+                transpose(&s.yt, m, n, y, par);
             }
             Weight::LowRank { rank, u, v, .. } => {
                 let r = *rank;
@@ -323,14 +326,14 @@ impl Linear {
                     LoraBase::Csr(c, _) => {
                         ensure(&mut s.xt, k * n);
                         ensure(&mut s.yt, m * n);
-                        transpose(x, n, k, &mut s.xt);
+                        transpose(x, n, k, &mut s.xt, par);
                         spmm(
                             c,
                             MatRef::new(&s.xt, k, n)?,
                             MatMut::new(&mut s.yt, m, n)?,
                             par,
                         )?;
-                        transpose(&s.yt, m, n, y);
+                        transpose(&s.yt, m, n, y, par);
                     }
                 }
                 ensure(&mut s.h, n * r);
@@ -357,7 +360,7 @@ impl Linear {
                 )?; // y += sc h B^T
             }
         }
-        if let Some((b, _)) = &self.bias {
+        if let (Some((b, _)), false) = (&self.bias, dense) {
             for row in y.chunks_exact_mut(m) {
                 crate::util::add_into(row, b);
             }
@@ -373,51 +376,56 @@ impl Linear {
         self.check("output gradient", dy.len(), n, m)?;
         self.check("input gradient", dx.len(), n, k)?;
         let (xm, dym) = (MatRef::new(x, n, k)?, MatRef::new(dy, n, m)?);
+        let how = self.threads;
+        let s = &mut self.s;
+        // dy^T (M, N) in s.yt for every kind that reads it: faer's dW = dy^T x with a transposed
+        // left operand ran at half the rate of the same product on an explicit transpose.
+        let need_t = self.dense_grad.is_some()
+            || matches!(
+                self.weight,
+                Weight::Dense { .. }
+                    | Weight::Masked { .. }
+                    | Weight::Csr { .. }
+                    | Weight::Sparse24 { .. }
+                    | Weight::Lora {
+                        base: LoraBase::Csr(..),
+                        ..
+                    }
+            );
+        if need_t {
+            ensure(&mut s.yt, m * n);
+            transpose(dy, n, m, &mut s.yt, par);
+        }
         if let Some((_, db)) = &mut self.bias {
-            for row in dy.chunks_exact(m) {
-                crate::util::add_into(db, row); // db (M) += sum over rows of dy
+            if need_t {
+                add_row_sums(&s.yt, n, db); // db (M) += row sums of dy^T
+            } else {
+                for row in dy.chunks_exact(m) {
+                    crate::util::add_into(db, row); // db (M) += sum over rows of dy
+                }
             }
         }
         if let Some(g) = &mut self.dense_grad {
-            gemm(MatMut::new(g, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?; // G (M, K) += dy^T x
+            gemm_nx(g, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?; // G (M, K) += dy^T x
         }
-        let s = &mut self.s;
         match &mut self.weight {
             Weight::Dense { w, dw } => {
-                gemm(MatMut::new(dw, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?; // dW (M, K) += dy^T x
-                gemm(
-                    MatMut::new(dx, n, k)?,
-                    dym,
-                    N,
-                    MatRef::new(w, m, k)?,
-                    N,
-                    1.0,
-                    0.0,
-                    par,
-                )?; // dx = dy W
+                gemm_nx(dw, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?; // dW (M, K) += dy^T x
+                gemm_nx(dx, dy, MatRef::new(w, m, k)?, N, n, m, 1.0, 0.0, par, how)?; // dx = dy W
             }
             Weight::Masked { w, dw, mask } => {
-                gemm(MatMut::new(dw, m, k)?, dym, T, xm, N, 1.0, 1.0, par)?;
+                gemm_nx(dw, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?;
                 lopper_tensor::ops::apply_mask(dw, mask)?;
-                gemm(
-                    MatMut::new(dx, n, k)?,
-                    dym,
-                    N,
-                    MatRef::new(w, m, k)?,
-                    N,
-                    1.0,
-                    0.0,
-                    par,
-                )?;
+                gemm_nx(dx, dy, MatRef::new(w, m, k)?, N, n, m, 1.0, 0.0, par, how)?;
             }
             Weight::Csr { w, wt, dw } => {
                 wt.refresh(w)?; // values changed since the last step; O(nnz)
-                sparse_backward(s, w, wt, dw, x, dy, n, m, k, dx, par)?;
+                sparse_backward(s, w, wt, dw, x, n, m, k, dx, par)?;
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
                 wt.refresh(mirror)?;
-                sparse_backward(s, mirror, wt, dw, x, dy, n, m, k, dx, par)?;
+                sparse_backward(s, mirror, wt, dw, x, n, m, k, dx, par)?;
             }
             Weight::LowRank { rank, u, v, du, dv } => {
                 let r = *rank;
@@ -489,16 +497,14 @@ impl Linear {
                         par,
                     )?,
                     LoraBase::Csr(_, t) => {
-                        ensure(&mut s.xt, k * n);
-                        ensure(&mut s.yt, m * n);
-                        transpose(dy, n, m, &mut s.yt); // dy^T (M, N)
+                        ensure(&mut s.xt, k * n); // s.yt holds dy^T (M, N)
                         spmm_t_with(
                             t,
                             MatRef::new(&s.yt, m, n)?,
                             MatMut::new(&mut s.xt, k, n)?,
                             par,
                         )?; // dx^T (K, N)
-                        transpose(&s.xt, k, n, dx);
+                        transpose(&s.xt, k, n, dx, par);
                     }
                 }
                 ensure(&mut s.h, n * r);
@@ -551,14 +557,14 @@ impl Linear {
     }
 }
 
-/// dX and dW at the pattern for a CSR weight (see the module doc).
+/// dX and dW at the pattern for a CSR weight (see the module doc); `s.yt` holds dy^T (M, N).
+#[allow(clippy::too_many_arguments)]
 fn sparse_backward(
     s: &mut Scratch,
     w: &lopper_sparse::Csr,
     wt: &lopper_sparse::CsrTranspose,
     dw: &mut [f32],
     x: &[f32],
-    dy: &[f32],
     n: usize,
     m: usize,
     k: usize,
@@ -566,15 +572,13 @@ fn sparse_backward(
     par: Par,
 ) -> Result<()> {
     ensure(&mut s.xt, k * n);
-    ensure(&mut s.yt, m * n);
     ensure(&mut s.h, k * n);
     ensure(&mut s.g, w.nnz());
-    transpose(x, n, k, &mut s.xt); // x^T (K, N)
-    transpose(dy, n, m, &mut s.yt); // dy^T (M, N)
+    transpose(x, n, k, &mut s.xt, par); // x^T (K, N)
     let dyt = MatRef::new(&s.yt, m, n)?;
     sddmm(w, dyt, MatRef::new(&s.xt, k, n)?, &mut s.g, par)?; // dW[p=(i,j)] = dy^T[i,:] . x^T[j,:]
     crate::util::add_into(dw, &s.g);
     spmm_t_with(wt, dyt, MatMut::new(&mut s.h, k, n)?, par)?; // dx^T (K, N) = W^T dy^T
-    transpose(&s.h, k, n, dx);
+    transpose(&s.h, k, n, dx, par);
     Ok(())
 }

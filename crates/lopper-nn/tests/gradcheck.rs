@@ -96,7 +96,13 @@ fn the_checker_can_fail() {
 
 #[test]
 fn layernorm_matches_finite_differences() {
-    let (n, c) = (4, 7);
+    // 7: the scalar tail only; 19: two 8-lane chunks and a tail
+    for c in [7, 19] {
+        layernorm_check(4, c);
+    }
+}
+
+fn layernorm_check(n: usize, c: usize) {
     let x = randv(n * c, 2.0, 11);
     let r = randv(n * c, 1.0, 12);
     let mut ln = LayerNorm::new("ln", c);
@@ -215,6 +221,73 @@ fn attention_matches_finite_differences() {
         dot64(&o, &r)
     });
     assert_close("attention dqkv", &dqkv, &num, RTOL);
+}
+
+/// Naive float64 causal attention (B*T, 3C) -> (B*T, C), the reference for the blocked kernel.
+fn attention_naive(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> Vec<f64> {
+    let hs = c / nh;
+    let mut out = vec![0.0f64; b * t * c];
+    let at = |bi: usize, ti: usize, col: usize| qkv[(bi * t + ti) * 3 * c + col] as f64;
+    for bi in 0..b {
+        for h in 0..nh {
+            for i in 0..t {
+                let w: Vec<f64> = (0..=i)
+                    .map(|j| {
+                        (0..hs)
+                            .map(|d| at(bi, i, h * hs + d) * at(bi, j, c + h * hs + d))
+                            .sum::<f64>()
+                            / (hs as f64).sqrt()
+                    })
+                    .collect();
+                let mx = w.iter().copied().fold(f64::MIN, f64::max);
+                let z: f64 = w.iter().map(|x| (x - mx).exp()).sum();
+                for d in 0..hs {
+                    out[(bi * t + i) * c + h * hs + d] = (0..=i)
+                        .map(|j| (w[j] - mx).exp() / z * at(bi, j, 2 * c + h * hs + d))
+                        .sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_over_several_causal_blocks_matches_naive_and_finite_differences() {
+    // T above and not a multiple of the 32-row causal block; odd head size
+    for (b, t, c, heads) in [(2, 70, 12, 3), (1, 33, 10, 2), (3, 1, 4, 1)] {
+        let s = AttnShape {
+            b,
+            t,
+            c,
+            heads,
+            par: lopper_tensor::Par::rayon(),
+        };
+        let n = b * t;
+        let qkv = randv(n * 3 * c, 1.5, 41 + t as u64);
+        let mut cache = AttnCache::default();
+        let mut out = vec![0.0; n * c];
+        attention_forward(&qkv, s, &mut out, &mut cache).unwrap();
+        let want = attention_naive(&qkv, b, t, c, heads);
+        for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (*o as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "T={t} element {i}: {o} vs naive {w}"
+            );
+        }
+        let r = randv(n * c, 1.0, 42);
+        let mut dqkv = vec![0.0; n * 3 * c];
+        attention_backward(&r, s, &mut cache, &mut dqkv).unwrap();
+        let mut xx = qkv.clone();
+        let idx: Vec<usize> = (0..xx.len()).step_by(5).collect();
+        let num = fd_vec(&mut xx, &idx, EPS, &mut |xv| {
+            let mut o = vec![0.0; n * c];
+            attention_forward(xv, s, &mut o, &mut AttnCache::default()).unwrap();
+            dot64(&o, &r)
+        });
+        let ana: Vec<f32> = idx.iter().map(|&i| dqkv[i]).collect();
+        assert_close(&format!("attention dqkv T={t}"), &ana, &num, RTOL);
+    }
 }
 
 #[test]
