@@ -78,6 +78,17 @@ pub trait Callback: Send {
     fn on_end(&mut self, _ctx: &mut Ctx<'_>) -> Result<()> {
         Ok(())
     }
+    /// Asked by `Trainer::run` after each step's `on_step_end` and evaluation (the step counter
+    /// already counts the step just done, `steps_done`): a directory to save a checkpoint into
+    /// now, or `None` (the default). The trainer saves, since only it sees every part of the run
+    /// (optimizer, all callbacks, counters), then calls [`Callback::on_checkpoint`].
+    fn checkpoint_request(&mut self, _steps_done: u64) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// After the checkpoint this callback asked for was saved; `path` is its manifest.
+    fn on_checkpoint(&mut self, _ctx: &mut Ctx<'_>, _path: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
     /// State for a checkpoint.
     fn state(&self) -> CallbackState {
         CallbackState::default()

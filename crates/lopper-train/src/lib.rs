@@ -14,6 +14,8 @@
 //! Nothing here knows the command line; recipes are parsed here because they describe a training.
 
 pub mod callback;
+pub mod callbacks;
+pub mod checkpoint;
 pub mod compress;
 pub mod data;
 mod error;
@@ -21,11 +23,14 @@ pub mod log;
 pub mod lr;
 pub mod model;
 pub mod optim;
+pub mod trainer;
 
 pub use callback::{Callback, CallbackState, Control, Ctx, EvalResult};
+pub use callbacks::{Checkpointing, EarlyStopping};
 pub use data::{DataError, DataSource};
 pub use error::{Error, Result, invalid, io};
 pub use log::{EvalPoint, Event, RunLog, TrainPoint};
-pub use lr::LrSchedule;
+pub use lr::{Constant, LrSchedule, WarmupCosine, WarmupLinear};
 pub use model::{Batch, Model, accuracy};
-pub use optim::{OptimState, Optimizer};
+pub use optim::{AdamW, AdamWConfig, OptimState, Optimizer, Sgd, SgdConfig, clip_grad_norm};
+pub use trainer::{Progress, RunSummary, TrainConfig, Trainer};

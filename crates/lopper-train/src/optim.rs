@@ -1,8 +1,35 @@
 //! Optimizers. They see parameters as [`ParamMut`] (values, gradient, optional mask) and keep
 //! their state per parameter name, so they update exactly the stored values of a Csr or 2:4
 //! weight (its pattern stays) and keep a Masked weight's zeros zero.
-use crate::Result;
+//!
+//! - [`Sgd`]: PyTorch's `torch.optim.SGD` (momentum, dampening, Nesterov, *coupled* weight decay
+//!   `g += wd * p`); state `{name}.momentum`.
+//! - [`AdamW`]: PyTorch's `torch.optim.AdamW` (decoupled decay `p -= lr * wd * p`, bias correction
+//!   with the parameter's own step count `t`, as PyTorch's per-parameter `state['step']`); state
+//!   `{name}.m`, `{name}.v` and the scalar `{name}.t`; the scalar `t` counts optimizer steps.
+//! - [`clip_grad_norm`]: PyTorch's `clip_grad_norm_` (global 2-norm). Gradients are shared slices
+//!   in a [`ParamMut`], so clipping returns the scale and the optimizer applies it:
+//!   [`Optimizer::step_scaled`] multiplies each gradient by it first (bit-identical to scaling in
+//!   place as PyTorch does).
+//!
+//! Masks: for a parameter with a `mask`, entries where the mask is false are set to exactly 0 and
+//! their state stays 0 (they are skipped). Sparse kinds hand over only their stored values (length
+//! nnz): those are updated, nothing else.
+//!
+//! Layout changes: when a layer changes kind or pattern, whoever changes it calls
+//! [`Optimizer::remap`]. A state whose length no longer matches its parameter at `step` is an
+//! [`Error::Invalid`](crate::Error::Invalid) naming the parameter (nothing is updated by that
+//! step), never a silent reset. A bad `gather` index given to `remap` is reported by the next
+//! `step` the same way.
+//!
+//! Weight decay applies to the parameters the [`DecayFilter`] accepts; [`default_decay`] is the
+//! usual PyTorch `no_decay` split (matrices and factors decay; biases and LayerNorms do not).
+//!
+//! Parallelism: updates are element-wise, so a parameter of at least `par_threshold` values is
+//! updated in fixed chunks on the rayon pool; the result is bit-identical to the serial update.
+use crate::{Result, invalid};
 use lopper_nn::ParamMut;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// An optimizer's state for a checkpoint: named tensors (e.g. `{param}.m`) and scalars
@@ -27,4 +54,770 @@ pub trait Optimizer: Send {
     fn state(&self) -> OptimState;
     /// Restores a state saved by [`Optimizer::state`].
     fn load_state(&mut self, state: &OptimState) -> Result<()>;
+    /// One update with every gradient multiplied by `grad_scale` first (the scale of
+    /// [`clip_grad_norm`]). The default accepts only `grad_scale == 1` (a plain [`Optimizer::step`])
+    /// and refuses any other scale with an error naming the optimizer.
+    fn step_scaled(&mut self, params: &mut [ParamMut<'_>], lr: f32, grad_scale: f32) -> Result<()> {
+        if grad_scale == 1.0 {
+            self.step(params, lr)
+        } else {
+            Err(invalid(
+                self.name(),
+                format!("gradient scaling ({grad_scale}) is not supported by this optimizer"),
+            ))
+        }
+    }
+}
+
+/// Which parameters get weight decay, by name.
+pub type DecayFilter = fn(&str) -> bool;
+
+/// The default [`DecayFilter`]: decay for names ending in `.weight`, `.u`, `.v`, `.lora_a` or
+/// `.lora_b` that are not LayerNorm parameters (no `ln_` in the name); so biases and LayerNorms
+/// get none (PyTorch's usual `no_decay` groups). Embeddings (`wte.weight`, `wpe.weight`) decay.
+pub fn default_decay(name: &str) -> bool {
+    let matrix = [".weight", ".u", ".v", ".lora_a", ".lora_b"]
+        .iter()
+        .any(|s| name.ends_with(s));
+    matrix && !name.contains("ln_")
+}
+
+/// A [`DecayFilter`] that decays every parameter (PyTorch's default with one parameter group).
+pub fn decay_all(_name: &str) -> bool {
+    true
+}
+
+/// Default `par_threshold`: parameters of at least this many values are updated on rayon.
+pub const DEFAULT_PAR_THRESHOLD: usize = 1 << 16;
+/// Chunk length of the parallel update.
+const CHUNK: usize = 1 << 13;
+
+/// The result of [`clip_grad_norm`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradClip {
+    /// Global 2-norm of all gradients before clipping.
+    pub norm: f32,
+    /// Factor to multiply every gradient by: `min(1, max_norm / (norm + 1e-6))` (1 when no clip).
+    pub scale: f32,
+}
+
+/// Global 2-norm of all gradients (accumulated in f64, serially: deterministic).
+pub fn grad_norm(params: &[ParamMut<'_>]) -> f64 {
+    params
+        .iter()
+        .map(|p| p.grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// PyTorch's `clip_grad_norm_(params, max_norm)`: the global 2-norm of the gradients and the clip
+/// factor `max_norm / (norm + 1e-6)` when that is below 1 (else 1). Pass `scale` to
+/// [`Optimizer::step_scaled`]. A non-finite norm gives a non-finite scale (as PyTorch without
+/// `error_if_nonfinite`); the trainer stops on a non-finite loss before that matters.
+pub fn clip_grad_norm(params: &[ParamMut<'_>], max_norm: f32) -> GradClip {
+    let norm = grad_norm(params) as f32;
+    GradClip {
+        norm,
+        scale: clip_scale(norm, max_norm),
+    }
+}
+
+/// The clip factor for a global gradient norm `norm`: `max_norm / (norm + 1e-6)` when that is
+/// below 1, else 1 (PyTorch's `clip_grad_norm_`).
+pub fn clip_scale(norm: f32, max_norm: f32) -> f32 {
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 { coef } else { 1.0 }
+}
+
+/// Runs `f` on aligned chunks of the parameter (and its state slices), in parallel when the
+/// parameter has at least `threshold` values. `f(values, grad, mask, s0, s1)`.
+fn for_chunks<F>(
+    threshold: usize,
+    values: &mut [f32],
+    grad: &[f32],
+    mask: Option<&[bool]>,
+    s0: &mut [f32],
+    s1: &mut [f32],
+    f: F,
+) where
+    F: Fn(&mut [f32], &[f32], Option<&[bool]>, &mut [f32], &mut [f32]) + Sync,
+{
+    let n = values.len();
+    if n < threshold {
+        f(values, grad, mask, s0, s1);
+        return;
+    }
+    // s0/s1 are either full length or empty (an optimizer without that state).
+    fn chunks(s: &mut [f32], n: usize) -> Vec<&mut [f32]> {
+        if s.is_empty() {
+            (0..n.div_ceil(CHUNK))
+                .map(|_| <&mut [f32]>::default())
+                .collect()
+        } else {
+            s.chunks_mut(CHUNK).collect()
+        }
+    }
+    let mut e0 = chunks(s0, n);
+    let mut e1 = chunks(s1, n);
+    values
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(e0.par_iter_mut())
+        .zip(e1.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (((v, g), a), b))| {
+            let m = mask.map(|m| &m[i * CHUNK..(i * CHUNK + v.len())]);
+            f(v, g, m, a, b);
+        });
+}
+
+/// Checks a parameter's gradient and mask lengths.
+fn check_param(opt: &str, p: &ParamMut<'_>) -> Result<()> {
+    if p.grad.len() != p.values.len() {
+        return Err(invalid(
+            format!("{opt}: parameter {}", p.name),
+            format!(
+                "gradient has {} entries, values {}",
+                p.grad.len(),
+                p.values.len()
+            ),
+        ));
+    }
+    if let Some(m) = p.mask
+        && m.len() != p.values.len()
+    {
+        return Err(invalid(
+            format!("{opt}: parameter {}", p.name),
+            format!("mask has {} entries, values {}", m.len(), p.values.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn stale(opt: &str, name: &str, state: usize, values: usize) -> crate::Error {
+    invalid(
+        format!("{opt}: parameter {name}"),
+        format!(
+            "optimizer state has {state} entries but the parameter has {values}: its layer changed \
+             kind or pattern without Optimizer::remap"
+        ),
+    )
+}
+
+/// Gathers `old` through `gather` (None or out-of-range -> 0); the first out-of-range index, if any.
+fn gather_vec(old: &[f32], gather: &[Option<usize>]) -> (Vec<f32>, Option<usize>) {
+    let mut bad = None;
+    let v = gather
+        .iter()
+        .map(|g| match g {
+            Some(j) if *j < old.len() => old[*j],
+            Some(j) => {
+                bad.get_or_insert(*j);
+                0.0
+            }
+            None => 0.0,
+        })
+        .collect();
+    (v, bad)
+}
+
+/// Splits a state key `{name}.{suffix}` for one of `suffixes`.
+fn split_key<'a>(key: &'a str, suffixes: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    suffixes.iter().find_map(|s| {
+        key.strip_suffix(s)
+            .and_then(|n| n.strip_suffix('.'))
+            .map(|n| (n, *s))
+    })
+}
+
+fn f64_to_u64(what: &str, key: &str, x: f64) -> Result<u64> {
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 2f64.powi(53) {
+        Ok(x as u64)
+    } else {
+        Err(invalid(
+            format!("{what} state"),
+            format!("scalar {key} = {x} is not a step count"),
+        ))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// SGD
+
+/// Hyper-parameters of [`Sgd`] (PyTorch names and defaults; the learning rate comes from the
+/// schedule at every step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Momentum factor (0: plain SGD, no state).
+    pub momentum: f32,
+    /// Dampening of the momentum (PyTorch: the first step's buffer is the gradient, undamped).
+    pub dampening: f32,
+    /// Nesterov momentum (needs momentum > 0 and dampening 0, as PyTorch).
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (`g += wd * p`), for parameters the filter accepts.
+    pub weight_decay: f32,
+}
+
+impl Default for SgdConfig {
+    /// PyTorch's defaults: no momentum, no dampening, no decay.
+    fn default() -> Self {
+        SgdConfig {
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// SGD with momentum, as `torch.optim.SGD`:
+/// `g = grad*scale + wd*p; buf = g (first step) or momentum*buf + (1-dampening)*g;
+/// g = g + momentum*buf (Nesterov) or buf; p -= lr*g`.
+pub struct Sgd {
+    cfg: SgdConfig,
+    decay: DecayFilter,
+    par_threshold: usize,
+    t: u64,
+    momentum: BTreeMap<String, Vec<f32>>,
+    pending: Option<crate::Error>,
+}
+
+impl Sgd {
+    /// SGD with `cfg` (validated: finite, momentum and dampening in [0, 1), decay >= 0, Nesterov
+    /// only with momentum and no dampening).
+    pub fn new(cfg: SgdConfig) -> Result<Sgd> {
+        let bad = |d: String| Err(invalid("sgd", d));
+        let unit = |x: f32| x.is_finite() && (0.0..1.0).contains(&x);
+        if !unit(cfg.momentum) || !unit(cfg.dampening) {
+            return bad(format!(
+                "momentum {} and dampening {} must be in [0, 1)",
+                cfg.momentum, cfg.dampening
+            ));
+        }
+        if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+            return bad(format!("weight_decay {} must be >= 0", cfg.weight_decay));
+        }
+        if cfg.nesterov && (cfg.momentum == 0.0 || cfg.dampening != 0.0) {
+            return bad("Nesterov momentum needs momentum > 0 and dampening 0".into());
+        }
+        Ok(Sgd {
+            cfg,
+            decay: default_decay,
+            par_threshold: DEFAULT_PAR_THRESHOLD,
+            t: 0,
+            momentum: BTreeMap::new(),
+            pending: None,
+        })
+    }
+    /// Which parameters get weight decay (default [`default_decay`]).
+    pub fn with_decay_filter(mut self, f: DecayFilter) -> Sgd {
+        self.decay = f;
+        self
+    }
+    /// Parameters of at least `n` values are updated on rayon (default
+    /// [`DEFAULT_PAR_THRESHOLD`]; `usize::MAX`: never).
+    pub fn with_par_threshold(mut self, n: usize) -> Sgd {
+        self.par_threshold = n.max(1);
+        self
+    }
+    /// The hyper-parameters.
+    pub fn config(&self) -> &SgdConfig {
+        &self.cfg
+    }
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+}
+
+/// One SGD update of a chunk. `buf` is empty without momentum.
+#[allow(clippy::too_many_arguments)]
+fn sgd_chunk(
+    p: &mut [f32],
+    grad: &[f32],
+    mask: Option<&[bool]>,
+    buf: &mut [f32],
+    cfg: &SgdConfig,
+    lr: f32,
+    wd: f32,
+    scale: f32,
+    fresh: bool,
+) {
+    for i in 0..p.len() {
+        if let Some(m) = mask
+            && !m[i]
+        {
+            p[i] = 0.0;
+            if !buf.is_empty() {
+                buf[i] = 0.0;
+            }
+            continue;
+        }
+        let mut g = grad[i] * scale;
+        if wd != 0.0 {
+            g += wd * p[i];
+        }
+        if !buf.is_empty() {
+            let b = if fresh {
+                g
+            } else {
+                cfg.momentum * buf[i] + (1.0 - cfg.dampening) * g
+            };
+            buf[i] = b;
+            g = if cfg.nesterov {
+                g + cfg.momentum * b
+            } else {
+                b
+            };
+        }
+        p[i] -= lr * g;
+    }
+}
+
+impl Optimizer for Sgd {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+    fn step(&mut self, params: &mut [ParamMut<'_>], lr: f32) -> Result<()> {
+        self.step_scaled(params, lr, 1.0)
+    }
+    fn step_scaled(&mut self, params: &mut [ParamMut<'_>], lr: f32, scale: f32) -> Result<()> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        for p in params.iter() {
+            check_param("sgd", p)?;
+            if let Some(b) = self.momentum.get(&p.name)
+                && b.len() != p.values.len()
+            {
+                return Err(stale("sgd", &p.name, b.len(), p.values.len()));
+            }
+        }
+        let use_mom = self.cfg.momentum != 0.0;
+        for p in params.iter_mut() {
+            let wd = if (self.decay)(&p.name) {
+                self.cfg.weight_decay
+            } else {
+                0.0
+            };
+            let fresh = use_mom && !self.momentum.contains_key(&p.name);
+            let mut empty: Vec<f32> = Vec::new();
+            let buf = if use_mom {
+                self.momentum
+                    .entry(p.name.clone())
+                    .or_insert_with(|| vec![0.0; p.values.len()])
+            } else {
+                &mut empty
+            };
+            let cfg = self.cfg;
+            for_chunks(
+                self.par_threshold,
+                p.values,
+                p.grad,
+                p.mask,
+                buf,
+                &mut [],
+                |v, g, m, b, _| sgd_chunk(v, g, m, b, &cfg, lr, wd, scale, fresh),
+            );
+        }
+        self.t += 1;
+        Ok(())
+    }
+    fn remap(&mut self, name: &str, gather: Option<&[Option<usize>]>) {
+        match gather {
+            None => {
+                self.momentum.remove(name);
+            }
+            Some(g) => {
+                if let Some(old) = self.momentum.get(name) {
+                    let (v, bad) = gather_vec(old, g);
+                    if let Some(j) = bad {
+                        self.pending.get_or_insert(invalid(
+                            format!("sgd: remap of {name}"),
+                            format!("gather index {j} is out of range ({} entries)", old.len()),
+                        ));
+                    }
+                    self.momentum.insert(name.to_string(), v);
+                }
+            }
+        }
+    }
+    fn state(&self) -> OptimState {
+        let mut s = OptimState::default();
+        s.scalars.insert("t".into(), self.t as f64);
+        for (n, b) in &self.momentum {
+            s.tensors.insert(format!("{n}.momentum"), b.clone());
+        }
+        s
+    }
+    fn load_state(&mut self, state: &OptimState) -> Result<()> {
+        let mut mom = BTreeMap::new();
+        for (k, v) in &state.tensors {
+            let Some((name, _)) = split_key(k, &["momentum"]) else {
+                return Err(invalid("sgd state", format!("unknown tensor {k}")));
+            };
+            mom.insert(name.to_string(), v.clone());
+        }
+        for k in state.scalars.keys() {
+            if k != "t" {
+                return Err(invalid("sgd state", format!("unknown scalar {k}")));
+            }
+        }
+        let t = state
+            .scalars
+            .get("t")
+            .ok_or_else(|| invalid("sgd state", "missing scalar t"))?;
+        self.t = f64_to_u64("sgd", "t", *t)?;
+        self.momentum = mom;
+        self.pending = None;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// AdamW
+
+/// Hyper-parameters of [`AdamW`] (PyTorch names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Decoupled decay `p -= lr * wd * p`, for parameters the filter accepts.
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    /// PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// One parameter's AdamW state.
+#[derive(Clone, Debug, PartialEq)]
+struct AdamSlot {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    /// This parameter's own step count (PyTorch's `state['step']`).
+    t: u64,
+}
+
+/// AdamW, as `torch.optim.AdamW` (single-tensor, `amsgrad=False`), per parameter with step `t`:
+/// `p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+/// p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)` (scalars in f64, as Python's).
+pub struct AdamW {
+    cfg: AdamWConfig,
+    decay: DecayFilter,
+    par_threshold: usize,
+    t: u64,
+    slots: BTreeMap<String, AdamSlot>,
+    pending: Option<crate::Error>,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW::new(AdamWConfig::default()).expect("the defaults are valid")
+    }
+}
+
+impl AdamW {
+    /// AdamW with `cfg` (validated: betas in [0, 1), eps > 0, decay >= 0, all finite).
+    pub fn new(cfg: AdamWConfig) -> Result<AdamW> {
+        let unit = |x: f32| x.is_finite() && (0.0..1.0).contains(&x);
+        if !unit(cfg.beta1) || !unit(cfg.beta2) {
+            return Err(invalid(
+                "adamw",
+                format!("betas ({}, {}) must be in [0, 1)", cfg.beta1, cfg.beta2),
+            ));
+        }
+        if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
+            return Err(invalid("adamw", format!("eps {} must be > 0", cfg.eps)));
+        }
+        if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+            return Err(invalid(
+                "adamw",
+                format!("weight_decay {} must be >= 0", cfg.weight_decay),
+            ));
+        }
+        Ok(AdamW {
+            cfg,
+            decay: default_decay,
+            par_threshold: DEFAULT_PAR_THRESHOLD,
+            t: 0,
+            slots: BTreeMap::new(),
+            pending: None,
+        })
+    }
+    /// Which parameters get weight decay (default [`default_decay`]).
+    pub fn with_decay_filter(mut self, f: DecayFilter) -> AdamW {
+        self.decay = f;
+        self
+    }
+    /// Parameters of at least `n` values are updated on rayon (default
+    /// [`DEFAULT_PAR_THRESHOLD`]; `usize::MAX`: never).
+    pub fn with_par_threshold(mut self, n: usize) -> AdamW {
+        self.par_threshold = n.max(1);
+        self
+    }
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+}
+
+/// Per-step AdamW scalars (computed in f64, used in f32 as PyTorch does).
+#[derive(Clone, Copy)]
+struct AdamScalars {
+    decay: f32,
+    b1: f32,
+    b2: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    scale: f32,
+}
+
+fn adam_chunk(
+    p: &mut [f32],
+    grad: &[f32],
+    mask: Option<&[bool]>,
+    m: &mut [f32],
+    v: &mut [f32],
+    s: &AdamScalars,
+) {
+    for i in 0..p.len() {
+        if let Some(mk) = mask
+            && !mk[i]
+        {
+            p[i] = 0.0;
+            m[i] = 0.0;
+            v[i] = 0.0;
+            continue;
+        }
+        let g = grad[i] * s.scale;
+        let mut x = p[i] * s.decay;
+        let mi = s.b1 * m[i] + (1.0 - s.b1) * g;
+        let vi = s.b2 * v[i] + (1.0 - s.b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        x -= s.step_size * (mi / (vi.sqrt() / s.bc2_sqrt + s.eps));
+        p[i] = x;
+    }
+}
+
+impl Optimizer for AdamW {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+    fn step(&mut self, params: &mut [ParamMut<'_>], lr: f32) -> Result<()> {
+        self.step_scaled(params, lr, 1.0)
+    }
+    fn step_scaled(&mut self, params: &mut [ParamMut<'_>], lr: f32, scale: f32) -> Result<()> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        for p in params.iter() {
+            check_param("adamw", p)?;
+            if let Some(s) = self.slots.get(&p.name)
+                && s.m.len() != p.values.len()
+            {
+                return Err(stale("adamw", &p.name, s.m.len(), p.values.len()));
+            }
+        }
+        let c = self.cfg;
+        for p in params.iter_mut() {
+            let n = p.values.len();
+            let slot = self
+                .slots
+                .entry(p.name.clone())
+                .or_insert_with(|| AdamSlot {
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                    t: 0,
+                });
+            slot.t += 1;
+            let t = slot.t as i32;
+            let wd = if (self.decay)(&p.name) {
+                c.weight_decay
+            } else {
+                0.0
+            };
+            let bc1 = 1.0 - (c.beta1 as f64).powi(t);
+            let bc2 = 1.0 - (c.beta2 as f64).powi(t);
+            let s = AdamScalars {
+                decay: (1.0 - lr as f64 * wd as f64) as f32,
+                b1: c.beta1,
+                b2: c.beta2,
+                step_size: (lr as f64 / bc1) as f32,
+                bc2_sqrt: bc2.sqrt() as f32,
+                eps: c.eps,
+                scale,
+            };
+            for_chunks(
+                self.par_threshold,
+                p.values,
+                p.grad,
+                p.mask,
+                &mut slot.m,
+                &mut slot.v,
+                |x, g, mk, m, v| adam_chunk(x, g, mk, m, v, &s),
+            );
+        }
+        self.t += 1;
+        Ok(())
+    }
+    fn remap(&mut self, name: &str, gather: Option<&[Option<usize>]>) {
+        match gather {
+            None => {
+                self.slots.remove(name);
+            }
+            Some(g) => {
+                if let Some(old) = self.slots.get_mut(name) {
+                    let (m, bad) = gather_vec(&old.m, g);
+                    let (v, _) = gather_vec(&old.v, g);
+                    if let Some(j) = bad {
+                        self.pending.get_or_insert(invalid(
+                            format!("adamw: remap of {name}"),
+                            format!("gather index {j} is out of range ({} entries)", old.m.len()),
+                        ));
+                    }
+                    old.m = m;
+                    old.v = v;
+                }
+            }
+        }
+    }
+    fn state(&self) -> OptimState {
+        let mut s = OptimState::default();
+        s.scalars.insert("t".into(), self.t as f64);
+        for (n, slot) in &self.slots {
+            s.tensors.insert(format!("{n}.m"), slot.m.clone());
+            s.tensors.insert(format!("{n}.v"), slot.v.clone());
+            s.scalars.insert(format!("{n}.t"), slot.t as f64);
+        }
+        s
+    }
+    fn load_state(&mut self, state: &OptimState) -> Result<()> {
+        let mut slots: BTreeMap<String, AdamSlot> = BTreeMap::new();
+        let mut t = None;
+        for (k, x) in &state.scalars {
+            if k == "t" {
+                t = Some(f64_to_u64("adamw", k, *x)?);
+                continue;
+            }
+            let Some((name, _)) = split_key(k, &["t"]) else {
+                return Err(invalid("adamw state", format!("unknown scalar {k}")));
+            };
+            let m = state.tensors.get(&format!("{name}.m"));
+            let v = state.tensors.get(&format!("{name}.v"));
+            let (Some(m), Some(v)) = (m, v) else {
+                return Err(invalid(
+                    "adamw state",
+                    format!("parameter {name}: step count without both {name}.m and {name}.v"),
+                ));
+            };
+            if m.len() != v.len() {
+                return Err(invalid(
+                    "adamw state",
+                    format!("parameter {name}: m has {} entries, v {}", m.len(), v.len()),
+                ));
+            }
+            slots.insert(
+                name.to_string(),
+                AdamSlot {
+                    m: m.clone(),
+                    v: v.clone(),
+                    t: f64_to_u64("adamw", k, *x)?,
+                },
+            );
+        }
+        for k in state.tensors.keys() {
+            match split_key(k, &["m", "v"]) {
+                Some((name, _)) if slots.contains_key(name) => {}
+                _ => {
+                    return Err(invalid(
+                        "adamw state",
+                        format!("tensor {k} has no matching {{param}}.t scalar"),
+                    ));
+                }
+            }
+        }
+        self.t = t.ok_or_else(|| invalid("adamw state", "missing scalar t"))?;
+        self.slots = slots;
+        self.pending = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_decay_split() {
+        for n in [
+            "h.0.attn.qkv.weight",
+            "fc.0.u",
+            "fc.0.v",
+            "x.lora_a",
+            "x.lora_b",
+            "wte.weight",
+        ] {
+            assert!(default_decay(n), "{n}");
+        }
+        for n in [
+            "h.0.attn.qkv.bias",
+            "h.0.ln_1.weight",
+            "ln_f.weight",
+            "ln_f.bias",
+            "fc.1.bias",
+        ] {
+            assert!(!default_decay(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn split_keys() {
+        assert_eq!(split_key("a.b.m", &["m", "v"]), Some(("a.b", "m")));
+        assert_eq!(split_key("a.b.momentum", &["m"]), None);
+        assert_eq!(split_key("m", &["m"]), None);
+    }
+
+    #[test]
+    fn parallel_chunks_equal_serial() {
+        let n = 3 * CHUNK + 17;
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let mask: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
+        let w0: Vec<f32> = (0..n).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
+        let run = |thr: usize| {
+            let mut w = w0.clone();
+            let mut o = AdamW::default().with_par_threshold(thr);
+            for _ in 0..3 {
+                let mut ps = vec![ParamMut {
+                    name: "l.weight".into(),
+                    values: &mut w,
+                    grad: &g,
+                    mask: Some(&mask),
+                }];
+                o.step(&mut ps, 1e-2).unwrap();
+            }
+            (w, o.state())
+        };
+        let (a, sa) = run(usize::MAX);
+        let (b, sb) = run(1);
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+    }
 }
