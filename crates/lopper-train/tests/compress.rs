@@ -12,6 +12,8 @@ use lopper_train::{
 use std::collections::BTreeMap;
 
 type Gather = Option<Vec<Option<usize>>>;
+/// Parameter values by name.
+type Snapshot = Vec<(String, Vec<f32>)>;
 
 /// Plain SGD (ignores masks: Masked layers re-mask at every forward) that records remaps.
 #[derive(Default)]
@@ -665,7 +667,7 @@ fn check_resume(
         }
         snapshot(&mut model)
     };
-    let (state, params, weights): (CallbackState, Vec<(String, Vec<f32>)>, Vec<Weight>) = {
+    let (state, params, weights): (CallbackState, Snapshot, Vec<Weight>) = {
         let mut model = gpt(8);
         let mut opt = Recorder::default();
         let mut cb = make();
@@ -730,7 +732,7 @@ fn check_resume(
     }
 }
 
-fn snapshot(model: &mut dyn Model) -> Vec<(String, Vec<f32>)> {
+fn snapshot(model: &mut dyn Model) -> Snapshot {
     model
         .params()
         .iter()
