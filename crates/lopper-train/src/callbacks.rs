@@ -90,9 +90,11 @@ impl Callback for EarlyStopping {
     }
 }
 
-/// Saves a checkpoint every `every` steps into `{dir}/step-{steps:08}` (the trainer saves it, see
-/// [`Callback::checkpoint_request`]) and keeps the newest `keep_last` of them (0: all). Stateless:
-/// old checkpoints are found by listing `dir`.
+/// Saves a checkpoint every `every` steps, and after the run's last step, into
+/// `{dir}/step-{steps:08}` (the trainer saves it, see [`Callback::checkpoint_request`]) and keeps
+/// the newest `keep_last` of them by step number (0: all). Stateless: old checkpoints are found
+/// by listing `dir` (so a fresh run into a directory holding a longer run's checkpoints prunes by
+/// step number across both: use a new directory per run).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpointing {
     pub dir: PathBuf,
@@ -100,6 +102,8 @@ pub struct Checkpointing {
     pub every: u64,
     /// How many checkpoints to keep (0: all).
     pub keep_last: usize,
+    /// The run's total steps, seen at `on_begin`.
+    total: u64,
 }
 
 impl Checkpointing {
@@ -112,6 +116,7 @@ impl Checkpointing {
             dir: dir.into(),
             every,
             keep_last,
+            total: 0,
         })
     }
 
@@ -144,9 +149,13 @@ impl Callback for Checkpointing {
     fn name(&self) -> String {
         "checkpointing".into()
     }
+    fn on_begin(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        self.total = ctx.total_steps;
+        Ok(())
+    }
     fn checkpoint_request(&mut self, steps_done: u64) -> Option<PathBuf> {
-        (steps_done > 0 && steps_done.is_multiple_of(self.every))
-            .then(|| self.dir.join(format!("step-{steps_done:08}")))
+        let due = steps_done.is_multiple_of(self.every) || steps_done == self.total;
+        (steps_done > 0 && due).then(|| self.dir.join(format!("step-{steps_done:08}")))
     }
     fn on_checkpoint(&mut self, ctx: &mut Ctx<'_>, path: &Path) -> Result<()> {
         ctx.log

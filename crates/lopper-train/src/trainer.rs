@@ -391,6 +391,7 @@ impl Trainer {
             && let Some(m) = &mut self.meter
         {
             m.add_flops(flops.executed);
+            m.poll()?; // wrapping counters (RAPL) must be sampled within their period
         }
         if self.each_cb(step, lr, loss, |cb, ctx| cb.on_step_end(ctx))? == Control::Stop {
             ctl = Control::Stop;

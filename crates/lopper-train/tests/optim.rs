@@ -403,3 +403,31 @@ fn bad_hyper_parameters_are_refused() {
         .is_err()
     );
 }
+
+/// Timing, not a check: `cargo test --release -p lopper-train --test optim -- --ignored
+/// --nocapture adamw_throughput`. Serial and rayon updates interleaved, best of 7 each.
+#[test]
+#[ignore]
+fn adamw_throughput() {
+    let n = 1 << 22;
+    let g: Vec<f32> = (0..n).map(|i| ((i % 997) as f32 - 498.0) / 500.0).collect();
+    let mut w = vec![0.1f32; n];
+    let mut ser = AdamW::default().with_par_threshold(usize::MAX);
+    let mut par = AdamW::default().with_par_threshold(1);
+    let (mut ts, mut tp) = (f64::MAX, f64::MAX);
+    for _ in 0..7 {
+        for (o, t) in [(&mut ser, &mut ts), (&mut par, &mut tp)] {
+            let t0 = std::time::Instant::now();
+            o.step(&mut one("w", &mut w, &g, None), 1e-3).unwrap();
+            *t = t.min(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "AdamW step over {n} values: serial {:.2} ms ({:.2} GB/s of state), rayon ({} threads) {:.2} ms, ratio {:.2}",
+        ts * 1e3,
+        (n * 4 * 4) as f64 / ts / 1e9,
+        rayon::current_num_threads(),
+        tp * 1e3,
+        ts / tp
+    );
+}

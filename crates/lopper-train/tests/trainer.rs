@@ -315,10 +315,14 @@ fn checkpointing_keeps_the_last_ones() {
         .iter()
         .map(|c| c.0)
         .collect();
-    assert_eq!(kept, vec![4, 6]);
+    assert_eq!(
+        kept,
+        vec![6, 7],
+        "every 2 steps and the last, newest 2 kept"
+    );
     assert_eq!(
         Checkpointing::latest(dir.path()).unwrap(),
-        dir.path().join("step-00000006")
+        dir.path().join("step-00000007")
     );
     assert!(
         t.log()
@@ -382,4 +386,10 @@ fn evaluate_needs_validation_data() {
         TrainConfig::default(),
     );
     assert!(t.step_once().is_err());
+}
+
+#[test]
+fn trainer_is_send() {
+    fn send<T: Send>() {}
+    send::<Trainer>();
 }
