@@ -10,7 +10,7 @@ use lopper_train::data::idx::{
 };
 use lopper_train::data::text::decode;
 use lopper_train::data::{
-    DataError, DataSource, ImageSource, Images, TextData, TextSource, TextSourceConfig,
+    DataError, DataSource, IdxImages, ImageSource, Images, TextData, TextSource, TextSourceConfig,
     digits_embedded, digits_from_file, fashion_mnist, gunzip_if_gzip, mnist, parse_digits_csv,
     read_idx_images, read_idx_labels,
 };
@@ -186,6 +186,20 @@ fn text_batches_are_a_pure_function_of_seed_and_step() {
         "mean start {mean} vs middle {mid}"
     );
     assert!(a.describe().contains("kjv"), "{}", a.describe());
+}
+
+#[test]
+fn text_config_from_json_with_defaults() {
+    let c: TextSourceConfig = serde_json::from_str(r#"{"batch": 4, "seed": 9}"#).unwrap();
+    assert_eq!(
+        c,
+        TextSourceConfig {
+            batch: 4,
+            seed: 9,
+            ..TextSourceConfig::default()
+        }
+    );
+    assert!(serde_json::from_str::<TextSourceConfig>(r#"{"batchsize": 4}"#).is_err());
 }
 
 #[test]
@@ -606,6 +620,25 @@ proptest! {
         if let Ok(l) = parse_idx_labels(&b, "p") {
             prop_assert_eq!(l.len() + 8, b.len());
         }
+    }
+
+    #[test]
+    fn idx_round_trips_any_shape(
+        count in 0usize..6, rows in 1usize..6, cols in 1usize..6, seed in any::<u8>(), gz in any::<bool>(),
+    ) {
+        let pixels: Vec<u8> = (0..count * rows * cols).map(|k| (k as u8).wrapping_mul(37) ^ seed).collect();
+        let im = IdxImages { count, rows, cols, pixels };
+        let labels: Vec<u8> = (0..count).map(|i| (i as u8) ^ seed).collect();
+        let (mut ib, mut lb) = (encode_idx_images(&im).unwrap(), encode_idx_labels(&labels).unwrap());
+        prop_assert_eq!(ib.len(), 16 + count * rows * cols);
+        if gz {
+            ib = gzip(&ib);
+            lb = gzip(&lb);
+        }
+        let ib = gunzip_if_gzip(ib, "i").unwrap();
+        let lb = gunzip_if_gzip(lb, "l").unwrap();
+        prop_assert_eq!(parse_idx_images(&ib, "i").unwrap(), im);
+        prop_assert_eq!(parse_idx_labels(&lb, "l").unwrap(), labels);
     }
 
     #[test]

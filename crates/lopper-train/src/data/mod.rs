@@ -11,7 +11,7 @@
 //!
 //! Every batch of a step is a pure function of (seed, step): sources keep no cursor, so the
 //! batches of step `s` do not depend on which steps were asked before (resume replays exactly).
-//! The random streams come from rand's `StdRng` seeded through [`rng::stream`]; the draws are
+//! The random streams come from rand's `StdRng` seeded per (seed, stream, index) in the private `rng` module; the draws are
 //! reproducible for a given `rand` version (pinned in Cargo.lock).
 //!
 //! The datasets under `data/` and their provenance: `data/README.md`.

@@ -144,18 +144,20 @@ pub fn decode(tokens: &[u32]) -> String {
     out
 }
 
-/// Settings of a [`TextSource`]; `Default` gives the values in brackets.
-#[derive(Clone, Debug, PartialEq)]
+/// Settings of a [`TextSource`]; `Default` gives the defaults named on each field (also when a
+/// field is missing from a serialized config).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TextSourceConfig {
-    /// Rows per batch, `b` [8].
+    /// Rows per batch, `b` (default 8).
     pub batch: usize,
-    /// Tokens per row, `t` (the model's context) [128].
+    /// Tokens per row, `t` (the model's context; default 128).
     pub context: usize,
-    /// Seed of the training windows [0].
+    /// Seed of the training windows (default 0).
     pub seed: u64,
-    /// Fraction of the text, at its end, held out for validation, in (0, 1) [0.1].
+    /// Fraction of the text, at its end, held out for validation, in (0, 1) (default 0.1).
     pub val_fraction: f64,
-    /// Number of validation batches of `b` rows, at least 1 [8].
+    /// Number of validation batches of `b` rows, at least 1 (default 8).
     pub val_batches: usize,
 }
 
