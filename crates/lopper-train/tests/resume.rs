@@ -404,10 +404,132 @@ fn resaving_replaces_atomically() {
         2,
         "{files:?}: the old tensors file is gone, no temp files"
     );
+    // a later save interrupted after its tensors file, before its manifest: the checkpoint on
+    // disk is still the previous one, whole
+    std::fs::write(
+        dir.path().join("tensors-00000009-0.safetensors"),
+        b"partial",
+    )
+    .unwrap();
     let mut u = trainer(Which::MlpSgd, 4);
     u.resume_from(&m).unwrap();
     assert_eq!(u.step(), 4);
+    // and the next save cleans the leftover
+    u.save_checkpoint(dir.path()).unwrap();
+    assert!(!dir.path().join("tensors-00000009-0.safetensors").exists());
     let _ = u.model_mut().num_params();
     let _: &dyn Callback = &EarlyStopping::new(1, 0.0).unwrap();
     let _: &dyn Model = u.model();
+}
+
+/// Stops the run after step `at` (so a first half can run with the full run's `steps`, which
+/// schedules such as RigL's `end` fraction depend on).
+struct StopAfter(Option<u64>);
+
+impl Callback for StopAfter {
+    fn name(&self) -> String {
+        "stop_after".into()
+    }
+    fn on_step_end(
+        &mut self,
+        ctx: &mut lopper_train::Ctx<'_>,
+    ) -> lopper_train::Result<lopper_train::Control> {
+        Ok(if Some(ctx.step) == self.0 {
+            lopper_train::Control::Stop
+        } else {
+            lopper_train::Control::Continue
+        })
+    }
+}
+
+/// A GPT whose layers change kind mid-run through lopper-train's compression stages: gradual
+/// magnitude pruning (Masked, then Csr) on the MLP input layers, RigL on the QKV layers, 2:4 at
+/// step 3 on the attention projections, low rank at step 5 on the MLP output layers.
+fn staged(stop: Option<u64>) -> Trainer {
+    use lopper_train::compress::*;
+    let scope = |re: &str| LayerScope {
+        include: Some(re.into()),
+        exclude: None,
+    };
+    let mut t = Trainer::new(
+        Box::new(gpt(false)),
+        Box::new(AdamW::default().with_par_threshold(64)),
+        Box::new(WarmupCosine::new(3e-3, 1, 8, 3e-4).unwrap()),
+        Box::new(Tokens {
+            vocab: 32,
+            b: 2,
+            t: 8,
+            seed: 5,
+        }),
+        TrainConfig {
+            steps: 8,
+            eval_every: 2,
+            log_every: 1,
+            grad_clip: Some(1.0),
+            // an interrupted first half has no extra evaluation at its end
+            eval_at_end: stop.is_none(),
+            ..Default::default()
+        },
+    );
+    t.set_energy_meter(Box::new(EstimateMeter::flops(1e-10).unwrap()));
+    t.add_callback(Box::new(
+        GradualMagnitude::new(GradualMagnitudeConfig {
+            target: 0.8,
+            start: 1,
+            end: 6,
+            every: 1,
+            scope: scope("mlp\\.fc"),
+            switch_to_csr_at: 0.5,
+            ..Default::default()
+        })
+        .unwrap(),
+    ));
+    t.add_callback(Box::new(
+        Rigl::new(RiglConfig {
+            sparsity: 0.6,
+            layout: Layout::Uniform,
+            delta_t: 2,
+            end: RiglEnd::Fraction(0.9),
+            scope: scope("attn\\.qkv"),
+            ..Default::default()
+        })
+        .unwrap(),
+    ));
+    t.add_callback(Box::new(ToSparse24::new(3, scope("attn\\.proj"))));
+    t.add_callback(Box::new(
+        ToLowRank::new(5, LowRankRule::Rank(4), scope("mlp\\.proj")).unwrap(),
+    ));
+    t.add_callback(Box::new(StopAfter(stop)));
+    t
+}
+
+#[test]
+fn compression_stages_resume_bit_for_bit() {
+    let mut straight = staged(None);
+    straight.run().unwrap();
+    let kinds: Vec<&str> = straight
+        .model()
+        .linears()
+        .iter()
+        .map(|l| l.weight().kind_name())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "csr", "sparse24", "csr", "lowrank", "csr", "sparse24", "csr", "lowrank"
+        ],
+        "every stage ran"
+    );
+    for split in [3, 4, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = staged(Some(split - 1));
+        let s = first.run().unwrap();
+        assert_eq!(s.steps, split);
+        first.save_checkpoint(dir.path()).unwrap();
+        drop(first);
+        let mut resumed = staged(None);
+        resumed.resume_from(dir.path()).unwrap();
+        resumed.run().unwrap();
+        assert_same(&mut straight, &mut resumed);
+    }
 }
