@@ -1,18 +1,44 @@
 //! Interleaved A/B timing of training steps (forward + backward, no optimizer) of the tiny GPT
 //! (4 layers, 4 heads, width 256, context 128, batch 8):
 //! `cargo run --release -p lopper-nn --example gpt_steps -- [rounds] [config...]`
-//! where a config is `KIND:THREADS`, KIND `dense` or `csr80`, THREADS `row` (products split by rows
-//! on rayon, the default), `faer` (faer's own parallel GEMM) or `seq` (everything on one thread).
+//! where a config is `KIND:THREADS[:rm]`, KIND `dense` or `csr80`, THREADS `row` (products split by
+//! rows on rayon, the default), `faer` (faer's own parallel GEMM) or `seq` (everything on one
+//! thread); `rm` keeps sparse MLPs row-major (`Gpt::set_feature_major(false)`).
 //! Each round runs one step of every config in turn; prints the median and best tokens/s of each.
 use lopper_nn::{GemmThreads, Gpt, GptConfig, WeightKind};
 use lopper_tensor::Par;
+
+/// Counts heap allocations (bytes and calls) to check that a step allocates nothing.
+struct Counting;
+static ALLOCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+// SAFETY: forwards to the system allocator unchanged, only counting.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BYTES.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const B: usize = 8;
 const T: usize = 128;
 
 fn model(cfg: &str) -> Result<Gpt, Box<dyn std::error::Error>> {
-    let (kind, threads) = cfg.split_once(':').unwrap_or((cfg, "row"));
+    let mut parts = cfg.split(':');
+    let kind = parts.next().unwrap_or("dense");
+    let threads = parts.next().unwrap_or("row");
     let mut g = Gpt::new(GptConfig::default())?;
+    if parts.next() == Some("rm") {
+        g.set_feature_major(false);
+    }
     match threads {
         "seq" => {
             g.set_par(Par::Seq);
@@ -56,26 +82,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| ((i * 104_729 + 5) % 256) as u32)
         .collect();
     let mut times = vec![Vec::new(); cfgs.len()];
+    let mut allocs = vec![(0usize, 0usize); cfgs.len()];
     for r in 0..rounds + 1 {
-        for (g, ts) in models.iter_mut().zip(&mut times) {
+        for ((g, ts), al) in models.iter_mut().zip(&mut times).zip(&mut allocs) {
+            let (a0, b0) = (
+                ALLOCS.load(std::sync::atomic::Ordering::Relaxed),
+                BYTES.load(std::sync::atomic::Ordering::Relaxed),
+            );
             let t0 = std::time::Instant::now();
             g.zero_grad();
             g.forward(&tokens, &targets, B, T)?;
             g.backward()?;
             if r > 0 {
                 ts.push(t0.elapsed().as_secs_f64()); // round 0 allocates and warms up
+                al.0 += ALLOCS.load(std::sync::atomic::Ordering::Relaxed) - a0;
+                al.1 += BYTES.load(std::sync::atomic::Ordering::Relaxed) - b0;
             }
         }
     }
-    for (c, ts) in cfgs.iter().zip(&mut times) {
+    for ((c, ts), al) in cfgs.iter().zip(&mut times).zip(&allocs) {
         ts.sort_by(f64::total_cmp);
         let (med, best) = (ts[ts.len() / 2], ts[0]);
         let tok = (B * T) as f64;
         println!(
-            "{c:>12}: median {:.0} tokens/s ({:.1} ms), best {:.0} tokens/s",
+            "{c:>12}: median {:.0} tokens/s ({:.1} ms), best {:.0} tokens/s; {:.1} allocations ({:.0} bytes) per step",
             tok / med,
             med * 1e3,
-            tok / best
+            tok / best,
+            al.0 as f64 / rounds as f64,
+            al.1 as f64 / rounds as f64
         );
     }
     Ok(())

@@ -15,8 +15,13 @@ use crate::kernels::{GemmThreads, gemm_nx, transpose};
 use crate::layernorm::LayerNorm;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward};
 use crate::util::{add_into, ensure};
-use crate::{Linear, ParamMut, Result};
+use crate::{Linear, ParamMut, Result, Weight};
 use lopper_tensor::{MatRef, Par, Transpose};
+
+/// Csr or 2:4 weights: the kinds whose products work feature-major.
+fn sparse(l: &Linear) -> bool {
+    matches!(l.weight(), Weight::Csr { .. } | Weight::Sparse24 { .. })
+}
 
 /// GPT hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +78,9 @@ struct BlockActs {
     ln2_rstd: Vec<f32>,
     fch: Vec<f32>,
     gelu: Vec<f32>,
+    /// The MLP ran feature-major (fch and gelu hold (4C, N), ln2t holds ln2^T (C, N)).
+    fm: bool,
+    ln2t: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -98,6 +106,7 @@ struct Acts {
     d4c2: Vec<f32>,
     dlogits: Vec<f32>,
     dlogits_t: Vec<f32>,
+    dct: Vec<f32>,
 }
 
 /// A GPT with explicit forward and backward. `forward(tokens, targets)` returns the mean loss and
@@ -112,6 +121,7 @@ pub struct Gpt {
     par: Par,
     loop_par: Par,
     threads: GemmThreads,
+    feature_major: bool,
     a: Acts,
     ready: bool,
 }
@@ -154,6 +164,7 @@ impl Gpt {
             par: Par::rayon(),
             loop_par: Par::rayon(),
             threads: GemmThreads::default(),
+            feature_major: true,
             a: Acts::default(),
             ready: false,
         })
@@ -179,6 +190,13 @@ impl Gpt {
         for l in self.linears_mut() {
             l.set_gemm_threads(how);
         }
+    }
+
+    /// Whether a block whose two MLP layers are both sparse (Csr or 2:4) runs its MLP
+    /// feature-major (`fc`, GELU and `mlp.proj` on (features, N) activations: two (N, C) transposes
+    /// each way instead of one per sparse product and operand). Default: true.
+    pub fn set_feature_major(&mut self, on: bool) {
+        self.feature_major = on;
     }
 
     /// Sets the parallelism of the loops around the products (attention's (batch, head) pairs,
@@ -399,9 +417,20 @@ impl Gpt {
             add_into(&mut ba.res2, res); // res2 = res + proj(atty)
             blk.ln2
                 .forward(&ba.res2, n, &mut ba.ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
-            blk.fc.forward(&ba.ln2, n, &mut ba.fch)?; // fch (N, 4C)
-            gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
-            blk.fc_proj.forward(&ba.gelu, n, out)?;
+            ba.fm = self.feature_major && sparse(&blk.fc) && sparse(&blk.fc_proj);
+            if ba.fm {
+                ensure(&mut ba.ln2t, n * c);
+                ensure(&mut a.dct, n * c);
+                transpose(&ba.ln2, n, c, &mut ba.ln2t, self.par); // ln2^T (C, N)
+                blk.fc.forward_t(&ba.ln2t, n, &mut ba.fch)?; // fch^T (4C, N)
+                gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
+                blk.fc_proj.forward_t(&ba.gelu, n, &mut a.dct)?; // (C, N)
+                transpose(&a.dct, c, n, out, self.par);
+            } else {
+                blk.fc.forward(&ba.ln2, n, &mut ba.fch)?; // fch (N, 4C)
+                gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
+                blk.fc_proj.forward(&ba.gelu, n, out)?;
+            }
             add_into(out, &ba.res2); // res' = res2 + fc_proj(gelu)
         }
         let last = &a.res[self.cfg.layers];
@@ -484,9 +513,17 @@ impl Gpt {
         for (l, blk) in self.blocks.iter_mut().enumerate().rev() {
             let ba = &mut a.blocks[l];
             // res' = res2 + fc_proj(gelu): d res2 = dres (kept in dres), d gelu below
-            blk.fc_proj.backward(&ba.gelu, &a.dres, n, &mut a.d4c)?;
-            gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
-            blk.fc.backward(&ba.ln2, &a.d4c2, n, &mut a.dc)?;
+            if ba.fm {
+                transpose(&a.dres, n, c, &mut a.dct, self.par); // dres^T (C, N)
+                blk.fc_proj.backward_t(&ba.gelu, &a.dct, n, &mut a.d4c)?; // (4C, N)
+                gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                blk.fc.backward_t(&ba.ln2t, &a.d4c2, n, &mut a.dct)?; // dln2^T (C, N)
+                transpose(&a.dct, c, n, &mut a.dc, self.par);
+            } else {
+                blk.fc_proj.backward(&ba.gelu, &a.dres, n, &mut a.d4c)?;
+                gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                blk.fc.backward(&ba.ln2, &a.d4c2, n, &mut a.dc)?;
+            }
             blk.ln2
                 .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;
             add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward

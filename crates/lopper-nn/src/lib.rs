@@ -25,6 +25,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod loss;
 pub mod mlp;
+mod panels;
 mod util;
 mod weight;
 

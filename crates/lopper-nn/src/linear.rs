@@ -7,12 +7,15 @@
 use crate::error::{check_len, shape};
 use crate::flops::{Flops, StepFlops};
 use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, transpose};
+use crate::panels::{self, Fwd};
 use crate::util::{ensure, randn};
 use crate::weight::LoraBase;
 use crate::{ParamMut, Result, Weight, WeightKind};
 use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{sddmm, spmm, spmm_24};
+use lopper_sparse::spmm;
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+
+mod feature_major;
 
 const N: Transpose = Transpose::No;
 const T: Transpose = Transpose::Yes;
@@ -22,9 +25,10 @@ const T: Transpose = Transpose::Yes;
 struct Scratch {
     xt: Vec<f32>,
     yt: Vec<f32>,
-    g: Vec<f32>,
     h: Vec<f32>,
     dh: Vec<f32>,
+    /// Per-thread panel buffers of the sparse kinds.
+    parts: Vec<crate::panels::PartBufs>,
 }
 
 /// A fully connected layer whose weight can be any [`Weight`] kind.
@@ -42,6 +46,8 @@ pub struct Linear {
     /// While `Some`: the full dense dL/dW (M, K), accumulated by every backward (see
     /// [`Linear::request_dense_grad`]).
     dense_grad: Option<Vec<f32>>,
+    /// Row-major copies for the feature-major path of kinds without a native one.
+    fm: (Vec<f32>, Vec<f32>),
 }
 
 impl Linear {
@@ -65,6 +71,7 @@ impl Linear {
             threads: GemmThreads::default(),
             s: Scratch::default(),
             dense_grad: None,
+            fm: (Vec::new(), Vec::new()),
         }
     }
 
@@ -256,28 +263,10 @@ impl Linear {
                 gemm_nx(y, x, MatRef::new(w, m, k)?, T, n, k, 1.0, beta, par, how)?
             }
             Weight::Csr { w, .. } => {
-                ensure(&mut s.xt, k * n);
-                ensure(&mut s.yt, m * n);
-                transpose(x, n, k, &mut s.xt, par); // xt is (K, N)
-                spmm(
-                    w,
-                    MatRef::new(&s.xt, k, n)?,
-                    MatMut::new(&mut s.yt, m, n)?,
-                    par,
-                )?; // yt (M, N) = W xt
-                transpose(&s.yt, m, n, y, par);
+                panels::forward(Fwd::Csr(w), x, n, m, k, y, &mut s.parts, par)?; // y^T = W x^T
             }
             Weight::Sparse24 { w, .. } => {
-                ensure(&mut s.xt, k * n);
-                ensure(&mut s.yt, m * n);
-                transpose(x, n, k, &mut s.xt, par);
-                spmm_24(
-                    w,
-                    MatRef::new(&s.xt, k, n)?,
-                    MatMut::new(&mut s.yt, m, n)?,
-                    par,
-                )?;
-                transpose(&s.yt, m, n, y, par);
+                panels::forward(Fwd::S24(w), x, n, m, k, y, &mut s.parts, par)?;
             }
             Weight::LowRank { rank, u, v, .. } => {
                 let r = *rank;
@@ -385,8 +374,6 @@ impl Linear {
                 self.weight,
                 Weight::Dense { .. }
                     | Weight::Masked { .. }
-                    | Weight::Csr { .. }
-                    | Weight::Sparse24 { .. }
                     | Weight::Lora {
                         base: LoraBase::Csr(..),
                         ..
@@ -420,12 +407,12 @@ impl Linear {
             }
             Weight::Csr { w, wt, dw } => {
                 wt.refresh(w)?; // values changed since the last step; O(nnz)
-                sparse_backward(s, w, wt, dw, x, n, m, k, dx, par)?;
+                panels::backward(w, wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
                 wt.refresh(mirror)?;
-                sparse_backward(s, mirror, wt, dw, x, n, m, k, dx, par)?;
+                panels::backward(mirror, wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::LowRank { rank, u, v, du, dv } => {
                 let r = *rank;
@@ -555,30 +542,4 @@ impl Linear {
         }
         Ok(())
     }
-}
-
-/// dX and dW at the pattern for a CSR weight (see the module doc); `s.yt` holds dy^T (M, N).
-#[allow(clippy::too_many_arguments)]
-fn sparse_backward(
-    s: &mut Scratch,
-    w: &lopper_sparse::Csr,
-    wt: &lopper_sparse::CsrTranspose,
-    dw: &mut [f32],
-    x: &[f32],
-    n: usize,
-    m: usize,
-    k: usize,
-    dx: &mut [f32],
-    par: Par,
-) -> Result<()> {
-    ensure(&mut s.xt, k * n);
-    ensure(&mut s.h, k * n);
-    ensure(&mut s.g, w.nnz());
-    transpose(x, n, k, &mut s.xt, par); // x^T (K, N)
-    let dyt = MatRef::new(&s.yt, m, n)?;
-    sddmm(w, dyt, MatRef::new(&s.xt, k, n)?, &mut s.g, par)?; // dW[p=(i,j)] = dy^T[i,:] . x^T[j,:]
-    crate::util::add_into(dw, &s.g);
-    spmm_t_with(wt, dyt, MatMut::new(&mut s.h, k, n)?, par)?; // dx^T (K, N) = W^T dy^T
-    transpose(&s.h, k, n, dx, par);
-    Ok(())
 }

@@ -262,3 +262,69 @@ fn requested_dense_grad_of_a_csr_layer_equals_the_dense_layers_dw_and_accumulate
     csr.request_dense_grad(false);
     assert!(csr.dense_grad().is_none());
 }
+
+fn t(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut o = vec![0.0; a.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            o[j * rows + i] = a[i * cols + j];
+        }
+    }
+    o
+}
+
+#[test]
+fn feature_major_products_match_the_row_major_ones_for_every_kind() {
+    // n above one 128-row panel and not a multiple of it; k not a multiple of 8
+    let (n, k, m) = (150, 20, 12);
+    let mask: Vec<bool> = (0..m * k).map(|i| i % 3 != 1).collect();
+    let kinds = [
+        WeightKind::Dense,
+        WeightKind::Masked(mask.clone()),
+        WeightKind::CsrMask(mask),
+        WeightKind::Sparse24,
+        WeightKind::LowRank { rank: 3 },
+        WeightKind::Lora {
+            rank: 2,
+            alpha: 4.0,
+            sparse_base: true,
+            seed: 9,
+        },
+    ];
+    let x = randv(n * k, 1.0, 11);
+    let dy = randv(n * m, 1.0, 12);
+    for kind in &kinds {
+        let base =
+            Linear::from_dense("fm", k, m, randv(m * k, 1.0, 13), Some(randv(m, 1.0, 14))).unwrap();
+        let mut rm = base.clone();
+        rm.set_kind(kind).unwrap();
+        if let WeightKind::Lora { .. } = kind {
+            // B starts at zero: give the adapter a non-zero contribution
+            for p in lin_params_of(&mut rm) {
+                p.values.iter_mut().for_each(|v| *v += 0.1);
+            }
+        }
+        let mut fm = rm.clone();
+        let name = rm.weight().kind_name();
+        let y = out(&mut rm, &x, n);
+        let mut yt = vec![0.0; n * m];
+        fm.forward_t(&t(&x, n, k), n, &mut yt).unwrap();
+        assert!(max_rel(&t(&yt, m, n), &y) < 1e-5, "{name} forward");
+        let (mut dx, mut dxt) = (vec![0.0; n * k], vec![0.0; n * k]);
+        rm.backward(&x, &dy, n, &mut dx).unwrap();
+        fm.backward_t(&t(&x, n, k), &t(&dy, n, m), n, &mut dxt)
+            .unwrap();
+        assert!(max_rel(&t(&dxt, k, n), &dx) < 1e-5, "{name} dx");
+        let (gr, gf) = (lin_params_of(&mut rm), lin_params_of(&mut fm));
+        assert_eq!(gr.len(), gf.len());
+        for (a, b) in gr.iter().zip(&gf) {
+            assert!(max_rel(b.grad, a.grad) < 1e-4, "{name} {}", a.name);
+        }
+    }
+}
+
+fn lin_params_of(l: &mut Linear) -> Vec<lopper_nn::ParamMut<'_>> {
+    let mut v = Vec::new();
+    l.params(&mut v);
+    v
+}
