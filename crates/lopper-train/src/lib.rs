@@ -23,6 +23,7 @@ pub mod log;
 pub mod lr;
 pub mod model;
 pub mod optim;
+pub mod recipe;
 pub mod trainer;
 
 pub use callback::{Callback, CallbackState, Control, Ctx, EvalResult};

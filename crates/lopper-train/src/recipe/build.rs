@@ -1,0 +1,299 @@
+//! [`Recipe::build`]: model, data, optimizer, schedule, stages and train callbacks.
+use super::Recipe;
+use super::spec::{EndSpec, StageSpec, keys, stage_key};
+use crate::compress::{
+    GradualMagnitude, GradualMagnitudeConfig, Grow, LayerScope, Layout, LowRankRule,
+    MaskedMagnitude, Rigl, RiglConfig, RiglEnd, ToLora, ToLowRank, ToSparse24,
+};
+use crate::data::idx::FASHION_MNIST_DEBIAN_DIR;
+use crate::data::{
+    ImageSource, Images, TextData, TextSource, TextSourceConfig, digits_embedded, digits_from_file,
+    fashion_mnist, mnist,
+};
+use crate::{
+    AdamW, AdamWConfig, Callback, Checkpointing, Constant, DataSource, EarlyStopping, LrSchedule,
+    Model, Optimizer, Result, Sgd, SgdConfig, TrainConfig, Trainer, WarmupCosine, WarmupLinear,
+};
+use lopper_nn::{Gpt, GptConfig, Mlp, MlpActivation};
+
+/// Defaults of keys the schema leaves optional (docs/recipes.md lists them).
+mod defaults {
+    pub const VOCAB: usize = 256;
+    pub const TEXT_BATCH: usize = 8;
+    pub const IMAGE_BATCH: usize = 64;
+    pub const VAL_FRACTION: f64 = 0.1;
+    pub const VAL_BATCHES: usize = 8;
+    pub const DIGITS_VAL_FRACTION: f64 = 0.2;
+}
+
+impl Recipe {
+    /// Builds the run: the model (seeded by `seed`), the data, the optimizer, the schedule, one
+    /// callback per `[[stage]]` in order, then EarlyStopping and Checkpointing when `[train]`
+    /// asks for them; the trainer carries [`Recipe::hash`]. Errors that depend on files or on
+    /// the data (a missing dataset, MLP sizes that do not fit it) point at the key that names
+    /// them.
+    pub fn build(&self) -> Result<Trainer> {
+        let s = &self.spec;
+        let (model, data) = self.model_and_data()?;
+        let o = &s.optimizer;
+        let lr = o.lr.unwrap_or(0.0); // checked present at parse
+        let opt_err = |e: crate::Error| self.err(&keys(&["optimizer", "kind"]), e.to_string());
+        let optimizer: Box<dyn Optimizer> = match o.kind.as_str() {
+            "adamw" => {
+                let d = AdamWConfig::default();
+                let [beta1, beta2] = o.betas.unwrap_or([d.beta1, d.beta2]);
+                Box::new(
+                    AdamW::new(AdamWConfig {
+                        beta1,
+                        beta2,
+                        eps: o.eps.unwrap_or(d.eps),
+                        weight_decay: o.weight_decay.unwrap_or(d.weight_decay),
+                    })
+                    .map_err(opt_err)?,
+                )
+            }
+            _ => {
+                let d = SgdConfig::default();
+                Box::new(
+                    Sgd::new(SgdConfig {
+                        momentum: o.momentum.unwrap_or(d.momentum),
+                        dampening: o.dampening.unwrap_or(d.dampening),
+                        nesterov: o.nesterov.unwrap_or(d.nesterov),
+                        weight_decay: o.weight_decay.unwrap_or(d.weight_decay),
+                    })
+                    .map_err(opt_err)?,
+                )
+            }
+        };
+        let t = &s.train;
+        let steps = t.steps.unwrap_or(1);
+        let sc = &s.schedule;
+        let sched_err = |e: crate::Error| self.err(&keys(&["schedule", "kind"]), e.to_string());
+        let (warmup, min_lr) = (sc.warmup.unwrap_or(0), sc.min_lr.unwrap_or(0.0));
+        let schedule: Box<dyn LrSchedule> = match sc.kind.as_str() {
+            "cosine" => Box::new(WarmupCosine::new(lr, warmup, steps, min_lr).map_err(sched_err)?),
+            "linear" => Box::new(WarmupLinear::new(lr, warmup, steps, min_lr).map_err(sched_err)?),
+            _ => Box::new(Constant::new(lr).map_err(sched_err)?),
+        };
+        let d = TrainConfig::default();
+        let cfg = TrainConfig {
+            steps,
+            eval_every: t.eval_every.unwrap_or(d.eval_every),
+            log_every: t.log_every.unwrap_or(d.log_every),
+            grad_clip: t.grad_clip,
+            ..d
+        };
+        let mut trainer = Trainer::new(model, optimizer, schedule, data, cfg);
+        let mut names: Vec<String> = Vec::new();
+        for (i, st) in s.stage.iter().enumerate() {
+            let cb = self.stage(i, st, &mut names)?;
+            trainer.add_callback(cb);
+        }
+        if let Some(p) = t.early_stopping_patience {
+            let es =
+                EarlyStopping::new(p, t.early_stopping_min_delta.unwrap_or(0.0)).map_err(|e| {
+                    self.err(&keys(&["train", "early_stopping_patience"]), e.to_string())
+                })?;
+            trainer.add_callback(Box::new(es));
+        }
+        if let Some(every) = t.checkpoint_every {
+            let dir = t
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| format!("checkpoints/{}", s.name));
+            let ck = Checkpointing::new(dir, every, t.checkpoint_keep.unwrap_or(2))
+                .map_err(|e| self.err(&keys(&["train", "checkpoint_every"]), e.to_string()))?;
+            trainer.add_callback(Box::new(ck));
+        }
+        trainer.set_recipe_hash(Some(self.hash()));
+        Ok(trainer)
+    }
+
+    fn model_and_data(&self) -> Result<(Box<dyn Model>, Box<dyn DataSource>)> {
+        let s = &self.spec;
+        let (m, d) = (&s.model, &s.data);
+        let data_err =
+            |key: &str, e: crate::data::DataError| self.err(&keys(&["data", key]), e.to_string());
+        if m.kind == "gpt" {
+            let ctx = m.ctx.unwrap_or(1);
+            let text = match &d.path {
+                Some(p) => TextData::from_file(p).map_err(|e| data_err("path", e))?,
+                None => TextData::embedded_kjv(),
+            };
+            let src = TextSource::new(
+                text,
+                TextSourceConfig {
+                    batch: d.batch.unwrap_or(defaults::TEXT_BATCH),
+                    context: d.context.unwrap_or(ctx),
+                    seed: s.seed,
+                    val_fraction: d.val_fraction.unwrap_or(defaults::VAL_FRACTION),
+                    val_batches: d.val_batches.unwrap_or(defaults::VAL_BATCHES),
+                },
+            )
+            .map_err(|e| data_err("kind", e))?;
+            let gpt = Gpt::new(GptConfig {
+                vocab: m.vocab.unwrap_or(defaults::VOCAB),
+                ctx,
+                layers: m.layers.unwrap_or(1),
+                heads: m.heads.unwrap_or(1),
+                width: m.width.unwrap_or(1),
+                tie_weights: m.tie_weights.unwrap_or(true),
+                seed: s.seed,
+            })
+            .map_err(|e| self.err(&keys(&["model", "kind"]), e.to_string()))?;
+            return Ok((Box::new(gpt), Box::new(src)));
+        }
+        let batch = d.batch.unwrap_or(defaults::IMAGE_BATCH);
+        let src = match d.kind.as_str() {
+            "digits" => {
+                let imgs: Images = match &d.path {
+                    Some(p) => digits_from_file(p).map_err(|e| data_err("path", e))?,
+                    None => digits_embedded().map_err(|e| data_err("kind", e))?,
+                };
+                let f = d.val_fraction.unwrap_or(defaults::DIGITS_VAL_FRACTION);
+                ImageSource::split_from(&imgs, f, batch, s.seed).map_err(|e| data_err("kind", e))?
+            }
+            kind => {
+                let dir = d
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| FASHION_MNIST_DEBIAN_DIR.to_string());
+                let key = if d.dir.is_some() { "dir" } else { "kind" };
+                let pair = if kind == "fashion-mnist" {
+                    fashion_mnist(&dir)
+                } else {
+                    mnist(&dir)
+                }
+                .map_err(|e| data_err(key, e))?;
+                ImageSource::new(pair.train, pair.test, batch, s.seed)
+                    .map_err(|e| data_err("batch", e))?
+            }
+        };
+        let sizes = m.sizes.clone().unwrap_or_default();
+        let (dim, classes) = (src.train().dim, src.train().classes);
+        if sizes.first() != Some(&dim) || sizes.last() != Some(&classes) {
+            return Err(self.err(
+                &keys(&["model", "sizes"]),
+                format!("{sizes:?} does not fit the data: input {dim} features, {classes} classes"),
+            ));
+        }
+        let act = match m.activation.as_deref() {
+            Some("gelu") => MlpActivation::Gelu,
+            _ => MlpActivation::Relu,
+        };
+        let mlp = Mlp::new(&sizes, act, s.seed)
+            .map_err(|e| self.err(&keys(&["model", "sizes"]), e.to_string()))?;
+        Ok((Box::new(mlp), Box::new(src)))
+    }
+
+    /// The callback of stage `i` (named after its kind, or `name`; `{kind}.{i}` when the kind's
+    /// name is taken).
+    fn stage(
+        &self,
+        i: usize,
+        st: &StageSpec,
+        names: &mut Vec<String>,
+    ) -> Result<Box<dyn Callback>> {
+        let scope = LayerScope {
+            include: st.include.clone(),
+            exclude: st.exclude.clone(),
+        };
+        let name = match &st.name {
+            Some(n) if names.contains(n) => {
+                return Err(self.err(
+                    &stage_key(i, "name"),
+                    format!("{n:?} names another stage too"),
+                ));
+            }
+            Some(n) => n.clone(),
+            None if names.contains(&st.kind) => format!("{}.{i}", st.kind),
+            None => st.kind.clone(),
+        };
+        names.push(name.clone());
+        let here = |e: crate::Error| self.err(&stage_key(i, "kind"), e.to_string());
+        let seed = st.seed.unwrap_or(self.spec.seed);
+        let cb: Box<dyn Callback> = match st.kind.as_str() {
+            "gradual_magnitude" => {
+                let d = GradualMagnitudeConfig::default();
+                let end = match st.end {
+                    Some(EndSpec::Step(e)) => e,
+                    _ => 0,
+                };
+                Box::new(
+                    GradualMagnitude::new(GradualMagnitudeConfig {
+                        target: st.sparsity.unwrap_or(d.target),
+                        start: st.start.unwrap_or(0),
+                        end,
+                        every: st.every.unwrap_or(d.every),
+                        initial: st.initial.unwrap_or(d.initial),
+                        exponent: st.exponent.unwrap_or(d.exponent),
+                        scope,
+                        switch_to_csr_at: st.switch_to_csr_at.unwrap_or(d.switch_to_csr_at),
+                    })
+                    .map_err(here)?
+                    .with_name(name),
+                )
+            }
+            "masked_magnitude" => Box::new(
+                MaskedMagnitude::new(st.sparsity.unwrap_or(0.0), st.at.unwrap_or(0), scope)
+                    .map_err(here)?
+                    .with_name(name),
+            ),
+            "sparse24" => Box::new(ToSparse24::new(st.at.unwrap_or(0), scope).with_name(name)),
+            "lowrank" => {
+                let rule = match (st.rank, st.energy) {
+                    (Some(r), _) => LowRankRule::Rank(r),
+                    (None, e) => LowRankRule::Energy(e.unwrap_or(1.0)),
+                };
+                Box::new(
+                    ToLowRank::new(st.at.unwrap_or(0), rule, scope)
+                        .map_err(here)?
+                        .with_name(name),
+                )
+            }
+            "lora" => {
+                let rank = st.rank.unwrap_or(1);
+                Box::new(
+                    ToLora::new(
+                        st.at.unwrap_or(0),
+                        rank,
+                        st.alpha.unwrap_or(rank as f32),
+                        st.sparse_base.unwrap_or(false),
+                        seed,
+                        scope,
+                    )
+                    .map_err(here)?
+                    .with_name(name),
+                )
+            }
+            _ => {
+                let d = RiglConfig::default();
+                Box::new(
+                    Rigl::new(RiglConfig {
+                        sparsity: st.sparsity.unwrap_or(d.sparsity),
+                        layout: match st.layout.as_deref() {
+                            Some("uniform") => Layout::Uniform,
+                            _ => Layout::Erk,
+                        },
+                        delta_t: st.delta_t.unwrap_or(d.delta_t),
+                        drop_fraction: st.drop_fraction.unwrap_or(d.drop_fraction),
+                        end: match st.end {
+                            Some(EndSpec::Step(e)) => RiglEnd::Step(e),
+                            Some(EndSpec::Fraction(f)) => RiglEnd::Fraction(f),
+                            None => d.end,
+                        },
+                        grow: match st.grow.as_deref() {
+                            Some("set") => Grow::Random,
+                            _ => Grow::Gradient,
+                        },
+                        seed,
+                        scope,
+                    })
+                    .map_err(here)?
+                    .with_name(name),
+                )
+            }
+        };
+        Ok(cb)
+    }
+}

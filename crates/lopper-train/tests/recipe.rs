@@ -1,0 +1,328 @@
+//! Recipes: every file in recipes/ parses (and builds where its data is here); every kind of
+//! error names the file, the key and its line.
+use lopper_train::Error;
+use lopper_train::recipe::Recipe;
+use std::path::PathBuf;
+
+fn recipes_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes")
+}
+
+const BASE: &str = r#"name = "t"
+seed = 1
+
+[model]
+kind = "gpt"
+ctx = 16
+layers = 1
+heads = 2
+width = 32
+
+[data]
+kind = "text"
+batch = 2
+context = 16
+val_batches = 1
+
+[optimizer]
+kind = "adamw"
+lr = 1e-3
+
+[train]
+steps = 6
+eval_every = 3
+log_every = 1
+"#;
+
+/// (line, key, detail) of a recipe error; panics on any other outcome.
+fn recipe_err(text: &str) -> (usize, String, String) {
+    match Recipe::from_str(text, "t.toml") {
+        Err(Error::Recipe {
+            path,
+            line,
+            key,
+            detail,
+        }) => {
+            assert_eq!(path, "t.toml");
+            (line, key, detail)
+        }
+        Err(e) => panic!("not a recipe error: {e}"),
+        Ok(_) => panic!("parsed:\n{text}"),
+    }
+}
+
+/// The 1-based line of the first line of `text` that starts with `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+        + 1
+}
+
+#[test]
+fn every_recipe_in_the_folder_parses() {
+    let mut n = 0;
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(recipes_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let r = Recipe::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
+        names.push(r.name().to_string());
+        n += 1;
+    }
+    names.sort();
+    for want in [
+        "dense",
+        "digits",
+        "fashion-mnist",
+        "gradual80",
+        "lowrank",
+        "masked80",
+        "rigl90",
+        "sparse24",
+    ] {
+        assert!(names.iter().any(|x| x == want), "{want} missing: {names:?}");
+    }
+    assert!(n >= 8);
+}
+
+#[test]
+fn demo_recipes_share_one_model_and_data() {
+    let demo = [
+        "dense",
+        "masked80",
+        "gradual80",
+        "sparse24",
+        "lowrank",
+        "rigl90",
+    ];
+    let specs: Vec<_> = demo
+        .iter()
+        .map(|n| {
+            Recipe::from_file(recipes_dir().join(format!("{n}.toml")))
+                .unwrap()
+                .spec
+        })
+        .collect();
+    for s in &specs[1..] {
+        assert_eq!(s.model, specs[0].model, "{}", s.name);
+        assert_eq!(s.data, specs[0].data, "{}", s.name);
+        assert_eq!(s.optimizer, specs[0].optimizer, "{}", s.name);
+        assert_eq!(s.schedule, specs[0].schedule, "{}", s.name);
+        assert_eq!(s.train, specs[0].train, "{}", s.name);
+        assert_eq!(s.seed, specs[0].seed, "{}", s.name);
+    }
+}
+
+#[test]
+fn bad_toml_syntax_points_at_its_line() {
+    let text = BASE.replace("lr = 1e-3", "lr = = 1e-3");
+    let (line, _, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "lr = ="), "{detail}");
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let text = BASE.replace("log_every = 1", "log_every = 1\nwarmup_steps = 3");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "warmup_steps"));
+    assert_eq!(key, "train.warmup_steps", "{detail}");
+    assert!(detail.contains("unknown field"), "{detail}");
+    // inside a stage
+    let text = format!("{BASE}\n[[stage]]\nkind = \"rigl\"\nsparsity = 0.9\nsparsty = 0.8\n");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "sparsty"));
+    assert_eq!(key, "stage[0].sparsty", "{detail}");
+    // a key of another stage kind
+    let text = format!("{BASE}\n[[stage]]\nkind = \"rigl\"\nsparsity = 0.9\nrank = 4\n");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "rank"), "stage[0].rank")
+    );
+    assert!(
+        detail.contains("does not apply to stage kind \"rigl\""),
+        "{detail}"
+    );
+    // top level
+    let text = format!("colour = 3\n{BASE}");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!((line, key.as_str()), (1, "colour"));
+}
+
+#[test]
+fn wrong_types_point_at_the_value() {
+    let text = BASE.replace("steps = 6", "steps = \"six\"");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "steps ="));
+    assert_eq!(key, "train.steps", "{detail}");
+    assert!(detail.contains("invalid type"), "{detail}");
+    let text = format!("{BASE}\n[[stage]]\nkind = \"sparse24\"\nat = 1.5\n");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "at = 1.5"), "stage[0].at")
+    );
+}
+
+#[test]
+fn out_of_range_values_name_key_and_line() {
+    let text = format!(
+        "{BASE}\n[[stage]]\nkind = \"sparse24\"\nat = 2\n\n[[stage]]\nkind = \"gradual_magnitude\"\nsparsity = 1.5\nend = 4\n"
+    );
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "sparsity = 1.5"));
+    assert_eq!(key, "stage[1].sparsity");
+    assert!(detail.contains("1.5 is outside [0, 1)"), "{detail}");
+    let text = format!(
+        "{BASE}\n[[stage]]\nkind = \"gradual_magnitude\"\nsparsity = 0.5\nstart = 4\nend = 2\n"
+    );
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "end = 2"), "stage[0].end")
+    );
+    assert!(detail.contains("end 2 is before start 4"), "{detail}");
+    // a step past the run
+    let text = format!("{BASE}\n[[stage]]\nkind = \"masked_magnitude\"\nsparsity = 0.5\nat = 6\n");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "at = 6"), "stage[0].at")
+    );
+    let text = BASE.replace("lr = 1e-3", "lr = -1.0");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "lr = -1"), "optimizer.lr")
+    );
+    let text = BASE.replace("width = 32", "width = 33");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "width"), "model.width")
+    );
+}
+
+#[test]
+fn unknown_kinds_and_missing_keys() {
+    let text = format!("{BASE}\n[[stage]]\nkind = \"prune_everything\"\n");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "kind = \"prune_everything\""));
+    assert_eq!(key, "stage[0].kind");
+    assert!(
+        detail.contains("unknown stage kind") && detail.contains("rigl"),
+        "{detail}"
+    );
+    let text = BASE.replace("kind = \"adamw\"", "kind = \"adam\"");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "kind = \"adam\""), "optimizer.kind")
+    );
+    // missing steps: the [train] table's line
+    let text = BASE.replace("steps = 6\n", "");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "[train]"), "train.steps")
+    );
+    // missing required stage key: the stage's line
+    let text = format!("{BASE}\n[[stage]]\nkind = \"lowrank\"\nat = 2\n");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(key, "stage[0].rank", "{detail}");
+    assert_eq!(line, line_of(&text, "[[stage]]"));
+    // model and data that do not go together
+    let text = BASE.replace("kind = \"text\"", "kind = \"digits\"");
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "kind = \"digits\""), "data.kind")
+    );
+}
+
+#[test]
+fn errors_display_file_line_and_key() {
+    let text = BASE.replace("steps = 6", "steps = 0");
+    let e = Recipe::from_str(&text, "recipes/x.toml").err().unwrap();
+    let line = line_of(&text, "steps = 0");
+    assert_eq!(
+        e.to_string(),
+        format!("recipes/x.toml:{line}: train.steps: must be at least 1")
+    );
+    let e = Recipe::from_file("/nonexistent/r.toml").err().unwrap();
+    assert!(e.to_string().starts_with("/nonexistent/r.toml:"), "{e}");
+}
+
+#[test]
+fn hash_ignores_layout_and_comments_not_values() {
+    let a = Recipe::from_str(BASE, "a").unwrap();
+    let b = Recipe::from_str(
+        &format!(
+            "# a comment\n{}",
+            BASE.replace("lr = 1e-3", "lr   =   0.001  # same")
+        ),
+        "b",
+    )
+    .unwrap();
+    assert_eq!(a.hash(), b.hash());
+    assert_eq!(a.hash().len(), 16);
+    let c = Recipe::from_str(&BASE.replace("lr = 1e-3", "lr = 2e-3"), "c").unwrap();
+    assert_ne!(a.hash(), c.hash());
+}
+
+#[test]
+fn a_small_recipe_builds_and_trains() {
+    let text = format!(
+        "{}\n[schedule]\nkind = \"cosine\"\nwarmup = 1\n\n[[stage]]\nkind = \"gradual_magnitude\"\nsparsity = 0.75\nstart = 1\nend = 4\nevery = 1\n\n[[stage]]\nkind = \"rigl\"\ninclude = \"mlp\"\nsparsity = 0.5\ndelta_t = 2\nend = 5\n",
+        BASE.replace("[train]", "[train]\nearly_stopping_patience = 5")
+    );
+    // two stages on the same layers would fight: gradual takes attn, rigl the MLP
+    let text = text.replace(
+        "kind = \"gradual_magnitude\"\n",
+        "kind = \"gradual_magnitude\"\ninclude = \"attn\"\n",
+    );
+    let r = Recipe::from_str(&text, "small").unwrap();
+    let mut t = r.build().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        t.callback_names(),
+        vec!["gradual_magnitude", "rigl", "early_stopping"]
+    );
+    assert_eq!(t.recipe_hash(), Some(r.hash().as_str()));
+    let summary = t.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.steps, 6);
+    assert!(summary.flops_executed < summary.flops_dense_equivalent);
+    let events: Vec<&str> = t.log().events.iter().map(|e| e.message.as_str()).collect();
+    assert!(events.iter().any(|m| m.contains("-> csr at")), "{events:?}");
+    assert!(events.iter().any(|m| m.contains("moved")), "{events:?}");
+}
+
+#[test]
+fn demo_recipes_build() {
+    for n in [
+        "dense",
+        "masked80",
+        "gradual80",
+        "sparse24",
+        "lowrank",
+        "rigl90",
+        "digits",
+    ] {
+        let r = Recipe::from_file(recipes_dir().join(format!("{n}.toml"))).unwrap();
+        r.build().unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    // Fashion-MNIST builds where Debian's dataset is installed; elsewhere the error names the
+    // data.dir key and its line
+    let p = recipes_dir().join("fashion-mnist.toml");
+    let r = Recipe::from_file(&p).unwrap();
+    match r.build() {
+        Ok(_) => {}
+        Err(Error::Recipe { key, line, .. }) => {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert_eq!((key.as_str(), line), ("data.dir", line_of(&text, "dir =")));
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
