@@ -1,9 +1,10 @@
 //! Interleaved A/B timing of training steps (forward + backward, no optimizer) of the tiny GPT
 //! (4 layers, 4 heads, width 256, context 128, batch 8):
 //! `cargo run --release -p lopper-nn --example gpt_steps -- [rounds] [config...]`
-//! where a config is `KIND:THREADS[:rm]`, KIND `dense` or `csr80`, THREADS `row` (products split by
+//! where a config is `KIND:THREADS[:rm][:bf16]`, KIND `dense` or `csr80`, THREADS `row` (products split by
 //! rows on rayon, the default), `faer` (faer's own parallel GEMM) or `seq` (everything on one
-//! thread); `rm` keeps sparse MLPs row-major (`Gpt::set_feature_major(false)`).
+//! thread); `rm` keeps sparse MLPs row-major (`Gpt::set_feature_major(false)`), `bf16` stores
+//! weights and saved activations as bf16 (`Gpt::set_precision`).
 //! Each round runs one step of every config in turn; prints the median and best tokens/s of each.
 use lopper_nn::{GemmThreads, Gpt, GptConfig, WeightKind};
 use lopper_tensor::Par;
@@ -36,8 +37,12 @@ fn model(cfg: &str) -> Result<Gpt, Box<dyn std::error::Error>> {
     let kind = parts.next().unwrap_or("dense");
     let threads = parts.next().unwrap_or("row");
     let mut g = Gpt::new(GptConfig::default())?;
-    if parts.next() == Some("rm") {
-        g.set_feature_major(false);
+    for flag in parts {
+        match flag {
+            "rm" => g.set_feature_major(false),
+            "bf16" => g.set_precision(lopper_nn::Precision::Bf16),
+            other => return Err(format!("unknown flag {other:?} (rm, bf16)").into()),
+        }
     }
     match threads {
         "seq" => {
@@ -100,17 +105,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    for ((c, ts), al) in cfgs.iter().zip(&mut times).zip(&allocs) {
+    for (((c, ts), al), g) in cfgs.iter().zip(&mut times).zip(&allocs).zip(&models) {
         ts.sort_by(f64::total_cmp);
         let (med, best) = (ts[ts.len() / 2], ts[0]);
         let tok = (B * T) as f64;
         println!(
-            "{c:>12}: median {:.0} tokens/s ({:.1} ms), best {:.0} tokens/s; {:.1} allocations ({:.0} bytes) per step",
+            "{c:>14}: median {:.0} tokens/s ({:.1} ms), best {:.0} tokens/s; {:.1} allocations ({:.0} bytes) per step; saved activations {:.1} MiB",
             tok / med,
             med * 1e3,
             tok / best,
             al.0 as f64 / rounds as f64,
-            al.1 as f64 / rounds as f64
+            al.1 as f64 / rounds as f64,
+            g.saved_activation_bytes() as f64 / (1 << 20) as f64
         );
     }
     Ok(())

@@ -57,6 +57,13 @@ pub struct AttnCache {
     datt: Vec<f32>,
 }
 
+impl AttnCache {
+    /// Bytes held (probabilities, the qkv copy of [`attention_forward`], backward scratch).
+    pub fn bytes(&self) -> usize {
+        4 * (self.qkv.len() + self.att.len() + self.datt.len())
+    }
+}
+
 /// Runs `f(i, chunk_a, chunk_b)` over matching chunks, in parallel (rayon) or in order.
 fn for_chunks2<F>(par: Par, a: &mut [f32], ca: usize, b: &mut [f32], cb: usize, f: F) -> Result<()>
 where

@@ -14,8 +14,10 @@ use crate::flops::{Flops, StepFlops};
 use crate::kernels::{GemmThreads, gemm_nx, transpose};
 use crate::layernorm::LayerNorm;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward};
+use crate::precision::{Precision, round_into, widen_into};
 use crate::util::{add_into, ensure};
 use crate::{Linear, ParamMut, Result, Weight};
+use lopper_tensor::bf16;
 use lopper_tensor::{MatRef, Par, Transpose};
 
 /// Csr or 2:4 weights: the kinds whose products work feature-major.
@@ -81,6 +83,21 @@ struct BlockActs {
     /// The MLP ran feature-major (fch and gelu hold (4C, N), ln2t holds ln2^T (C, N)).
     fm: bool,
     ln2t: Vec<f32>,
+    /// bf16 mode: qkv and fch saved as bf16 (ln1, atty, ln2 and gelu are saved by the Linear
+    /// layers that read them; the f32 buffers above stay empty).
+    qkv_b: Vec<bf16>,
+    fch_b: Vec<bf16>,
+}
+
+/// bf16 mode: the f32 activations of the block being computed, shared by all blocks.
+#[derive(Default)]
+struct Transient {
+    ln1: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    ln2: Vec<f32>,
+    fch: Vec<f32>,
+    gelu: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -107,6 +124,7 @@ struct Acts {
     dlogits: Vec<f32>,
     dlogits_t: Vec<f32>,
     dct: Vec<f32>,
+    tr: Transient,
 }
 
 /// A GPT with explicit forward and backward. `forward(tokens, targets)` returns the mean loss and
@@ -122,6 +140,7 @@ pub struct Gpt {
     loop_par: Par,
     threads: GemmThreads,
     feature_major: bool,
+    precision: Precision,
     a: Acts,
     ready: bool,
 }
@@ -165,6 +184,7 @@ impl Gpt {
             loop_par: Par::rayon(),
             threads: GemmThreads::default(),
             feature_major: true,
+            precision: Precision::F32,
             a: Acts::default(),
             ready: false,
         })
@@ -190,6 +210,48 @@ impl Gpt {
         for l in self.linears_mut() {
             l.set_gemm_threads(how);
         }
+    }
+
+    /// Sets the storage precision of every Linear and of the activations saved for the backward
+    /// (see [`Precision`]): with `Bf16` the blocks' saved activations are bf16 (the Linear layers
+    /// keep their bf16 inputs; qkv and the MLP's pre-activation are kept as bf16 here), the
+    /// residual stream, LayerNorm statistics, attention probabilities, embeddings and the LM head
+    /// stay f32, and MLPs run row-major. Activations are reallocated at the next forward.
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
+        for l in self.linears_mut() {
+            l.set_precision(p);
+        }
+        self.a.b = 0; // re-run alloc for the new layout
+        self.ready = false;
+    }
+
+    /// The storage precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of the activations kept from a forward for the backward (per-block buffers,
+    /// attention probabilities, the Linear layers' saved inputs, the residual stream, logits).
+    pub fn saved_activation_bytes(&self) -> usize {
+        let a = &self.a;
+        let f = |v: &Vec<f32>| v.len() * 4;
+        let mut total: usize = a.res.iter().map(f).sum::<usize>() + f(&a.lnf) + f(&a.probs);
+        for ba in &a.blocks {
+            total += [
+                &ba.ln1, &ba.qkv, &ba.atty, &ba.res2, &ba.ln2, &ba.fch, &ba.gelu, &ba.ln2t,
+            ]
+            .into_iter()
+            .map(f)
+            .sum::<usize>()
+                + 4 * (ba.ln1_mean.len()
+                    + ba.ln1_rstd.len()
+                    + ba.ln2_mean.len()
+                    + ba.ln2_rstd.len())
+                + 2 * (ba.qkv_b.len() + ba.fch_b.len())
+                + ba.attn.bytes();
+        }
+        total + self.linears().map(Linear::saved_bytes).sum::<usize>()
     }
 
     /// Whether a block whose two MLP layers are both sparse (Csr or 2:4) runs its MLP
@@ -326,18 +388,39 @@ impl Gpt {
             ensure(r, n * c);
         }
         a.blocks.resize_with(self.cfg.layers, BlockActs::default);
+        let bf = self.precision == Precision::Bf16;
+        // bf16: one set of transient f32 buffers instead of one per block
+        let per_block = if bf { 0 } else { n };
+        let tr = &mut a.tr;
+        for (buf, w) in [
+            (&mut tr.ln1, c),
+            (&mut tr.qkv, 3 * c),
+            (&mut tr.atty, c),
+            (&mut tr.ln2, c),
+            (&mut tr.fch, 4 * c),
+            (&mut tr.gelu, 4 * c),
+        ] {
+            *buf = if bf { vec![0.0; n * w] } else { Vec::new() };
+        }
         for ba in &mut a.blocks {
             for (buf, w) in [
                 (&mut ba.ln1, c),
                 (&mut ba.qkv, 3 * c),
                 (&mut ba.atty, c),
-                (&mut ba.res2, c),
                 (&mut ba.ln2, c),
                 (&mut ba.fch, 4 * c),
                 (&mut ba.gelu, 4 * c),
             ] {
-                ensure(buf, n * w);
+                if per_block == 0 {
+                    *buf = Vec::new(); // free the f32 copies
+                } else {
+                    ensure(buf, per_block * w);
+                }
             }
+            ensure(&mut ba.res2, n * c);
+            ba.ln2t = Vec::new();
+            ba.qkv_b = Vec::new();
+            ba.fch_b = Vec::new();
             for buf in [
                 &mut ba.ln1_mean,
                 &mut ba.ln1_rstd,
@@ -405,31 +488,59 @@ impl Gpt {
             heads: self.cfg.heads,
             par: self.loop_par,
         };
+        let bf = self.precision == Precision::Bf16;
         for (l, blk) in self.blocks.iter_mut().enumerate() {
             let (before, after) = a.res.split_at_mut(l + 1);
             let (res, out) = (&before[l], &mut after[0]);
             let ba = &mut a.blocks[l];
+            let tr = &mut a.tr;
+            let (ln1, qkv, atty, ln2, fch, gelu) = if bf {
+                let t = tr;
+                (
+                    &mut t.ln1,
+                    &mut t.qkv,
+                    &mut t.atty,
+                    &mut t.ln2,
+                    &mut t.fch,
+                    &mut t.gelu,
+                )
+            } else {
+                (
+                    &mut ba.ln1,
+                    &mut ba.qkv,
+                    &mut ba.atty,
+                    &mut ba.ln2,
+                    &mut ba.fch,
+                    &mut ba.gelu,
+                )
+            };
             blk.ln1
-                .forward(res, n, &mut ba.ln1, &mut ba.ln1_mean, &mut ba.ln1_rstd)?;
-            blk.qkv.forward(&ba.ln1, n, &mut ba.qkv)?; // qkv (N, 3C)
-            attention_forward_qkv(&ba.qkv, sh, &mut ba.atty, &mut ba.attn)?; // atty (N, C)
-            blk.proj.forward(&ba.atty, n, &mut ba.res2)?;
+                .forward(res, n, ln1, &mut ba.ln1_mean, &mut ba.ln1_rstd)?;
+            blk.qkv.forward(ln1, n, qkv)?; // qkv (N, 3C)
+            attention_forward_qkv(qkv, sh, atty, &mut ba.attn)?; // atty (N, C)
+            if bf {
+                round_into(qkv, &mut ba.qkv_b);
+            }
+            blk.proj.forward(atty, n, &mut ba.res2)?;
             add_into(&mut ba.res2, res); // res2 = res + proj(atty)
             blk.ln2
-                .forward(&ba.res2, n, &mut ba.ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
-            ba.fm = self.feature_major && sparse(&blk.fc) && sparse(&blk.fc_proj);
+                .forward(&ba.res2, n, ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
+            ba.fm = !bf && self.feature_major && sparse(&blk.fc) && sparse(&blk.fc_proj);
             if ba.fm {
                 ensure(&mut ba.ln2t, n * c);
                 ensure(&mut a.dct, n * c);
-                transpose(&ba.ln2, n, c, &mut ba.ln2t, self.par); // ln2^T (C, N)
-                blk.fc.forward_t(&ba.ln2t, n, &mut ba.fch)?; // fch^T (4C, N)
-                gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
-                blk.fc_proj.forward_t(&ba.gelu, n, &mut a.dct)?; // (C, N)
+                transpose(ln2, n, c, &mut ba.ln2t, self.par); // ln2^T (C, N)
+                blk.fc.forward_t(&ba.ln2t, n, fch)?; // fch^T (4C, N)
+                gelu_forward_par(fch, gelu, self.loop_par)?;
+                blk.fc_proj.forward_t(gelu, n, &mut a.dct)?; // (C, N)
                 transpose(&a.dct, c, n, out, self.par);
             } else {
-                blk.fc.forward(&ba.ln2, n, &mut ba.fch)?; // fch (N, 4C)
-                gelu_forward_par(&ba.fch, &mut ba.gelu, self.loop_par)?;
-                blk.fc_proj.forward(&ba.gelu, n, out)?;
+                blk.fc.forward(ln2, n, fch)?; // fch (N, 4C)
+                gelu_forward_par(fch, gelu, self.loop_par)?;
+                if bf {
+                    round_into(fch, &mut ba.fch_b);
+                }
+                blk.fc_proj.forward(gelu, n, out)?;
             }
             add_into(out, &ba.res2); // res' = res2 + fc_proj(gelu)
         }
@@ -510,27 +621,40 @@ impl Gpt {
             n,
             &mut a.dres,
         )?; // dres (N, C)
+        let bf = self.precision == Precision::Bf16;
         for (l, blk) in self.blocks.iter_mut().enumerate().rev() {
             let ba = &mut a.blocks[l];
+            let tr = &mut a.tr;
+            if bf {
+                // the transient buffers ln1, atty, ln2 and gelu are only read for their shapes
+                // (the Linear layers use their saved bf16 inputs)
+                widen_into(&ba.qkv_b, &mut tr.qkv);
+                widen_into(&ba.fch_b, &mut tr.fch);
+            }
+            let (ln1, qkv, atty, ln2, fch, gelu) = if bf {
+                (&tr.ln1, &tr.qkv, &tr.atty, &tr.ln2, &tr.fch, &tr.gelu)
+            } else {
+                (&ba.ln1, &ba.qkv, &ba.atty, &ba.ln2, &ba.fch, &ba.gelu)
+            };
             // res' = res2 + fc_proj(gelu): d res2 = dres (kept in dres), d gelu below
             if ba.fm {
                 transpose(&a.dres, n, c, &mut a.dct, self.par); // dres^T (C, N)
-                blk.fc_proj.backward_t(&ba.gelu, &a.dct, n, &mut a.d4c)?; // (4C, N)
-                gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                blk.fc_proj.backward_t(gelu, &a.dct, n, &mut a.d4c)?; // (4C, N)
+                gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
                 blk.fc.backward_t(&ba.ln2t, &a.d4c2, n, &mut a.dct)?; // dln2^T (C, N)
                 transpose(&a.dct, c, n, &mut a.dc, self.par);
             } else {
-                blk.fc_proj.backward(&ba.gelu, &a.dres, n, &mut a.d4c)?;
-                gelu_backward_par(&ba.fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
-                blk.fc.backward(&ba.ln2, &a.d4c2, n, &mut a.dc)?;
+                blk.fc_proj.backward(gelu, &a.dres, n, &mut a.d4c)?;
+                gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                blk.fc.backward(ln2, &a.d4c2, n, &mut a.dc)?;
             }
             blk.ln2
                 .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;
             add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward
             // res2 = res + proj(atty)
-            blk.proj.backward(&ba.atty, &a.dres, n, &mut a.dc)?;
-            attention_backward_qkv(&ba.qkv, &a.dc, sh, &mut ba.attn, &mut a.d3c)?;
-            blk.qkv.backward(&ba.ln1, &a.d3c, n, &mut a.dc)?;
+            blk.proj.backward(atty, &a.dres, n, &mut a.dc)?;
+            attention_backward_qkv(qkv, &a.dc, sh, &mut ba.attn, &mut a.d3c)?;
+            blk.qkv.backward(ln1, &a.d3c, n, &mut a.dc)?;
             blk.ln1
                 .backward(&a.res[l], &a.dc, &ba.ln1_mean, &ba.ln1_rstd, n, &mut a.dc2)?;
             add_into(&mut a.dres, &a.dc2); // dres = dres2 + LN1 backward

@@ -26,6 +26,7 @@ pub mod linear;
 pub mod loss;
 pub mod mlp;
 mod panels;
+pub mod precision;
 mod util;
 mod weight;
 
@@ -35,6 +36,7 @@ pub use gpt::{Gpt, GptConfig};
 pub use kernels::GemmThreads;
 pub use linear::Linear;
 pub use mlp::{Mlp, MlpActivation};
+pub use precision::Precision;
 pub use weight::{LoraBase, Weight, WeightKind};
 
 /// One trainable parameter as an optimizer sees it: its values (for a Csr or 2:4 weight only the

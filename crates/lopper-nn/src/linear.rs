@@ -8,11 +8,13 @@ use crate::error::{check_len, shape};
 use crate::flops::{Flops, StepFlops};
 use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, transpose};
 use crate::panels::{self, Fwd};
+use crate::precision::{Precision, round_copy, round_in_place, round_into, widen_into};
 use crate::util::{ensure, randn};
 use crate::weight::LoraBase;
 use crate::{ParamMut, Result, Weight, WeightKind};
 use lopper_sparse::kernels::spmm_t_with;
 use lopper_sparse::spmm;
+use lopper_tensor::bf16;
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
 
 mod feature_major;
@@ -48,6 +50,24 @@ pub struct Linear {
     dense_grad: Option<Vec<f32>>,
     /// Row-major copies for the feature-major path of kinds without a native one.
     fm: (Vec<f32>, Vec<f32>),
+    precision: Precision,
+    mp: Mixed,
+}
+
+/// Buffers of the bf16 mode (see [`Precision`]).
+#[derive(Clone, Debug, Default)]
+struct Mixed {
+    /// The bf16 copy of a Dense/Masked weight, rounded from the f32 master at each forward.
+    wb: Vec<bf16>,
+    /// Its f32 widening (the GEMM operand; swapped with the master while a product runs).
+    w32: Vec<f32>,
+    /// The f32 master values of a Csr/2:4 weight while its rounded values are in place.
+    master: Vec<f32>,
+    /// The input saved by the last forward, bf16.
+    xb: Vec<bf16>,
+    /// Widened input and rounded output gradient (f32 operands of the products).
+    x32: Vec<f32>,
+    dy32: Vec<f32>,
 }
 
 impl Linear {
@@ -72,6 +92,8 @@ impl Linear {
             s: Scratch::default(),
             dense_grad: None,
             fm: (Vec::new(), Vec::new()),
+            precision: Precision::F32,
+            mp: Mixed::default(),
         }
     }
 
@@ -120,6 +142,94 @@ impl Linear {
     pub fn set_par(&mut self, par: Par) {
         self.par = par;
     }
+    /// Sets the storage precision (default f32). With [`Precision::Bf16`]: the weight is rounded to
+    /// a bf16 copy at each forward (Dense, Masked, Csr and 2:4; LowRank and LoRA factors stay f32),
+    /// the forward saves its input as bf16, outputs and input gradients are rounded to bf16 values,
+    /// products accumulate in f32 and gradients go to the f32 master weight. **The backward then
+    /// reads the saved bf16 input, not its `x` argument** (only `x`'s length is checked), so a model
+    /// need not keep an f32 copy of the input. Forgets any saved input.
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
+        self.mp = Mixed::default();
+    }
+    /// The storage precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+    /// Bytes of the activations this layer keeps between forward and backward (the bf16 input copy
+    /// in bf16 mode; 0 in f32 mode, where the model keeps the input).
+    pub fn saved_bytes(&self) -> usize {
+        self.mp.xb.len() * 2
+    }
+
+    /// Puts the bf16-rounded weight values in place of the master values (kept in `mp`).
+    fn round_weight_in(&mut self, mp: &mut Mixed) {
+        match &mut self.weight {
+            Weight::Dense { w, .. } | Weight::Masked { w, .. } => {
+                round_into(w, &mut mp.wb);
+                ensure(&mut mp.w32, w.len());
+                widen_into(&mp.wb, &mut mp.w32);
+                std::mem::swap(w, &mut mp.w32);
+            }
+            Weight::Csr { w, .. } => {
+                mp.master.clear();
+                mp.master.extend_from_slice(w.values());
+                round_in_place(w.values_mut());
+            }
+            Weight::Sparse24 { w, .. } => {
+                mp.master.clear();
+                mp.master.extend_from_slice(w.values());
+                round_in_place(w.values_mut());
+            }
+            Weight::LowRank { .. } | Weight::Lora { .. } => {}
+        }
+    }
+
+    /// Undoes [`Linear::round_weight_in`].
+    fn restore_weight(&mut self, mp: &mut Mixed) {
+        match &mut self.weight {
+            Weight::Dense { w, .. } | Weight::Masked { w, .. } => std::mem::swap(w, &mut mp.w32),
+            Weight::Csr { w, .. } => w.values_mut().copy_from_slice(&mp.master),
+            Weight::Sparse24 { w, .. } => w.values_mut().copy_from_slice(&mp.master),
+            Weight::LowRank { .. } | Weight::Lora { .. } => {}
+        }
+    }
+
+    fn forward_bf16(&mut self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        self.check("input", x.len(), n, self.in_features)?;
+        let mut mp = std::mem::take(&mut self.mp);
+        round_into(x, &mut mp.xb); // saved for the backward
+        ensure(&mut mp.x32, x.len());
+        widen_into(&mp.xb, &mut mp.x32);
+        self.round_weight_in(&mut mp);
+        let r = self.forward_f32(&mp.x32, n, y);
+        self.restore_weight(&mut mp);
+        self.mp = mp;
+        r?;
+        round_in_place(y);
+        Ok(())
+    }
+
+    fn backward_bf16(&mut self, x: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
+        self.check("input", x.len(), n, self.in_features)?;
+        self.check("output gradient", dy.len(), n, self.out_features)?;
+        let mut mp = std::mem::take(&mut self.mp);
+        if mp.xb.len() != x.len() {
+            round_into(x, &mut mp.xb); // no saved input of this shape: round the one given
+        }
+        ensure(&mut mp.x32, x.len());
+        widen_into(&mp.xb, &mut mp.x32);
+        ensure(&mut mp.dy32, dy.len());
+        round_copy(dy, &mut mp.dy32);
+        self.round_weight_in(&mut mp);
+        let r = self.backward_f32(&mp.x32, &mp.dy32, n, dx);
+        self.restore_weight(&mut mp);
+        self.mp = mp;
+        r?;
+        round_in_place(dx);
+        Ok(())
+    }
+
     /// How dense products use several threads (default [`GemmThreads::RowSplit`]).
     pub fn set_gemm_threads(&mut self, how: GemmThreads) {
         self.threads = how;
@@ -237,6 +347,13 @@ impl Linear {
 
     /// `y (n, out) = x (n, in) W^T + b`.
     pub fn forward(&mut self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        match self.precision {
+            Precision::F32 => self.forward_f32(x, n, y),
+            Precision::Bf16 => self.forward_bf16(x, n, y),
+        }
+    }
+
+    fn forward_f32(&mut self, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
         let (m, k, par) = (self.out_features, self.in_features, self.par);
         self.check("input", x.len(), n, k)?;
         self.check("output", y.len(), n, m)?;
@@ -358,8 +475,16 @@ impl Linear {
     }
 
     /// Given the forward's input `x (n, in)` and `dy (n, out)`: parameter gradients `+=`,
-    /// `dx (n, in) =` the input gradient.
+    /// `dx (n, in) =` the input gradient. (In bf16 mode the saved input replaces `x`: see
+    /// [`Linear::set_precision`].)
     pub fn backward(&mut self, x: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
+        match self.precision {
+            Precision::F32 => self.backward_f32(x, dy, n, dx),
+            Precision::Bf16 => self.backward_bf16(x, dy, n, dx),
+        }
+    }
+
+    fn backward_f32(&mut self, x: &[f32], dy: &[f32], n: usize, dx: &mut [f32]) -> Result<()> {
         let (m, k, par) = (self.out_features, self.in_features, self.par);
         self.check("input", x.len(), n, k)?;
         self.check("output gradient", dy.len(), n, m)?;

@@ -87,6 +87,15 @@ impl Mlp {
         out
     }
 
+    /// Sets the storage precision of every layer (see [`crate::Precision`]; the MLP's own
+    /// activation buffers stay f32).
+    pub fn set_precision(&mut self, p: crate::Precision) {
+        for l in &mut self.layers {
+            l.set_precision(p);
+        }
+        self.ready = false;
+    }
+
     /// Zeroes every gradient.
     pub fn zero_grad(&mut self) {
         self.layers.iter_mut().for_each(Linear::zero_grad);

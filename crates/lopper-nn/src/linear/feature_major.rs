@@ -3,11 +3,12 @@
 //! elementwise op) a model can stay feature-major and skip the transposes of the row-major path:
 //!   forward  `y^T (M, N) = W x^T + b`;
 //!   backward `dW += dy^T x` (sddmm at the pattern for Csr/2:4), `dx^T (K, N) = W^T dy^T`.
-//! Csr, Sparse24, Dense and Masked run natively; LowRank and Lora transpose to the row-major path.
+//! Csr, Sparse24, Dense and Masked run natively in f32; LowRank, Lora and bf16 mode transpose to the
+//! row-major path.
 use super::{Linear, N, T};
 use crate::kernels::{add_row_sums, gemm_nx, transpose};
 use crate::util::ensure;
-use crate::{Result, Weight};
+use crate::{Precision, Result, Weight};
 use lopper_sparse::kernels::spmm_t_with;
 use lopper_sparse::{sddmm, spmm, spmm_24};
 use lopper_tensor::{MatMut, MatRef, gemm};
@@ -32,6 +33,20 @@ impl Linear {
         if n == 0 {
             return Ok(());
         }
+        if !self.feature_major_native() || self.precision == Precision::Bf16 {
+            // through the row-major path (which applies the bf16 rounding)
+            let (mut x, mut y) = (
+                std::mem::take(&mut self.fm.0),
+                std::mem::take(&mut self.fm.1),
+            );
+            ensure(&mut x, n * k);
+            ensure(&mut y, n * m);
+            transpose(xt, k, n, &mut x, par);
+            let r = self.forward(&x, n, &mut y);
+            transpose(&y, n, m, yt, par);
+            self.fm = (x, y);
+            return r;
+        }
         let xm = MatRef::new(xt, k, n)?;
         match &mut self.weight {
             Weight::Dense { w, .. } => gemm_nx(yt, w, xm, N, m, k, 1.0, 0.0, par, how)?, // W x^T
@@ -41,19 +56,7 @@ impl Linear {
             }
             Weight::Csr { w, .. } => spmm(w, xm, MatMut::new(yt, m, n)?, par)?,
             Weight::Sparse24 { w, .. } => spmm_24(w, xm, MatMut::new(yt, m, n)?, par)?,
-            Weight::LowRank { .. } | Weight::Lora { .. } => {
-                let (mut x, mut y) = (
-                    std::mem::take(&mut self.fm.0),
-                    std::mem::take(&mut self.fm.1),
-                );
-                ensure(&mut x, n * k);
-                ensure(&mut y, n * m);
-                transpose(xt, k, n, &mut x, par);
-                let r = self.forward(&x, n, &mut y);
-                transpose(&y, n, m, yt, par);
-                self.fm = (x, y);
-                return r;
-            }
+            Weight::LowRank { .. } | Weight::Lora { .. } => unreachable!("checked above"),
         }
         if let Some((b, _)) = &self.bias {
             for (row, &bi) in yt.chunks_exact_mut(n).zip(b.iter()) {
@@ -73,7 +76,7 @@ impl Linear {
         if n == 0 {
             return Ok(());
         }
-        if !self.feature_major_native() {
+        if !self.feature_major_native() || self.precision == Precision::Bf16 {
             let mut bufs = std::mem::take(&mut self.fm);
             let mut dx = std::mem::take(&mut self.s.dh);
             ensure(&mut bufs.0, n * k);
