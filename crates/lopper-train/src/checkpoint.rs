@@ -15,8 +15,9 @@
 //! rank/alpha, the other parameters' names, optimizer name and scalars, callback JSON states,
 //! the [`RunLog`], counters (FLOPs, examples, train/eval time), the energy report, recipe hash,
 //! and the tensors file's length and FNV-1a 64 checksum. Floats that must resume bit-exactly
-//! (log losses, optimizer scalars, LoRA alpha) are also stored as their bit patterns (integers
-//! are exact in JSON, decimal floats not always through serde_json's default parser).
+//! (log values, optimizer scalars, LoRA alpha, energy phases) are also stored as their bit
+//! patterns (integers are exact in JSON, decimal floats not always through serde_json's default
+//! parser).
 //!
 //! Atomicity: each file is written through `write_atomic` (temp file + rename), the tensors
 //! first under a fresh name, the manifest last; the previous tensors file is removed only after
@@ -32,7 +33,7 @@ use crate::log::RunLog;
 use crate::optim::OptimState;
 use crate::trainer::{Counters, Trainer};
 use crate::{CallbackState, Error, Result};
-use lopper_energy::EnergyReport;
+use lopper_energy::{EnergyReport, Method};
 use lopper_nn::LoraBase;
 use lopper_nn::Weight;
 use lopper_sparse::{Csr, Sparse24};
@@ -92,6 +93,16 @@ pub struct CallbackEntry {
     pub tensors: Vec<String>,
 }
 
+/// One energy phase, bit-exact: joules and seconds as f64 bit patterns, the method's label.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyPhase {
+    pub phase: String,
+    pub joules_bits: u64,
+    pub seconds_bits: u64,
+    pub method: String,
+}
+
 /// The manifest (`manifest.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +126,10 @@ pub struct Manifest {
     /// The log's float fields as bit patterns, in [`log_floats`] order.
     pub log_f64_bits: Vec<u64>,
     pub counters: Counters,
+    /// The energy report, readable.
     pub energy: EnergyReport,
+    /// Its phases exactly (what loading rebuilds the report from, with `energy.factors`).
+    pub energy_phases: Vec<EnergyPhase>,
     /// Informational: the schedule and data at save time.
     pub schedule: String,
     pub data: String,
@@ -384,6 +398,17 @@ pub fn save(dir: &Path, trainer: &mut Trainer, recipe_hash: Option<&str>) -> Res
         log: trainer.log.clone(),
         counters: trainer.counters.clone(),
         energy: trainer.energy.clone(),
+        energy_phases: trainer
+            .energy
+            .phases
+            .iter()
+            .map(|p| EnergyPhase {
+                phase: p.phase.clone(),
+                joules_bits: p.joules.value.to_bits(),
+                seconds_bits: p.seconds.to_bits(),
+                method: p.joules.method.label().into(),
+            })
+            .collect(),
         schedule: trainer.schedule.describe(),
         data: trainer.data.describe(),
     };
@@ -809,6 +834,21 @@ pub fn load(path: &Path, trainer: &mut Trainer) -> Result<()> {
     }
     let mut log = man.log.clone();
     set_log_floats(&mut log, &man.log_f64_bits, &mpath)?;
+    let mut energy = EnergyReport::new(man.energy.factors.clone());
+    for p in &man.energy_phases {
+        let method = Method::from_label(&p.method).ok_or_else(|| {
+            ck(
+                &mpath,
+                format!("key energy_phases: unknown method {:?}", p.method),
+            )
+        })?;
+        energy.add_raw(
+            &p.phase,
+            f64::from_bits(p.joules_bits),
+            f64::from_bits(p.seconds_bits),
+            method,
+        );
+    }
 
     // everything checked: apply
     trainer
@@ -828,7 +868,7 @@ pub fn load(path: &Path, trainer: &mut Trainer) -> Result<()> {
     trainer.step = man.step;
     trainer.log = log;
     trainer.counters = man.counters;
-    trainer.energy = man.energy;
+    trainer.energy = energy;
     Ok(())
 }
 

@@ -112,32 +112,23 @@ fn assert_same(a: &mut Trainer, b: &mut Trainer) {
         .map(|p| (p.step, p.loss.to_bits(), p.lr.to_bits()))
         .collect();
     assert_eq!(la, lb);
-    let ea: Vec<(u64, u64, Option<u64>, u64)> = a
-        .log()
-        .evals
-        .iter()
-        .map(|e| {
-            (
-                e.step,
-                e.val_loss.to_bits(),
-                e.accuracy.map(f64::to_bits),
-                e.flops_executed,
-            )
-        })
-        .collect();
-    let eb: Vec<(u64, u64, Option<u64>, u64)> = b
-        .log()
-        .evals
-        .iter()
-        .map(|e| {
-            (
-                e.step,
-                e.val_loss.to_bits(),
-                e.accuracy.map(f64::to_bits),
-                e.flops_executed,
-            )
-        })
-        .collect();
+    type EvalKey = (u64, u64, Option<u64>, u64, u64);
+    let key = |t: &Trainer| -> Vec<EvalKey> {
+        t.log()
+            .evals
+            .iter()
+            .map(|e| {
+                (
+                    e.step,
+                    e.val_loss.to_bits(),
+                    e.accuracy.map(f64::to_bits),
+                    e.flops_executed,
+                    e.energy_j.to_bits(),
+                )
+            })
+            .collect()
+    };
+    let (ea, eb) = (key(a), key(b));
     assert_eq!(ea, eb);
     assert_eq!(a.counters().flops_executed, b.counters().flops_executed);
     assert_eq!(

@@ -393,3 +393,55 @@ fn trainer_is_send() {
     fn send<T: Send>() {}
     send::<Trainer>();
 }
+
+/// With shapes big enough for the parallel splits of the products and the optimizer, two runs on
+/// the same thread count are bit-identical (the basis of exact resume). Different thread counts
+/// may differ in the last bits (lopper-nn's row splits), so a resume must use the same count.
+#[test]
+fn runs_are_bit_identical_on_a_fixed_thread_count() {
+    use lopper_nn::{Gpt, GptConfig, WeightKind};
+    let run = || {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut g = Gpt::new(GptConfig {
+                vocab: 64,
+                ctx: 32,
+                layers: 1,
+                heads: 4,
+                width: 128,
+                tie_weights: true,
+                seed: 1,
+            })
+            .unwrap();
+            for l in g.linears_mut() {
+                let n = l.in_features() * l.out_features();
+                if l.name.contains("fc") {
+                    l.set_kind(&WeightKind::CsrMask(mask(n, 0.2, 3))).unwrap();
+                }
+            }
+            let mut t = Trainer::new(
+                Box::new(g),
+                Box::new(AdamW::default().with_par_threshold(1024)),
+                Box::new(Constant::new(1e-3).unwrap()),
+                Box::new(Tokens {
+                    vocab: 64,
+                    b: 8,
+                    t: 32,
+                    seed: 5,
+                }),
+                TrainConfig {
+                    steps: 2,
+                    eval_every: 0,
+                    eval_at_end: false,
+                    ..Default::default()
+                },
+            );
+            t.run().unwrap();
+            params(t.model_mut())
+        })
+    };
+    assert!(run() == run());
+}
