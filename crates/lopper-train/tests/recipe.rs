@@ -326,3 +326,48 @@ fn demo_recipes_build() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// The demo's six recipes one after the other, with wall time, final loss and executed FLOPs
+/// (`cargo test -p lopper-train --release --test recipe demo_timing -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn demo_timing() {
+    let t0 = std::time::Instant::now();
+    for n in [
+        "dense",
+        "masked80",
+        "gradual80",
+        "sparse24",
+        "lowrank",
+        "rigl90",
+    ] {
+        let r = Recipe::from_file(recipes_dir().join(format!("{n}.toml"))).unwrap();
+        let mut t = r.build().unwrap();
+        let s = t.run().unwrap();
+        println!(
+            "{n:10} train {:6.1} s  eval {:5.1} s  val loss {:.3}  executed/dense FLOPs {:.3}",
+            s.train_wall_s,
+            s.eval_wall_s,
+            s.final_val_loss.unwrap_or(f64::NAN),
+            s.flops_executed as f64 / s.flops_dense_equivalent as f64
+        );
+    }
+    println!("all six: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn the_examples_in_the_docs_parse() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/recipes.md"),
+    )
+    .unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(!blocks.is_empty());
+    for b in blocks {
+        Recipe::from_str(b, "docs/recipes.md").unwrap_or_else(|e| panic!("{e}\n{b}"));
+    }
+}
