@@ -21,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train and compare the six demo variants (dense, masked80, gradual80, sparse24, lowrank,
+    /// rigl90) from recipes embedded in the binary, and write the report.
+    Demo(cmd::demo::Args),
+    /// Train one recipe (TOML) with a progress bar; table and report files at the end.
+    Train(cmd::train::Args),
+    /// Train several recipes in turn and compare them in one table and report.
+    Compare(cmd::compare::Args),
     /// Prune a safetensors checkpoint in one shot (magnitude or random; unstructured, N:M, rows, ...).
     Prune(cmd::prune::Args),
     /// Describe a safetensors file: dtype, shape, density and N:M validity per tensor.
@@ -35,6 +42,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
         Command::Prune(a) => cmd::prune::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Compress(a) => cmd::compress::run(a),

@@ -1,0 +1,443 @@
+//! `lopper train --recipe FILE.toml`: builds the trainer a recipe describes, trains it with a
+//! progress bar, prints the one-row table and writes the report files (see [`super::report`]).
+//!
+//! Also the machinery `compare` and `demo` share: [`RecipeSource`] (a recipe file or one embedded
+//! in the binary), [`RunOpts`] and [`run_all`], which trains recipes one after another and makes
+//! the [`Report`].
+use super::report::{self, Figures, Machine, Report, Variant};
+use crate::CliError;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lopper_energy::{EstimateMeter, best_available};
+use lopper_train::recipe::spans::Spans;
+use lopper_train::recipe::spec::Checker;
+use lopper_train::recipe::{EndSpec, Recipe, RecipeSpec};
+use lopper_train::{Progress, RunSummary, Trainer};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Train one recipe and write its report.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  lopper train --recipe recipes/sparse24.toml\n  \
+lopper train --recipe my.toml --steps 200 --checkpoint-every 50 --out runs/mine\n  \
+lopper train --recipe my.toml --resume runs/mine/checkpoints/step-00000100 --out runs/mine2"
+)]
+pub struct Args {
+    /// The recipe (TOML; docs/recipes.md).
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Output folder for report.json, report.csv, report.svg and checkpoints (default
+    /// runs/train-<UTC time>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Train this many steps in all instead of the recipe's.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Continue from this checkpoint (a step-XXXXXXXX folder or its manifest) of the same recipe.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Save a checkpoint every N steps into OUT/checkpoints/, and one after the last step.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// rayon threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar and no status lines (the table is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Where a recipe comes from: a file, or text embedded in the binary.
+#[derive(Clone, Debug)]
+pub struct RecipeSource {
+    /// How reports name it (`recipes/dense.toml (embedded)` or the path given).
+    pub label: String,
+    /// The file, when it is one.
+    pub path: Option<PathBuf>,
+    /// Embedded text, when it is not a file.
+    pub text: Option<&'static str>,
+}
+
+impl RecipeSource {
+    /// A recipe file.
+    pub fn file(path: &Path) -> RecipeSource {
+        RecipeSource {
+            label: path.display().to_string(),
+            path: Some(path.to_path_buf()),
+            text: None,
+        }
+    }
+
+    /// A recipe embedded in the binary under its repository path `name` (`recipes/dense.toml`).
+    pub fn embedded(name: &str, text: &'static str) -> RecipeSource {
+        RecipeSource {
+            label: format!("{name} (embedded)"),
+            path: None,
+            text: Some(text),
+        }
+    }
+
+    /// Parses and checks the recipe (errors name the file, line and key); also returns its text.
+    pub fn load(&self) -> Result<(Recipe, String), CliError> {
+        let text = match (&self.path, self.text) {
+            (Some(p), _) => {
+                if !p.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "--recipe {}: no such file",
+                        p.display()
+                    )));
+                }
+                std::fs::read_to_string(p).map_err(|source| CliError::Io {
+                    path: p.clone(),
+                    source,
+                })?
+            }
+            (None, Some(t)) => t.to_string(),
+            (None, None) => {
+                return Err(CliError::Usage(format!(
+                    "recipe {}: neither a file nor embedded text",
+                    self.label
+                )));
+            }
+        };
+        Ok((Recipe::from_str(&text, &self.label)?, text))
+    }
+}
+
+/// `--steps N`: the run takes `n` steps and keeps its shape: every key counted in steps
+/// (schedule warmup, train eval_every and log_every, stage start, end, at, every, delta_t) is
+/// scaled by `n / steps` (rounded; periods at least 1, steps inside the run). Returns what changed,
+/// as `key old -> new` (said on stderr: never silent).
+pub fn scale_steps(spec: &mut RecipeSpec, n: u64) -> Vec<String> {
+    let old = spec.train.steps.unwrap_or(n).max(1);
+    let mut changes = vec![format!("train.steps {old} -> {n}")];
+    spec.train.steps = Some(n);
+    if old == n {
+        return changes;
+    }
+    let f = n as f64 / old as f64;
+    let last = n.saturating_sub(1);
+    let mut sc = |key: String, v: &mut Option<u64>, lo: u64, hi: u64| {
+        if let Some(x) = *v {
+            let y = ((x as f64 * f).round() as u64).clamp(lo, hi.max(lo));
+            if y != x {
+                changes.push(format!("{key} {x} -> {y}"));
+            }
+            *v = Some(y);
+        }
+    };
+    sc("schedule.warmup".into(), &mut spec.schedule.warmup, 0, last);
+    sc("train.eval_every".into(), &mut spec.train.eval_every, 1, n);
+    sc("train.log_every".into(), &mut spec.train.log_every, 1, n);
+    for (i, st) in spec.stage.iter_mut().enumerate() {
+        let k = |key: &str| format!("stage[{i}].{key}");
+        sc(k("start"), &mut st.start, 0, last);
+        sc(k("at"), &mut st.at, 0, last);
+        sc(k("every"), &mut st.every, 1, n);
+        sc(k("delta_t"), &mut st.delta_t, 1, n);
+        if let Some(EndSpec::Step(e)) = st.end {
+            let mut v = Some(e);
+            sc(k("end"), &mut v, st.start.unwrap_or(0), last);
+            st.end = v.map(EndSpec::Step);
+        }
+    }
+    changes
+}
+
+/// What every training command shares.
+#[derive(Clone, Debug, Default)]
+pub struct RunOpts {
+    /// Steps override (`--steps`).
+    pub steps: Option<u64>,
+    /// Checkpoint to resume from (`train` only).
+    pub resume: Option<PathBuf>,
+    /// Checkpoint period; checkpoints go to OUT/checkpoints (OUT/checkpoints/NAME for several).
+    pub checkpoint_every: Option<u64>,
+    /// No progress bar, no status lines.
+    pub quiet: bool,
+}
+
+/// Sets the size of rayon's global pool (`0` = all cores) and returns the threads it has.
+/// The pool can be set once per process; a second call with another size is an error.
+pub fn set_threads(n: usize) -> Result<usize, CliError> {
+    if n > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| CliError::Usage(format!("--threads {n}: {e}")))?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// Refuses an output path that is an existing file, before any training is spent.
+pub fn check_out_dir(out: &Path) -> Result<(), CliError> {
+    if out.exists() && !out.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--out {}: exists and is not a folder",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A bar on stderr when it is a terminal and `quiet` is off; hidden otherwise.
+fn progress_bar(name: &str, total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+/// The progress hook: position, loss, throughput (and the last validation loss).
+fn progress_hook(bar: ProgressBar) -> lopper_train::trainer::ProgressFn {
+    let mut last_val: Option<f64> = None;
+    Box::new(move |p: &Progress| {
+        if let Some(e) = &p.eval {
+            last_val = Some(e.val_loss);
+        }
+        bar.set_position(p.step);
+        let val = last_val.map_or(String::new(), |v| format!(" val {v:.3}"));
+        bar.set_message(format!(
+            "loss {:.3}{val} {:.0} tok/s",
+            p.loss, p.examples_per_s
+        ));
+    })
+}
+
+/// A built trainer with its recipe's name and hash.
+struct Prepared {
+    name: String,
+    hash: String,
+    trainer: Trainer,
+}
+
+/// Parses and builds one recipe with the overrides: `--steps` replaces `[train] steps` (so the
+/// schedule and run-relative stage ends follow it), `--checkpoint-every` replaces `[train]
+/// checkpoint_every`, and checkpoints go to OUT/checkpoints (OUT/checkpoints/NAME when
+/// `several` recipes run) unless the recipe names its own `checkpoint_dir`. A `--resume`
+/// checkpoint must come from the same recipe (its hash before the overrides). Nothing is trained
+/// or written yet.
+fn prepare(
+    src: &RecipeSource,
+    opts: &RunOpts,
+    out: &Path,
+    several: bool,
+) -> Result<Prepared, CliError> {
+    let (mut recipe, text) = src.load()?;
+    // the recipe's own hash, before the overrides: checkpoints record it and a resume checks it
+    let hash = recipe.hash();
+    let name = recipe.name().to_string();
+    let checkpointing =
+        opts.checkpoint_every.is_some() || recipe.spec.train.checkpoint_every.is_some();
+    if let Some(p) = &opts.resume {
+        let (mpath, m) = lopper_train::checkpoint::read_manifest(p)?;
+        if !checkpointing && m.callbacks.iter().any(|c| c.name == "checkpointing") {
+            return Err(CliError::Usage(format!(
+                "--resume {}: that run saved checkpoints (--checkpoint-every); pass \
+                 --checkpoint-every again so that the resumed run has the same callbacks",
+                mpath.display()
+            )));
+        }
+        if let Some(saved) = m.recipe_hash.filter(|h| *h != hash) {
+            return Err(CliError::Usage(format!(
+                "--resume {}: saved by a recipe with hash {saved}, but {} has hash {hash}: \
+                 resume with the recipe that made the checkpoint",
+                mpath.display(),
+                src.label
+            )));
+        }
+    }
+    let ckpt_dir = if several {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        out.join("checkpoints").join(safe)
+    } else {
+        out.join("checkpoints")
+    };
+    if let Some(n) = opts.steps {
+        if n == 0 {
+            return Err(CliError::Usage("--steps must be at least 1".into()));
+        }
+        let changes = scale_steps(&mut recipe.spec, n);
+        if !opts.quiet {
+            eprintln!("lopper: {name}: --steps {n}: {}", changes.join(", "));
+        }
+        // the scaled recipe must still make sense (errors point at the original keys' lines)
+        let spans = Spans::new(&text);
+        Checker {
+            spans: &spans,
+            file: &src.label,
+        }
+        .check(&recipe.spec)?;
+    }
+    let train = &mut recipe.spec.train;
+    if let Some(every) = opts.checkpoint_every {
+        train.checkpoint_every = Some(every);
+    }
+    if train.checkpoint_every.is_some() && train.checkpoint_dir.is_none() {
+        train.checkpoint_dir = Some(ckpt_dir.display().to_string());
+    }
+    let mut trainer = recipe.build()?;
+    trainer.set_recipe_hash(Some(hash.clone()));
+    if let Some(p) = &opts.resume {
+        trainer.resume_from(p)?;
+    }
+    Ok(Prepared {
+        name,
+        hash,
+        trainer,
+    })
+}
+
+/// The report's figures from a run's summary: training wall time and training energy (the
+/// `train` phase; evaluation is metered apart), the model's stored parameters.
+fn figures(s: &RunSummary, params: usize) -> Figures {
+    let train = s.energy.phase("train").unwrap_or(&s.energy.total);
+    let method = train.joules.method;
+    Figures {
+        steps: s.steps,
+        val_loss: s.final_val_loss.unwrap_or(f64::NAN),
+        best_val_loss: s.best_val_loss.unwrap_or(f64::NAN),
+        accuracy: s.accuracy,
+        params,
+        wall_s: s.train_wall_s,
+        tokens_per_s: s.tokens_or_examples_per_s,
+        flops_executed: s.flops_executed,
+        flops_dense_equivalent: s.flops_dense_equivalent,
+        energy_j: train.joules.value,
+        energy_method: method.label().to_string(),
+        energy_measured: !method.is_estimate(),
+        stopped_early: s.stopped_early.is_some(),
+    }
+}
+
+/// Trains `sources` one after another (all are parsed and built first, so a bad recipe fails
+/// before any training), then makes the report. Checkpoints, when asked, go under `out`.
+pub fn run_all(
+    command: &str,
+    sources: &[RecipeSource],
+    opts: &RunOpts,
+    threads: usize,
+    out: &Path,
+) -> Result<Report, CliError> {
+    let several = sources.len() > 1;
+    let mut prepared = Vec::with_capacity(sources.len());
+    for src in sources {
+        prepared.push(prepare(src, opts, out, several)?);
+    }
+    let mut names: Vec<&str> = prepared.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(CliError::Usage(format!(
+            "two recipes are named {:?}: give each variant its own name",
+            w[0]
+        )));
+    }
+    let mut variants = Vec::with_capacity(prepared.len());
+    let mut meter_reasons = Vec::new();
+    for (i, (mut p, src)) in prepared.into_iter().zip(sources).enumerate() {
+        let watts = p.trainer.config().estimate_watts_per_core;
+        let sel = best_available(EstimateMeter::cpu_time(watts)?);
+        if i == 0 {
+            meter_reasons = sel.reasons.clone();
+            if !opts.quiet {
+                for r in &sel.reasons {
+                    eprintln!("lopper: energy: {r}");
+                }
+            }
+        }
+        p.trainer.set_energy_meter(sel.meter);
+        let total = p.trainer.config().steps;
+        if !opts.quiet {
+            eprintln!(
+                "lopper: [{}/{}] training {} ({}): steps {}..{total}, {}",
+                i + 1,
+                sources.len(),
+                p.name,
+                src.label,
+                p.trainer.step(),
+                p.trainer.data().describe()
+            );
+        }
+        let bar = progress_bar(&p.name, total, opts.quiet);
+        bar.set_position(p.trainer.step());
+        p.trainer.set_progress(progress_hook(bar.clone()));
+        let summary = p.trainer.run();
+        bar.finish();
+        let summary = summary?;
+        let params = p.trainer.model_mut().num_params();
+        if !opts.quiet {
+            eprintln!(
+                "lopper: {} done: {} steps in {:.1} s of training",
+                p.name, summary.steps, summary.train_wall_s
+            );
+        }
+        variants.push(Variant {
+            name: p.name,
+            recipe: src.label.clone(),
+            recipe_hash: p.hash,
+            figures: figures(&summary, params),
+            log: p.trainer.log().clone(),
+        });
+    }
+    Ok(Report::new(
+        command,
+        variants,
+        Machine::detect(threads, meter_reasons),
+    ))
+}
+
+/// Prints the table and writes the report files into `out`.
+pub fn finish(report: &Report, out: &Path) -> Result<(), CliError> {
+    let paths = report.write(out)?;
+    print!("{}", report.table());
+    println!(
+        "\nreport: {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Runs `lopper train`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let out = report::out_dir(args.out.as_deref(), "train");
+    check_out_dir(&out)?;
+    if args.checkpoint_every == Some(0) {
+        return Err(CliError::Usage(
+            "--checkpoint-every must be at least 1".into(),
+        ));
+    }
+    let threads = set_threads(args.threads)?;
+    let opts = RunOpts {
+        steps: args.steps,
+        resume: args.resume,
+        checkpoint_every: args.checkpoint_every,
+        quiet: args.quiet,
+    };
+    let report = run_all(
+        "train",
+        &[RecipeSource::file(&args.recipe)],
+        &opts,
+        threads,
+        &out,
+    )?;
+    finish(&report, &out)
+}
