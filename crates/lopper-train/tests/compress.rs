@@ -827,3 +827,131 @@ fn bad_configs_name_the_stage() {
         "{e}"
     );
 }
+
+mod props {
+    use super::*;
+    use lopper_nn::WeightKind;
+    use lopper_train::compress::gather;
+    use proptest::prelude::*;
+
+    /// (m, k, values, old mask, new mask)
+    fn layout() -> impl Strategy<Value = (usize, usize, Vec<f32>, Vec<bool>, Vec<bool>)> {
+        (1usize..7, 1usize..9).prop_flat_map(|(m, k)| {
+            (
+                Just(m),
+                Just(k),
+                proptest::collection::vec(-2.0f32..2.0, m * k),
+                proptest::collection::vec(any::<bool>(), m * k),
+                proptest::collection::vec(any::<bool>(), m * k),
+            )
+        })
+    }
+
+    fn kind(which: u8, mask: &[bool]) -> WeightKind {
+        match which % 3 {
+            0 => WeightKind::Dense,
+            1 => WeightKind::Masked(mask.to_vec()),
+            _ => WeightKind::CsrMask(mask.to_vec()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// New stored entry i takes old stored entry g[i] exactly when the old layout stored
+        /// (and did not mask out) the same (r, c), and the new layout keeps it.
+        #[test]
+        fn gather_maps_same_positions((m, k, w, om, nm) in layout(), a in 0u8..3, b in 0u8..3) {
+            let base = Weight::dense(w);
+            let old = base.convert(&kind(a, &om), m, k, "l").unwrap();
+            let new = old.convert(&kind(b, &nm), m, k, "l").unwrap();
+            let g = gather(&old, &new, m, k).unwrap();
+            let op = stored_positions(&old, m, k).unwrap();
+            let np = stored_positions(&new, m, k).unwrap();
+            prop_assert_eq!(g.len(), np.len());
+            let live = |w: &Weight, f: usize, pos: &[usize]| match w {
+                Weight::Masked { mask, .. } => mask[f],
+                _ => pos.contains(&f),
+            };
+            for (i, src) in g.iter().enumerate() {
+                let f = np[i];
+                match src {
+                    Some(j) => {
+                        prop_assert_eq!(op[*j], f);
+                        prop_assert!(live(&old, f, &op) && live(&new, f, &np));
+                    }
+                    None => prop_assert!(!live(&old, f, &op) || !live(&new, f, &np)),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rigl_on_an_awkward_mlp_keeps_nnz() {
+    // odd shapes, uniform layout, SET growth, a Masked layer to start from
+    let mut mlp = Mlp::new(&[7, 5, 3], MlpActivation::Gelu, 4).unwrap();
+    let mut opt = Recorder::default();
+    let mut stage = Rigl::new(RiglConfig {
+        sparsity: 0.6,
+        layout: Layout::Uniform,
+        delta_t: 1,
+        drop_fraction: 0.5,
+        end: RiglEnd::Fraction(1.0),
+        grow: Grow::Random,
+        seed: 9,
+        scope: LayerScope::all(),
+    })
+    .unwrap();
+    let batch = |s: u64| Batch::Features {
+        x: (0..4 * 7)
+            .map(|i| ((i as u64 * 31 + s * 7) % 13) as f32 / 13.0 - 0.5)
+            .collect(),
+        dim: 7,
+        targets: (0..4).map(|i| ((i + s) % 3) as u32).collect(),
+    };
+    let mut log = RunLog::default();
+    macro_rules! c {
+        ($t:expr) => {
+            &mut Ctx {
+                step: $t,
+                total_steps: 8,
+                model: &mut mlp,
+                optimizer: &mut opt,
+                lr: 0.1,
+                loss: f32::NAN,
+                log: &mut log,
+            }
+        };
+    }
+    stage.on_begin(c!(0)).unwrap();
+    let nnz0: Vec<usize> = stage
+        .masks()
+        .iter()
+        .map(|m| m.iter().filter(|b| **b).count())
+        .collect();
+    assert_eq!(nnz0, vec![kept_count(35, 0.6), kept_count(15, 0.6)]);
+    let mut moved = 0;
+    for t in 0..8 {
+        let before = stage.masks().to_vec();
+        stage.before_step(c!(t)).unwrap();
+        Model::zero_grad(&mut mlp);
+        Model::forward(&mut mlp, &batch(t)).unwrap();
+        Model::backward(&mut mlp).unwrap();
+        stage.after_backward(c!(t)).unwrap();
+        opt.step(&mut Model::params(&mut mlp), 0.1).unwrap();
+        for (i, m) in stage.masks().iter().enumerate() {
+            assert_eq!(m.iter().filter(|b| **b).count(), nnz0[i], "step {t}");
+            moved += m
+                .iter()
+                .zip(&before[i])
+                .filter(|(a, b)| **a && !**b)
+                .count();
+        }
+    }
+    assert!(moved > 0);
+    // a second on_begin (a second `run` of the same trainer) keeps the masks
+    let masks = stage.masks().to_vec();
+    stage.on_begin(c!(8)).unwrap();
+    assert_eq!(stage.masks(), &masks[..]);
+}

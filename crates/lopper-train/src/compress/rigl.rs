@@ -318,7 +318,8 @@ impl Callback for Rigl {
             shapes.push([l.out_features(), l.in_features()]);
         }
         self.layers = layers;
-        if self.restored {
+        // restored from a checkpoint, or a second `run` of the same trainer: keep the masks
+        if self.restored || !self.masks.is_empty() {
             if self.masks.len() != self.layers.len() {
                 return Err(invalid(
                     &self.name,
