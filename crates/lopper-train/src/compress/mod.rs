@@ -24,6 +24,7 @@
 //! and the optimizer state in those layouts). So both orders resume exactly: the checkpoint's
 //! model first, or `load_state` + `on_begin` first and then the parameter values (except LoRA,
 //! whose frozen base is not a parameter: it needs the loader that restores layer weights).
+#![warn(missing_docs)]
 mod convert;
 mod magnitude;
 mod rigl;

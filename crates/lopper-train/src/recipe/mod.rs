@@ -31,6 +31,7 @@
 //! end = 200
 //! every = 10
 //! ```
+#![warn(missing_docs)]
 mod build;
 pub mod spans;
 pub mod spec;

@@ -33,14 +33,23 @@ pub struct RecipeSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSpec {
+    /// `gpt` or `mlp`.
     pub kind: String,
+    /// GPT vocabulary (default 256, at least 256).
     pub vocab: Option<usize>,
+    /// GPT maximum context (required for gpt).
     pub ctx: Option<usize>,
+    /// GPT blocks (required for gpt).
     pub layers: Option<usize>,
+    /// GPT attention heads (required for gpt).
     pub heads: Option<usize>,
+    /// GPT width, a multiple of `heads` (required for gpt).
     pub width: Option<usize>,
+    /// GPT head tied to the token embedding (default true).
     pub tie_weights: Option<bool>,
+    /// MLP `[input, hidden..., classes]` (required for mlp).
     pub sizes: Option<Vec<usize>>,
+    /// MLP activation: `relu` (default) or `gelu`.
     pub activation: Option<String>,
 }
 
@@ -49,12 +58,19 @@ pub struct ModelSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSpec {
+    /// `text`, `digits`, `idx` or `fashion-mnist`.
     pub kind: String,
+    /// Text or digits CSV file (default: the embedded data).
     pub path: Option<String>,
+    /// IDX directory (required for idx; Debian's path for fashion-mnist).
     pub dir: Option<String>,
+    /// Rows per training batch (default 8 for text, 64 for images).
     pub batch: Option<usize>,
+    /// Tokens per row (text; default the model's ctx).
     pub context: Option<usize>,
+    /// Held-out fraction (text 0.1, digits 0.2).
     pub val_fraction: Option<f64>,
+    /// Validation batches (text; default 8).
     pub val_batches: Option<usize>,
 }
 
@@ -63,13 +79,21 @@ pub struct DataSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizerSpec {
+    /// `adamw` or `sgd`.
     pub kind: String,
+    /// Base learning rate (required).
     pub lr: Option<f32>,
+    /// AdamW betas (default [0.9, 0.999]).
     pub betas: Option<[f32; 2]>,
+    /// AdamW epsilon (default 1e-8).
     pub eps: Option<f32>,
+    /// Decoupled (AdamW, default 0.01) or L2 (SGD, default 0) weight decay.
     pub weight_decay: Option<f32>,
+    /// SGD momentum (default 0).
     pub momentum: Option<f32>,
+    /// SGD dampening (default 0).
     pub dampening: Option<f32>,
+    /// SGD Nesterov momentum (default false).
     pub nesterov: Option<bool>,
 }
 
@@ -77,8 +101,11 @@ pub struct OptimizerSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleSpec {
+    /// `constant` (default), `cosine` or `linear`.
     pub kind: String,
+    /// Linear warmup steps (cosine, linear; default 0).
     pub warmup: Option<u64>,
+    /// Final learning rate (cosine, linear; default 0).
     pub min_lr: Option<f32>,
 }
 
@@ -96,14 +123,23 @@ impl Default for ScheduleSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSpec {
+    /// Optimizer steps (required).
     pub steps: Option<u64>,
+    /// Evaluate every this many steps (default 100; 0: at the end only).
     pub eval_every: Option<u64>,
+    /// Log the training loss every this many steps (default 10).
     pub log_every: Option<u64>,
+    /// Clip gradients to this global 2-norm.
     pub grad_clip: Option<f32>,
+    /// Evaluations without improvement before stopping (adds EarlyStopping).
     pub early_stopping_patience: Option<u64>,
+    /// Smallest improvement that counts (default 0).
     pub early_stopping_min_delta: Option<f64>,
+    /// Save a checkpoint every this many steps (adds Checkpointing).
     pub checkpoint_every: Option<u64>,
+    /// Checkpoint directory (default `checkpoints/{name}`).
     pub checkpoint_dir: Option<String>,
+    /// Checkpoints kept (default 2).
     pub checkpoint_keep: Option<usize>,
 }
 
@@ -111,7 +147,9 @@ pub struct TrainSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EndSpec {
+    /// A step.
     Step(u64),
+    /// A fraction of `train.steps`.
     Fraction(f64),
 }
 
@@ -120,26 +158,47 @@ pub enum EndSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StageSpec {
+    /// One of [`STAGE_KINDS`].
     pub kind: String,
+    /// Callback name (default: the kind, or `{kind}.{index}` when taken).
     pub name: Option<String>,
+    /// Regex on layer names: only these layers.
     pub include: Option<String>,
+    /// Regex on layer names: not these layers.
     pub exclude: Option<String>,
+    /// Target sparsity in [0, 1) (gradual_magnitude, masked_magnitude, rigl).
     pub sparsity: Option<f64>,
+    /// First pruning step (gradual_magnitude; default 0).
     pub start: Option<u64>,
+    /// Last pruning step (gradual_magnitude) or last update (rigl: step or fraction).
     pub end: Option<EndSpec>,
+    /// Steps between pruning steps (gradual_magnitude; default 1).
     pub every: Option<u64>,
+    /// Sparsity at `start` (gradual_magnitude; default 0).
     pub initial: Option<f64>,
+    /// Polynomial exponent (gradual_magnitude; default 3).
     pub exponent: Option<f64>,
+    /// Sparsity from which a layer runs as Csr (gradual_magnitude; default 0.7).
     pub switch_to_csr_at: Option<f64>,
+    /// The step of a one-time stage.
     pub at: Option<u64>,
+    /// Rank (lowrank, lora).
     pub rank: Option<usize>,
+    /// Energy fraction in (0, 1] choosing the rank (lowrank).
     pub energy: Option<f64>,
+    /// LoRA scale numerator (default: the rank).
     pub alpha: Option<f32>,
+    /// LoRA base stored as Csr (default false).
     pub sparse_base: Option<bool>,
+    /// Stage seed (lora, rigl; default the recipe's).
     pub seed: Option<u64>,
+    /// RigL layout: `erk` (default) or `uniform`.
     pub layout: Option<String>,
+    /// Steps between RigL updates (default 100).
     pub delta_t: Option<u64>,
+    /// Initial RigL drop fraction (default 0.3).
     pub drop_fraction: Option<f64>,
+    /// RigL growth: `rigl` (gradient, default) or `set` (random).
     pub grow: Option<String>,
 }
 
@@ -207,7 +266,9 @@ impl StageSpec {
 
 /// Checks a [`RecipeSpec`], pointing every error at its key's line.
 pub struct Checker<'a> {
+    /// Key lines of the recipe text.
     pub spans: &'a Spans<'a>,
+    /// The file named in errors.
     pub file: &'a str,
 }
 
