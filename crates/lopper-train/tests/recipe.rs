@@ -119,8 +119,13 @@ fn demo_recipes_share_one_model_and_data() {
 #[test]
 fn bad_toml_syntax_points_at_its_line() {
     let text = BASE.replace("lr = 1e-3", "lr = = 1e-3");
-    let (line, _, detail) = recipe_err(&text);
+    let (line, key, detail) = recipe_err(&text);
     assert_eq!(line, line_of(&text, "lr = ="), "{detail}");
+    assert_eq!(key, "optimizer.lr", "{detail}");
+    let text = BASE.replace("[train]", "[train");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(line, line_of(&text, "[train"), "{detail}");
+    assert_eq!(key, "train", "{detail}");
 }
 
 #[test]

@@ -96,10 +96,11 @@ impl Recipe {
             {
                 path.push(spans::Seg::Key(f.to_string()));
             }
-            let key = if path.is_empty() {
-                "(document)".to_string()
-            } else {
+            let key = if !path.is_empty() {
                 path_string(&path)
+            } else {
+                // text that does not parse has no spans to walk: read the key off the line
+                spans::key_from_text(text, offset).unwrap_or_else(|| "(document)".to_string())
             };
             Error::Recipe {
                 path: source.to_string(),

@@ -40,6 +40,33 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The key a line of raw text assigns (`table.key` for `key = ...` under `[table]`), for errors
+/// in text that does not parse: the key of the line holding byte `offset`, or of its table header.
+pub fn key_from_text(text: &str, offset: usize) -> Option<String> {
+    let end = offset.min(text.len());
+    let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let header = |l: &str| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    let bare = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    if let Some(h) = header(line) {
+        return Some(h);
+    }
+    let key = line.split('=').next().map(str::trim).filter(|k| bare(k))?;
+    let table = text[..start].lines().rev().find_map(header);
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 /// The parsed document (spans only).
 pub struct Spans<'a> {
     text: &'a str,
@@ -167,5 +194,10 @@ mod tests {
             path_string(&s.path_at(off))
         );
         assert_eq!(path_string(&s.path_at(off)), "stage[1].at");
+        let bad = "name = 1\n[train]\nsteps = = 3\n";
+        let off = bad.find("= 3").unwrap();
+        assert_eq!(key_from_text(bad, off).as_deref(), Some("train.steps"));
+        assert_eq!(key_from_text("[[stage]\n", 3).as_deref(), Some("stage"));
+        assert_eq!(key_from_text("\"x y\" = 1", 2), None);
     }
 }
