@@ -183,7 +183,11 @@ impl Report {
             si(f.flops_dense_equivalent as f64),
             format!("{:.2}", f.wall_s),
             format!("{:.0}", f.tokens_per_s),
-            format!("{:.1}", f.energy_j),
+            if f.energy_j < 10.0 {
+                format!("{:.2}", f.energy_j)
+            } else {
+                format!("{:.1}", f.energy_j)
+            },
             method,
         ]
     }
