@@ -1,5 +1,5 @@
 //! Forward + backward of the tiny GPT (4 layers, 4 heads, width 256, context 128, batch 8) with
-//! dense, masked-80% and CSR-80% Linear layers. Throughput is in tokens (B*T per step).
+//! dense, masked-80% and CSR-80% Linear layers, and dense with bf16 storage. Throughput is in tokens (B*T per step).
 //! Run: `cargo bench -p lopper-nn --bench gpt_step`.
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lopper_nn::{Gpt, GptConfig, WeightKind};
@@ -22,6 +22,13 @@ fn model(kind: &str) -> Gpt {
     if std::env::var("LOPPER_LOOP_SEQ").is_ok() {
         g.set_loop_par(lopper_tensor::Par::Seq);
     }
+    // LOPPER_GEMM_FAER=1: faer's own parallel GEMM instead of row slabs on rayon
+    if std::env::var("LOPPER_GEMM_FAER").is_ok() {
+        g.set_gemm_threads(lopper_nn::GemmThreads::Faer);
+    }
+    if kind.ends_with("bf16") {
+        g.set_precision(lopper_nn::Precision::Bf16);
+    }
     for l in g.linears_mut() {
         let w = l.dense_weight();
         let keep = w.len() / 5; // 80% sparse: keep the 20% largest magnitudes
@@ -31,7 +38,7 @@ fn model(kind: &str) -> Gpt {
         idx[..keep].iter().for_each(|&i| mask[i] = true);
         match kind {
             "masked80" => l.set_kind(&WeightKind::Masked(mask)).expect("mask"),
-            "csr80" => l.set_kind(&WeightKind::CsrMask(mask)).expect("csr"),
+            "csr80" | "csr80_bf16" => l.set_kind(&WeightKind::CsrMask(mask)).expect("csr"),
             _ => {}
         }
     }
@@ -217,7 +224,7 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements((B * T) as u64));
-    for kind in ["dense", "masked80", "csr80"] {
+    for kind in ["dense", "masked80", "csr80", "dense_bf16"] {
         let mut g = model(kind);
         let f = g.flops(B, T).total();
         eprintln!(

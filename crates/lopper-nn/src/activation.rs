@@ -99,6 +99,18 @@ fn gelu_bwd_body(x: &[f32], dout: &[f32], dx: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gelu_fwd_avx512(x: &[f32], out: &mut [f32]) {
+    gelu_fwd_body(x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gelu_bwd_avx512(x: &[f32], dout: &[f32], dx: &mut [f32]) {
+    gelu_bwd_body(x, dout, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gelu_fwd_avx2(x: &[f32], out: &mut [f32]) {
     gelu_fwd_body(x, out)
@@ -122,6 +134,12 @@ fn has_avx2() -> bool {
 /// One chunk, through the AVX2 clone when the CPU has it (8 lanes instead of SSE's 4).
 fn gelu_fwd_chunk(x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if crate::kernels::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+        unsafe { gelu_fwd_avx512(x, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         unsafe { gelu_fwd_avx2(x, out) };
@@ -131,6 +149,12 @@ fn gelu_fwd_chunk(x: &[f32], out: &mut [f32]) {
 }
 
 fn gelu_bwd_chunk(x: &[f32], dout: &[f32], dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::has_avx512() {
+        // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+        unsafe { gelu_bwd_avx512(x, dout, dx) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).

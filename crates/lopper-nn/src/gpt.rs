@@ -13,7 +13,7 @@ use crate::error::{invalid, shape};
 use crate::flops::{Flops, StepFlops};
 use crate::kernels::{GemmThreads, gemm_nx, transpose};
 use crate::layernorm::LayerNorm;
-use crate::loss::{cross_entropy_backward, cross_entropy_forward};
+use crate::loss::{cross_entropy_backward, cross_entropy_forward_par};
 use crate::precision::{Precision, round_into, widen_into};
 use crate::util::{add_into, ensure};
 use crate::{Linear, ParamMut, Result, Weight};
@@ -266,6 +266,11 @@ impl Gpt {
     /// 2-core machine `Par::Seq` here measured no better, within the noise.)
     pub fn set_loop_par(&mut self, par: Par) {
         self.loop_par = par;
+        self.lnf.set_par(par);
+        for b in &mut self.blocks {
+            b.ln1.set_par(par);
+            b.ln2.set_par(par);
+        }
     }
 
     /// Every Linear layer with its name (`h.0.attn.qkv`, `h.0.attn.proj`, `h.0.mlp.fc`,
@@ -562,7 +567,7 @@ impl Gpt {
             )?, // logits (N, V) = lnf wte^T
             Some(h) => h.forward(&a.lnf, n, &mut a.logits)?,
         }
-        let loss = cross_entropy_forward(&a.logits, targets, v, &mut a.probs)?;
+        let loss = cross_entropy_forward_par(&a.logits, targets, v, &mut a.probs, self.loop_par)?;
         self.ready = true;
         Ok(loss)
     }

@@ -17,6 +17,23 @@ pub(crate) fn has_avx2() -> bool {
     false
 }
 
+/// Whether the CPU has AVX-512F (with AVX2 and FMA), unless `LOPPER_ISA=avx2` asks for AVX2
+/// (e.g. under valgrind, which does not run AVX-512).
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && has_avx2()
+                && std::env::var("LOPPER_ISA").map_or(true, |v| v != "avx2")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Elements below which a transpose stays on the caller's thread.
 const TRANSPOSE_PAR_MIN: usize = 1 << 16;
 

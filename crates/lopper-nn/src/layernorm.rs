@@ -2,6 +2,8 @@
 use crate::error::check_len;
 use crate::kernels::{has_avx2, sum};
 use crate::{ParamMut, Result};
+use lopper_tensor::Par;
+use rayon::prelude::*;
 
 const EPS: f32 = 1e-5;
 
@@ -15,7 +17,13 @@ pub struct LayerNorm {
     b: Vec<f32>,
     dw: Vec<f32>,
     db: Vec<f32>,
+    par: Par,
+    /// Per-task partial dw, db of a parallel backward.
+    partial: Vec<(Vec<f32>, Vec<f32>)>,
 }
+
+/// Elements (N * C) from which forward and backward split their rows over rayon.
+const PAR_MIN: usize = 1 << 15;
 
 impl LayerNorm {
     /// A LayerNorm over `c` features.
@@ -27,7 +35,20 @@ impl LayerNorm {
             b: vec![0.0; c],
             dw: vec![0.0; c],
             db: vec![0.0; c],
+            par: Par::rayon(),
+            partial: Vec::new(),
         }
+    }
+
+    /// Parallelism over rows (default: the rayon pool, for N * C >= 32K).
+    pub fn set_par(&mut self, par: Par) {
+        self.par = par;
+    }
+
+    /// Rows per task, or `None` to stay on the caller's thread.
+    fn split(&self, n: usize) -> Option<usize> {
+        let t = self.par.threads();
+        (t > 1 && n * self.c >= PAR_MIN && n >= 2).then(|| n.div_ceil(t.min(n)))
     }
 
     /// Zeroes the gradients.
@@ -69,13 +90,24 @@ impl LayerNorm {
         if c == 0 {
             return Ok(());
         }
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { ln_forward_avx2(x, c, &self.w, &self.b, out, mean, rstd) };
-            return Ok(());
+        let (w, b) = (&self.w, &self.b);
+        let run = |x: &[f32], out: &mut [f32], mean: &mut [f32], rstd: &mut [f32]| {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                unsafe { ln_forward_avx2(x, c, w, b, out, mean, rstd) };
+                return;
+            }
+            ln_forward_body(x, c, w, b, out, mean, rstd);
+        };
+        match self.split(n) {
+            Some(r) => out
+                .par_chunks_mut(r * c)
+                .zip(x.par_chunks(r * c))
+                .zip(mean.par_chunks_mut(r).zip(rstd.par_chunks_mut(r)))
+                .for_each(|((o, x), (m, s))| run(x, o, m, s)),
+            None => run(x, out, mean, rstd),
         }
-        ln_forward_body(x, c, &self.w, &self.b, out, mean, rstd);
         Ok(())
     }
 
@@ -98,18 +130,46 @@ impl LayerNorm {
         if c == 0 {
             return Ok(());
         }
-        let g = Grads {
-            w: &self.w,
-            dw: &mut self.dw,
-            db: &mut self.db,
+        let run = |x: &[f32], d: &[f32], m: &[f32], s: &[f32], g: Grads<'_>, dx: &mut [f32]| {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                unsafe { ln_backward_avx2(x, d, m, s, c, g, dx) };
+                return;
+            }
+            ln_backward_body(x, d, m, s, c, g, dx);
         };
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { ln_backward_avx2(x, dout, mean, rstd, c, g, dx) };
+        let Some(r) = self.split(n) else {
+            let g = Grads {
+                w: &self.w,
+                dw: &mut self.dw,
+                db: &mut self.db,
+            };
+            run(x, dout, mean, rstd, g, dx);
             return Ok(());
+        };
+        // each task accumulates into its own zeroed partial dw, db; summed below
+        let tasks = n.div_ceil(r);
+        self.partial.resize_with(tasks, Default::default);
+        for (pw, pb) in &mut self.partial {
+            pw.clear();
+            pw.resize(c, 0.0);
+            pb.clear();
+            pb.resize(c, 0.0);
         }
-        ln_backward_body(x, dout, mean, rstd, c, g, dx);
+        let w = &self.w;
+        dx.par_chunks_mut(r * c)
+            .zip(x.par_chunks(r * c).zip(dout.par_chunks(r * c)))
+            .zip(mean.par_chunks(r).zip(rstd.par_chunks(r)))
+            .zip(self.partial.par_iter_mut())
+            .for_each(|(((o, (x, d)), (m, s)), (pw, pb))| {
+                let g = Grads { w, dw: pw, db: pb };
+                run(x, d, m, s, g, o);
+            });
+        for (pw, pb) in &self.partial[..tasks] {
+            crate::util::add_into(&mut self.dw, pw);
+            crate::util::add_into(&mut self.db, pb);
+        }
         Ok(())
     }
 }
@@ -238,4 +298,52 @@ fn ln_backward_avx2(
     dx: &mut [f32],
 ) {
     ln_backward_body(x, dout, mean, rstd, c, g, dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_rows_match_one_thread() {
+        let (n, c) = (301, 130); // above the parallel threshold, rows not divisible by the tasks
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03)
+            .collect();
+        let d: Vec<f32> = (0..n * c)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.1)
+            .collect();
+        let mut one = LayerNorm::new("ln", c);
+        one.set_par(Par::Seq);
+        let mut many = LayerNorm::new("ln", c);
+        many.set_par(Par::Rayon(3));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut outs = Vec::new();
+        for l in [&mut one, &mut many] {
+            let (mut o, mut m, mut s, mut dx) = (
+                vec![0.0; n * c],
+                vec![0.0; n],
+                vec![0.0; n],
+                vec![0.0; n * c],
+            );
+            pool.install(|| {
+                l.forward(&x, n, &mut o, &mut m, &mut s).unwrap();
+                l.backward(&x, &d, &m, &s, n, &mut dx).unwrap();
+            });
+            outs.push((o, dx, l.dw.clone(), l.db.clone()));
+        }
+        assert_eq!(outs[0].0, outs[1].0);
+        assert_eq!(outs[0].1, outs[1].1);
+        for (a, b) in outs[0]
+            .2
+            .iter()
+            .zip(&outs[1].2)
+            .chain(outs[0].3.iter().zip(&outs[1].3))
+        {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
 }
