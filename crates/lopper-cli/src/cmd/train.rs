@@ -442,3 +442,81 @@ pub fn run(args: Args) -> Result<(), CliError> {
     )?;
     finish(&report, &out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::demo::RECIPES;
+
+    fn recipe(i: usize) -> (Recipe, String) {
+        let (name, text) = RECIPES[i];
+        RecipeSource::embedded(name, text).load().unwrap()
+    }
+
+    #[test]
+    fn scaling_keeps_every_demo_recipe_valid() {
+        for i in 0..RECIPES.len() {
+            let (r, text) = recipe(i);
+            let spans = Spans::new(&text);
+            for n in [1, 2, 3, 7, 20, 299, 300, 301, 1000, 12_345] {
+                let mut spec = r.spec.clone();
+                let changes = scale_steps(&mut spec, n);
+                assert_eq!(changes[0], format!("train.steps 300 -> {n}"));
+                assert_eq!(spec.train.steps, Some(n));
+                Checker {
+                    spans: &spans,
+                    file: RECIPES[i].0,
+                }
+                .check(&spec)
+                .unwrap_or_else(|e| panic!("{} at {n} steps: {e}", RECIPES[i].0));
+                for st in &spec.stage {
+                    for v in [st.at, st.start].into_iter().flatten() {
+                        assert!(v < n, "{v} >= {n}");
+                    }
+                    for v in [st.every, st.delta_t].into_iter().flatten() {
+                        assert!(v >= 1);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scaling_is_proportional_and_said() {
+        // gradual80: start 30, end 200, every 10 over 300 steps; warmup 20, eval every 50
+        let (r, _) = recipe(2);
+        let mut spec = r.spec.clone();
+        let changes = scale_steps(&mut spec, 600);
+        let st = &spec.stage[0];
+        assert_eq!((st.start, st.every), (Some(60), Some(20)));
+        assert_eq!(st.end, Some(EndSpec::Step(400)));
+        assert_eq!(spec.schedule.warmup, Some(40));
+        assert_eq!(spec.train.eval_every, Some(100));
+        assert!(
+            changes.contains(&"stage[0].end 200 -> 400".to_string()),
+            "{changes:?}"
+        );
+        // the same number of steps changes nothing
+        let mut same = r.spec.clone();
+        assert_eq!(scale_steps(&mut same, 300).len(), 1);
+        assert_eq!(same, r.spec);
+    }
+
+    #[test]
+    fn demo_recipes_are_the_six_in_order() {
+        let names: Vec<String> = (0..RECIPES.len())
+            .map(|i| recipe(i).0.name().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "dense",
+                "masked80",
+                "gradual80",
+                "sparse24",
+                "lowrank",
+                "rigl90"
+            ]
+        );
+    }
+}
