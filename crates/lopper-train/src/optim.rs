@@ -101,13 +101,24 @@ pub struct GradClip {
     pub scale: f32,
 }
 
-/// Global 2-norm of all gradients (accumulated in f64, serially: deterministic).
+/// Global 2-norm of all gradients, accumulated in f64 in a fixed order (8 lanes per parameter,
+/// then the lanes, then the parameters): deterministic whatever the thread count.
 pub fn grad_norm(params: &[ParamMut<'_>]) -> f64 {
-    params
-        .iter()
-        .map(|p| p.grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
-        .sum::<f64>()
-        .sqrt()
+    let sumsq = |g: &[f32]| {
+        let mut acc = [0.0f64; 8];
+        let chunks = g.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x as f64 * x as f64;
+            }
+        }
+        for (a, &x) in acc.iter_mut().zip(rest) {
+            *a += x as f64 * x as f64;
+        }
+        acc.iter().sum::<f64>()
+    };
+    params.iter().map(|p| sumsq(p.grad)).sum::<f64>().sqrt()
 }
 
 /// PyTorch's `clip_grad_norm_(params, max_norm)`: the global 2-norm of the gradients and the clip
@@ -595,23 +606,33 @@ fn adam_chunk(
     v: &mut [f32],
     s: &AdamScalars,
 ) {
-    for i in 0..p.len() {
-        if let Some(mk) = mask
-            && !mk[i]
-        {
-            p[i] = 0.0;
-            m[i] = 0.0;
-            v[i] = 0.0;
-            continue;
+    // one element: the same arithmetic on both paths
+    let upd = |x: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+        let g = g * s.scale;
+        let mi = s.b1 * *m + (1.0 - s.b1) * g;
+        let vi = s.b2 * *v + (1.0 - s.b2) * g * g;
+        *m = mi;
+        *v = vi;
+        *x = *x * s.decay - s.step_size * (mi / (vi.sqrt() / s.bc2_sqrt + s.eps));
+    };
+    match mask {
+        // the common case as a plain zip, so that it vectorizes
+        None => {
+            for (((x, &g), m), v) in p.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+                upd(x, g, m, v);
+            }
         }
-        let g = grad[i] * s.scale;
-        let mut x = p[i] * s.decay;
-        let mi = s.b1 * m[i] + (1.0 - s.b1) * g;
-        let vi = s.b2 * v[i] + (1.0 - s.b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        x -= s.step_size * (mi / (vi.sqrt() / s.bc2_sqrt + s.eps));
-        p[i] = x;
+        Some(mk) => {
+            for i in 0..p.len() {
+                if mk[i] {
+                    upd(&mut p[i], grad[i], &mut m[i], &mut v[i]);
+                } else {
+                    p[i] = 0.0;
+                    m[i] = 0.0;
+                    v[i] = 0.0;
+                }
+            }
+        }
     }
 }
 

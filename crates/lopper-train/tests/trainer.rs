@@ -445,3 +445,60 @@ fn runs_are_bit_identical_on_a_fixed_thread_count() {
     };
     assert!(run() == run());
 }
+
+/// Timing, not a check: `cargo test --release -p lopper-train --test trainer -- --ignored
+/// --nocapture step_breakdown`. A whole trainer step (batch, forward, backward, gradient norm,
+/// AdamW, hooks) against the AdamW update and the gradient norm alone, interleaved, best of 5.
+#[test]
+#[ignore]
+fn step_breakdown() {
+    use lopper_nn::{Gpt, GptConfig};
+    use lopper_train::Optimizer;
+    use lopper_train::optim::grad_norm;
+    let g = Gpt::new(GptConfig {
+        layers: 2,
+        ..GptConfig::default()
+    })
+    .unwrap();
+    let mut t = Trainer::new(
+        Box::new(g),
+        Box::new(AdamW::default()),
+        Box::new(Constant::new(1e-4).unwrap()),
+        Box::new(Tokens {
+            vocab: 256,
+            b: 4,
+            t: 64,
+            seed: 5,
+        }),
+        TrainConfig {
+            steps: 1000,
+            grad_clip: Some(1.0),
+            ..Default::default()
+        },
+    );
+    let mut opt = AdamW::default();
+    t.step_once().unwrap();
+    let (mut ts, mut to, mut tn) = (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        t.step_once().unwrap();
+        ts = ts.min(t0.elapsed().as_secs_f64());
+        let mut ps = t.model_mut().params();
+        let t1 = std::time::Instant::now();
+        let _ = grad_norm(&ps);
+        tn = tn.min(t1.elapsed().as_secs_f64());
+        let t2 = std::time::Instant::now();
+        opt.step(&mut ps, 0.0).unwrap();
+        to = to.min(t2.elapsed().as_secs_f64());
+    }
+    let n = t.model_mut().num_params();
+    println!(
+        "GPT 2x256, b4 t64, {n} params, {} threads: step {:.1} ms, AdamW {:.2} ms ({:.1}%), grad norm {:.2} ms ({:.1}%)",
+        rayon::current_num_threads(),
+        ts * 1e3,
+        to * 1e3,
+        100.0 * to / ts,
+        tn * 1e3,
+        100.0 * tn / ts
+    );
+}
