@@ -96,6 +96,12 @@ fn check_contract(j: &Value) -> Vec<String> {
         assert!(v["flops_executed"].as_u64() <= v["flops_dense_equivalent"].as_u64());
         assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0);
         assert!(v["events"].is_array() && v["curve"].is_array());
+        // the training phase is part of the run's energy report (train + eval)
+        let total = v["energy_report"]["total"]["joules"]["value"]
+            .as_f64()
+            .unwrap();
+        assert!(total + 1e-9 >= v["energy_j"].as_f64().unwrap(), "{v}");
+        assert!(v["run_wall_s"].as_f64().unwrap() >= v["wall_s"].as_f64().unwrap());
         // an estimate says so (no counters on CI machines; on one with RAPL it says rapl)
         let m = v["energy_method"].as_str().unwrap();
         assert_eq!(v["energy_measured"], m == "rapl" || m == "nvml", "{v}");

@@ -42,8 +42,13 @@ pub struct Figures {
     pub energy_method: String,
     /// False for estimates (and mixtures).
     pub energy_measured: bool,
-    /// True when early stopping ended the run before its step budget.
-    pub stopped_early: bool,
+    /// Why the run stopped before its step budget, if it did (early stopping, a non-finite loss).
+    pub stopped_early: Option<String>,
+    /// Wall time of the whole run in seconds (training, evaluation, checkpoints).
+    pub run_wall_s: f64,
+    /// Training energy by phase (`train`, `eval`) and total, with kWh, CO2 and cost, each with its
+    /// method (None when the run did not report one).
+    pub energy_report: Option<lopper_energy::EnergyReport>,
 }
 
 /// One trained variant: its name, where its recipe came from, its figures and its log.
@@ -251,8 +256,8 @@ impl Report {
         if let Some(a) = v.figures.accuracy {
             let _ = write!(s, ", accuracy {:.2}%", 100.0 * a);
         }
-        if v.figures.stopped_early {
-            s.push_str(", stopped early");
+        if let Some(why) = &v.figures.stopped_early {
+            let _ = write!(s, ", stopped early: {why}");
         }
         s.push_str("):\n");
         for e in v.log.events.iter().take(EVENTS_SHOWN) {
@@ -309,6 +314,8 @@ impl Report {
                     "energy_method": f.energy_method,
                     "energy_measured": f.energy_measured,
                     "stopped_early": f.stopped_early,
+                    "run_wall_s": finite(f.run_wall_s),
+                    "energy_report": f.energy_report,
                     "events": v.log.events.iter().map(event_json).collect::<Vec<_>>(),
                     "curve": v.log.evals.iter().map(|e| json!({
                         "step": e.step,
@@ -601,7 +608,9 @@ mod tests {
                 }
                 .into(),
                 energy_measured: measured,
-                stopped_early: false,
+                stopped_early: None,
+                run_wall_s: 2.5,
+                energy_report: None,
             },
             log,
         }

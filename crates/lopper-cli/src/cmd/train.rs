@@ -322,7 +322,9 @@ fn figures(s: &RunSummary, params: usize) -> Figures {
         energy_j: train.joules.value,
         energy_method: method.label().to_string(),
         energy_measured: !method.is_estimate(),
-        stopped_early: s.stopped_early.is_some(),
+        stopped_early: s.stopped_early.clone(),
+        run_wall_s: s.wall_s,
+        energy_report: Some(s.energy.clone()),
     }
 }
 
