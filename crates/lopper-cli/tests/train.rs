@@ -227,6 +227,13 @@ fn compare_two_recipes_in_one_report() {
     assert!((pct - 100.0 * (l1 - l0) / l0).abs() < 1e-9, "{pct}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("vs tiny-gpt"), "{stdout}");
+    // stderr is a pipe here: status lines, but no progress bar (no terminal escapes)
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("[2/2] training tiny-gpt-b"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
     check_files(&out, &names);
 }
 
