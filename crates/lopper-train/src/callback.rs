@@ -1,7 +1,8 @@
 //! Callbacks: everything around the step that is not the step (compression stages, evaluation,
 //! early stopping, checkpoints, energy metering, progress). The trainer calls, in order, per step:
 //! `before_step`, (zero_grad, forward, backward), `after_backward`, (optimizer step),
-//! `on_step_end`; around evaluations `before_eval` and `on_eval`.
+//! `on_step_end`; around evaluations `before_eval` and `on_eval`; then `checkpoint_request` (and
+//! `on_checkpoint` after a save). `on_begin` and `on_end` bracket each `Trainer::run`.
 use crate::log::RunLog;
 use crate::optim::Optimizer;
 use crate::{Model, Result};
@@ -13,7 +14,9 @@ pub struct Ctx<'a> {
     pub step: u64,
     /// Steps the run will take in all.
     pub total_steps: u64,
+    /// The model being trained.
     pub model: &'a mut dyn Model,
+    /// The optimizer (call `remap` after changing a layer's layout).
     pub optimizer: &'a mut dyn Optimizer,
     /// Learning rate of the current step.
     pub lr: f32,
@@ -26,6 +29,7 @@ pub struct Ctx<'a> {
 /// Whether to go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
+    /// Go on.
     Continue,
     /// Stop after this step (early stopping); the reason goes to the log.
     Stop,
@@ -34,15 +38,20 @@ pub enum Control {
 /// The result of one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalResult {
+    /// Steps done when evaluated.
     pub step: u64,
+    /// Mean validation loss (weighted by examples).
     pub val_loss: f64,
+    /// Accuracy, for feature (classifier) batches.
     pub accuracy: Option<f64>,
 }
 
 /// A callback's state for a checkpoint (so that `--resume` continues exactly).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallbackState {
+    /// Named tensors (saved as `cb.{name}.{key}`).
     pub tensors: BTreeMap<String, Vec<f32>>,
+    /// Everything else, as JSON (in the manifest).
     pub json: serde_json::Value,
 }
 

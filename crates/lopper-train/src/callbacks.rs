@@ -97,6 +97,7 @@ impl Callback for EarlyStopping {
 /// step number across both: use a new directory per run).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpointing {
+    /// Folder of the `step-XXXXXXXX` checkpoint directories.
     pub dir: PathBuf,
     /// Steps between checkpoints (at least 1).
     pub every: u64,

@@ -55,10 +55,13 @@ pub const MANIFEST: &str = "manifest.json";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerEntry {
+    /// Layer name (`h.0.attn.qkv`).
     pub name: String,
     /// `dense`, `masked`, `csr`, `sparse24`, `lowrank` or `lora`.
     pub kind: String,
+    /// K.
     pub in_features: usize,
+    /// M.
     pub out_features: usize,
     /// Rank of LowRank and Lora layers.
     pub rank: Option<usize>,
@@ -74,6 +77,7 @@ pub struct LayerEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimEntry {
+    /// `sgd` or `adamw`.
     pub name: String,
     /// Scalars, readable.
     pub scalars: BTreeMap<String, f64>,
@@ -87,7 +91,9 @@ pub struct OptimEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackEntry {
+    /// The callback's name.
     pub name: String,
+    /// Its JSON state.
     pub json: serde_json::Value,
     /// State tensor keys (stored as `cb.{name}.{key}`).
     pub tensors: Vec<String>,
@@ -97,9 +103,13 @@ pub struct CallbackEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnergyPhase {
+    /// `train` or `eval`.
     pub phase: String,
+    /// Joules, f64 bits.
     pub joules_bits: u64,
+    /// Seconds, f64 bits.
     pub seconds_bits: u64,
+    /// [`Method::label`].
     pub method: String,
 }
 
@@ -107,31 +117,44 @@ pub struct EnergyPhase {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// [`FORMAT`].
     pub format: String,
+    /// [`VERSION`].
     pub version: u32,
     /// Steps done when saved.
     pub step: u64,
+    /// [`crate::Model::kind`].
     pub model_kind: String,
+    /// The recipe's hash, when the run came from one.
     pub recipe_hash: Option<String>,
+    /// The tensors file, beside the manifest.
     pub tensors_file: String,
+    /// Its length in bytes.
     pub tensors_bytes: u64,
     /// FNV-1a 64 of the tensors file, hex.
     pub tensors_fnv1a64: String,
+    /// Every Linear layer, in the model's order.
     pub layers: Vec<LayerEntry>,
     /// Parameters other than Linear weights, saved by name.
     pub params: Vec<String>,
+    /// The optimizer's name and scalars.
     pub optimizer: OptimEntry,
+    /// Every callback, in the trainer's order.
     pub callbacks: Vec<CallbackEntry>,
+    /// The run's record, readable.
     pub log: RunLog,
-    /// The log's float fields as bit patterns, in [`log_floats`] order.
+    /// The log's float fields as bit patterns: per train point loss, lr, wall_s; per eval
+    /// val_loss, accuracy (when present), wall_s, energy_j.
     pub log_f64_bits: Vec<u64>,
+    /// FLOPs, examples and time so far.
     pub counters: Counters,
     /// The energy report, readable.
     pub energy: EnergyReport,
     /// Its phases exactly (what loading rebuilds the report from, with `energy.factors`).
     pub energy_phases: Vec<EnergyPhase>,
-    /// Informational: the schedule and data at save time.
+    /// Informational: the schedule at save time.
     pub schedule: String,
+    /// Informational: the data at save time.
     pub data: String,
 }
 

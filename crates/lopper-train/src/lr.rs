@@ -19,6 +19,7 @@ pub trait LrSchedule: Send {
 /// The same learning rate at every step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Constant {
+    /// The rate.
     pub lr: f32,
 }
 
@@ -84,9 +85,13 @@ fn progress(warmup: u64, total: u64, step: u64) -> f64 {
 /// Linear warmup, then cosine decay to `min` at step `total` (kept after).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WarmupCosine {
+    /// Peak rate, reached at the end of warmup.
     pub base: f32,
+    /// Warmup steps (0: none).
     pub warmup: u64,
+    /// The step at which `min` is reached.
     pub total: u64,
+    /// Final rate.
     pub min: f32,
 }
 
@@ -123,9 +128,13 @@ impl LrSchedule for WarmupCosine {
 /// Linear warmup, then linear decay to `min` at step `total` (kept after).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WarmupLinear {
+    /// Peak rate, reached at the end of warmup.
     pub base: f32,
+    /// Warmup steps (0: none).
     pub warmup: u64,
+    /// The step at which `min` is reached.
     pub total: u64,
+    /// Final rate.
     pub min: f32,
 }
 

@@ -36,7 +36,9 @@ use std::collections::BTreeMap;
 /// (e.g. `t`, the step count).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OptimState {
+    /// Named state tensors (`{param}.m`, `{param}.v`, `{param}.momentum`).
     pub tensors: BTreeMap<String, Vec<f32>>,
+    /// Named scalars (`t`, `{param}.t`).
     pub scalars: BTreeMap<String, f64>,
 }
 
@@ -491,8 +493,11 @@ impl Optimizer for Sgd {
 /// Hyper-parameters of [`AdamW`] (PyTorch names and defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Decay of the first moment (PyTorch `betas[0]`).
     pub beta1: f32,
+    /// Decay of the second moment (PyTorch `betas[1]`).
     pub beta2: f32,
+    /// Added to the denominator.
     pub eps: f32,
     /// Decoupled decay `p -= lr * wd * p`, for parameters the filter accepts.
     pub weight_decay: f32,
