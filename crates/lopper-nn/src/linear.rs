@@ -31,6 +31,47 @@ struct Scratch {
     dh: Vec<f32>,
     /// Per-thread panel buffers of the sparse kinds.
     parts: Vec<crate::panels::PartBufs>,
+    /// dW^T (K, M) and its transpose, when dW goes through x^T (see [`dense_dw`]).
+    dwt: Vec<f32>,
+    dwt2: Vec<f32>,
+}
+
+/// `g (M, K) += dy^T x` on explicit transposes (faer's product with a transposed left operand ran
+/// at about half the rate): through dy^T (M, N) already in `s.yt` (`via_x` false), or through
+/// x^T (K, N) in `s.xt`: `dW^T (K, M) = x^T dy`, then `g += (dW^T)^T` (`via_x` true, chosen when
+/// K (N + M) < N M elements move, e.g. 256 -> 1024 with N = 1024).
+#[allow(clippy::too_many_arguments)]
+fn dense_dw(
+    s: &mut Scratch,
+    g: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    (n, m, k): (usize, usize, usize),
+    via_x: bool,
+    par: Par,
+    how: GemmThreads,
+) -> Result<()> {
+    if via_x {
+        ensure(&mut s.dwt, k * m);
+        ensure(&mut s.dwt2, m * k);
+        gemm_nx(
+            &mut s.dwt,
+            &s.xt,
+            MatRef::new(dy, n, m)?,
+            N,
+            k,
+            n,
+            1.0,
+            0.0,
+            par,
+            how,
+        )?; // (K, M)
+        transpose(&s.dwt, k, m, &mut s.dwt2, par);
+        crate::util::add_into(g, &s.dwt2);
+    } else {
+        gemm_nx(g, &s.yt, MatRef::new(x, n, k)?, N, m, n, 1.0, 1.0, par, how)?; // (M, K)
+    }
+    Ok(())
 }
 
 /// A fully connected layer whose weight can be any [`Weight`] kind.
@@ -492,22 +533,28 @@ impl Linear {
         let (xm, dym) = (MatRef::new(x, n, k)?, MatRef::new(dy, n, m)?);
         let how = self.threads;
         let s = &mut self.s;
-        // dy^T (M, N) in s.yt for every kind that reads it: faer's dW = dy^T x with a transposed
-        // left operand ran at half the rate of the same product on an explicit transpose.
-        let need_t = self.dense_grad.is_some()
+        // a dense dW goes through an explicit transpose of dy or of x (see dense_dw); a LoRA with
+        // a Csr base reads dy^T
+        let dense_kind = self.dense_grad.is_some()
+            || matches!(self.weight, Weight::Dense { .. } | Weight::Masked { .. });
+        let via_x = dense_kind && k * (n + m) < n * m;
+        let need_t = (dense_kind && !via_x)
             || matches!(
                 self.weight,
-                Weight::Dense { .. }
-                    | Weight::Masked { .. }
-                    | Weight::Lora {
-                        base: LoraBase::Csr(..),
-                        ..
-                    }
+                Weight::Lora {
+                    base: LoraBase::Csr(..),
+                    ..
+                }
             );
         if need_t {
             ensure(&mut s.yt, m * n);
             transpose(dy, n, m, &mut s.yt, par);
         }
+        if via_x {
+            ensure(&mut s.xt, k * n);
+            transpose(x, n, k, &mut s.xt, par);
+        }
+        let dims = (n, m, k);
         if let Some((_, db)) = &mut self.bias {
             if need_t {
                 add_row_sums(&s.yt, n, db); // db (M) += row sums of dy^T
@@ -518,15 +565,15 @@ impl Linear {
             }
         }
         if let Some(g) = &mut self.dense_grad {
-            gemm_nx(g, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?; // G (M, K) += dy^T x
+            dense_dw(s, g, x, dy, dims, via_x, par, how)?; // G (M, K) += dy^T x
         }
         match &mut self.weight {
             Weight::Dense { w, dw } => {
-                gemm_nx(dw, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?; // dW (M, K) += dy^T x
+                dense_dw(s, dw, x, dy, dims, via_x, par, how)?; // dW (M, K) += dy^T x
                 gemm_nx(dx, dy, MatRef::new(w, m, k)?, N, n, m, 1.0, 0.0, par, how)?; // dx = dy W
             }
             Weight::Masked { w, dw, mask } => {
-                gemm_nx(dw, &s.yt, xm, N, m, n, 1.0, 1.0, par, how)?;
+                dense_dw(s, dw, x, dy, dims, via_x, par, how)?;
                 lopper_tensor::ops::apply_mask(dw, mask)?;
                 gemm_nx(dx, dy, MatRef::new(w, m, k)?, N, n, m, 1.0, 0.0, par, how)?;
             }

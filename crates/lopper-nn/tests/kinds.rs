@@ -328,3 +328,41 @@ fn lin_params_of(l: &mut Linear) -> Vec<lopper_nn::ParamMut<'_>> {
     l.params(&mut v);
     v
 }
+
+#[test]
+fn dense_weight_gradient_matches_the_definition_through_either_transpose() {
+    // K (N + M) < N M takes the x^T route, the other shape the dy^T route
+    for (n, k, m) in [(40, 6, 30), (9, 24, 20)] {
+        let x = randv(n * k, 1.0, 21);
+        let dy = randv(n * m, 1.0, 22);
+        let mut l =
+            Linear::from_dense("g", k, m, randv(m * k, 1.0, 23), Some(vec![0.0; m])).unwrap();
+        l.request_dense_grad(true);
+        let mut dx = vec![0.0; n * k];
+        l.backward(&x, &dy, n, &mut dx).unwrap();
+        l.backward(&x, &dy, n, &mut dx).unwrap(); // accumulates: twice the gradient
+        let Weight::Dense { dw, .. } = l.weight() else {
+            panic!()
+        };
+        let mut want = vec![0.0f32; m * k];
+        for r in 0..n {
+            for i in 0..m {
+                for j in 0..k {
+                    want[i * k + j] += 2.0 * dy[r * m + i] * x[r * k + j];
+                }
+            }
+        }
+        assert!(
+            max_rel(dw, &want) < 1e-5,
+            "{n}x{k}x{m}: {}",
+            max_rel(dw, &want)
+        );
+        assert!(max_rel(l.dense_grad().unwrap(), &want) < 1e-5);
+        let db: Vec<f32> = (0..m)
+            .map(|i| 2.0 * (0..n).map(|r| dy[r * m + i]).sum::<f32>())
+            .collect();
+        let params = lin_params_of(&mut l);
+        let bias = params.iter().find(|p| p.name == "g.bias").unwrap();
+        assert!(max_rel(bias.grad, &db) < 1e-5, "{n}x{k}x{m} bias");
+    }
+}
