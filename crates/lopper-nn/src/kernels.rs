@@ -172,12 +172,59 @@ pub(crate) fn gemm_nx(
     par: Par,
     how: GemmThreads,
 ) -> Result<()> {
+    gemm_rows(c, a, b, tb, (m, k), alpha, beta, None, par, how)
+}
+
+/// [`gemm_nx`] with `beta = 1` on C's rows first set to `bias` (n), each slab by its own thread:
+/// `C = A op(B) + 1 bias^T`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_nx_bias(
+    c: &mut [f32],
+    a: &[f32],
+    b: MatRef<'_>,
+    tb: Transpose,
+    m: usize,
+    k: usize,
+    bias: &[f32],
+    par: Par,
+    how: GemmThreads,
+) -> Result<()> {
+    gemm_rows(c, a, b, tb, (m, k), 1.0, 1.0, Some(bias), par, how)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows(
+    c: &mut [f32],
+    a: &[f32],
+    b: MatRef<'_>,
+    tb: Transpose,
+    (m, k): (usize, usize),
+    alpha: f32,
+    beta: f32,
+    init: Option<&[f32]>,
+    par: Par,
+    how: GemmThreads,
+) -> Result<()> {
+    let fill = |cs: &mut [f32], n: usize| {
+        if let Some(bias) = init {
+            for row in cs.chunks_exact_mut(n) {
+                row.copy_from_slice(bias);
+            }
+        }
+    };
     let n = match tb {
         Transpose::No => b.cols(),
         Transpose::Yes => b.rows(),
     };
     let t = par.threads();
+    if init.is_some_and(|b| b.len() != n) {
+        return Err(crate::error::shape(
+            "gemm",
+            format!("bias of {} for {n} columns", init.map_or(0, <[f32]>::len)),
+        ));
+    }
     if how == GemmThreads::Faer || t <= 1 || m < SPLIT_MIN_ROWS * 2 || k == 0 || n == 0 {
+        fill(c, n);
         return Ok(gemm(
             MatMut::new(c, m, n)?,
             MatRef::new(a, m, k)?,
@@ -195,6 +242,7 @@ pub(crate) fn gemm_nx(
         .zip(a.par_chunks(rows * k))
         .try_for_each(|(cs, as_)| -> Result<()> {
             let r = cs.len() / n;
+            fill(cs, n);
             gemm(
                 MatMut::new(cs, r, n)?,
                 MatRef::new(as_, r, k)?,

@@ -6,7 +6,7 @@
 //! (O(N*K) moves against O(nnz*N) multiply-adds).
 use crate::error::{check_len, shape};
 use crate::flops::{Flops, StepFlops};
-use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, transpose};
+use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, gemm_nx_bias, transpose};
 use crate::panels::{self, Fwd};
 use crate::precision::{Precision, round_copy, round_in_place, round_into, widen_into};
 use crate::util::{ensure, randn};
@@ -401,24 +401,19 @@ impl Linear {
         let xm = MatRef::new(x, n, k)?;
         let how = self.threads;
         let s = &mut self.s;
-        // Dense kinds start y at the bias and accumulate the product (no second pass over y).
+        // Dense kinds start y at the bias (per row slab, on its thread) and accumulate the product.
         let dense = matches!(self.weight, Weight::Dense { .. } | Weight::Masked { .. });
-        let beta = match (&self.bias, dense) {
-            (Some((b, _)), true) => {
-                for row in y.chunks_exact_mut(m) {
-                    row.copy_from_slice(b);
-                }
-                1.0
-            }
-            _ => 0.0,
-        };
+        let bias = self.bias.as_ref().map(|b| b.0.as_slice());
+        if let Weight::Masked { w, mask, .. } = &mut self.weight {
+            lopper_tensor::ops::apply_mask(w, mask)?;
+        }
         match &mut self.weight {
-            Weight::Dense { w, .. } => {
-                gemm_nx(y, x, MatRef::new(w, m, k)?, T, n, k, 1.0, beta, par, how)?
-            } // y (N, M) (+)= x W^T
-            Weight::Masked { w, mask, .. } => {
-                lopper_tensor::ops::apply_mask(w, mask)?;
-                gemm_nx(y, x, MatRef::new(w, m, k)?, T, n, k, 1.0, beta, par, how)?
+            Weight::Dense { w, .. } | Weight::Masked { w, .. } => {
+                let wm = MatRef::new(w, m, k)?;
+                match bias {
+                    Some(b) => gemm_nx_bias(y, x, wm, T, n, k, b, par, how)?, // y = x W^T + b
+                    None => gemm_nx(y, x, wm, T, n, k, 1.0, 0.0, par, how)?,  // y = x W^T
+                }
             }
             Weight::Csr { w, .. } => {
                 panels::forward(Fwd::Csr(w), x, n, m, k, y, &mut s.parts, par)?; // y^T = W x^T
