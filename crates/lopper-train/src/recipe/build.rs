@@ -131,7 +131,7 @@ impl Recipe {
                 },
             )
             .map_err(|e| data_err("kind", e))?;
-            let gpt = Gpt::new(GptConfig {
+            let mut gpt = Gpt::new(GptConfig {
                 vocab: m.vocab.unwrap_or(defaults::VOCAB),
                 ctx,
                 layers: m.layers.unwrap_or(1),
@@ -141,6 +141,7 @@ impl Recipe {
                 seed: s.seed,
             })
             .map_err(|e| self.err(&keys(&["model", "kind"]), e.to_string()))?;
+            gpt.set_precision(precision(m.precision.as_deref()));
             return Ok((Box::new(gpt), Box::new(src)));
         }
         let batch = d.batch.unwrap_or(defaults::IMAGE_BATCH);
@@ -181,8 +182,9 @@ impl Recipe {
             Some("gelu") => MlpActivation::Gelu,
             _ => MlpActivation::Relu,
         };
-        let mlp = Mlp::new(&sizes, act, s.seed)
+        let mut mlp = Mlp::new(&sizes, act, s.seed)
             .map_err(|e| self.err(&keys(&["model", "sizes"]), e.to_string()))?;
+        mlp.set_precision(precision(m.precision.as_deref()));
         Ok((Box::new(mlp), Box::new(src)))
     }
 
@@ -295,5 +297,13 @@ impl Recipe {
             }
         };
         Ok(cb)
+    }
+}
+
+/// `[model] precision` (checked by the spec: `f32`, `bf16` or absent).
+fn precision(p: Option<&str>) -> lopper_nn::Precision {
+    match p {
+        Some("bf16") => lopper_nn::Precision::Bf16,
+        _ => lopper_nn::Precision::F32,
     }
 }

@@ -51,6 +51,9 @@ pub struct ModelSpec {
     pub sizes: Option<Vec<usize>>,
     /// MLP activation: `relu` (default) or `gelu`.
     pub activation: Option<String>,
+    /// Storage precision of weights and saved activations: `f32` (default) or `bf16` (mixed
+    /// precision: bf16 storage, f32 accumulation and f32 master weights).
+    pub precision: Option<String>,
 }
 
 /// `[data]`: `kind = "text"` (path), `"digits"` (path), `"idx"` (dir), `"fashion-mnist"` (dir);
@@ -392,14 +395,32 @@ impl Checker<'_> {
             ("tie_weights", m.tie_weights.is_some()),
             ("sizes", m.sizes.is_some()),
             ("activation", m.activation.is_some()),
+            ("precision", m.precision.is_some()),
         ];
+        if let Some(p) = &m.precision
+            && p != "f32"
+            && p != "bf16"
+        {
+            return Err(self.err(
+                &keys(&["model", "precision"]),
+                format!("unknown precision {p:?} (f32 or bf16)"),
+            ));
+        }
         match m.kind.as_str() {
             "gpt" => {
                 self.only(
                     "model",
                     "gpt",
                     &present,
-                    &["vocab", "ctx", "layers", "heads", "width", "tie_weights"],
+                    &[
+                        "vocab",
+                        "ctx",
+                        "layers",
+                        "heads",
+                        "width",
+                        "tie_weights",
+                        "precision",
+                    ],
                 )?;
                 for (k, v) in [
                     ("ctx", m.ctx),
@@ -430,7 +451,12 @@ impl Checker<'_> {
                 }
             }
             "mlp" => {
-                self.only("model", "mlp", &present, &["sizes", "activation"])?;
+                self.only(
+                    "model",
+                    "mlp",
+                    &present,
+                    &["sizes", "activation", "precision"],
+                )?;
                 let p = keys(&["model", "sizes"]);
                 let sizes = m
                     .sizes
