@@ -226,7 +226,11 @@ fn gemm_rows(
     if how == GemmThreads::Faer || t <= 1 || m < SPLIT_MIN_ROWS * 2 || k == 0 || n == 0 {
         fill(c, n);
         // RowSplit keeps to one pool: a product too short to split runs on the caller's thread
-        let par = if how == GemmThreads::RowSplit { Par::Seq } else { par };
+        let par = if how == GemmThreads::RowSplit {
+            Par::Seq
+        } else {
+            par
+        };
         return Ok(gemm(
             MatMut::new(c, m, n)?,
             MatRef::new(a, m, k)?,

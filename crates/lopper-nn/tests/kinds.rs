@@ -241,7 +241,15 @@ fn requested_dense_grad_of_a_csr_layer_equals_the_dense_layers_dw_and_accumulate
     let mut csr = dense.clone();
     csr.set_kind(&WeightKind::Csr).unwrap();
     assert!(csr.dense_grad().is_none());
+    let before = csr.flops(n);
     csr.request_dense_grad(true);
+    // the dense gradient is one more dense GEMM, counted as executed
+    let after = csr.flops(n);
+    assert_eq!(
+        after.backward.executed,
+        before.backward.executed + 2 * (n * m * k) as u64
+    );
+    assert_eq!(after.backward.dense, before.backward.dense);
     let mut dx = vec![0.0; n * k];
     let _ = out(&mut dense, &x, n);
     let _ = out(&mut csr, &x, n);

@@ -4,8 +4,9 @@
 //! One step ([`Trainer::step_once`]), for step index `s` (0-based) at `lr = schedule.lr(s)`:
 //! 1. `batch = data.train_batch(s)`; callbacks' `before_step`;
 //! 2. `zero_grad`, `forward` (loss), `backward`; callbacks' `after_backward`;
-//! 3. FLOPs of this step from `model.flops(&batch)` (the kinds of this step: they change during a
-//!    run, so every step is counted); the global gradient norm (when clipping or checking); with
+//! 3. FLOPs of this step from `model.flops(&batch)`, taken before `after_backward` (the kinds of
+//!    this step: they change during a run, so every step is counted); the global gradient norm
+//!    (when clipping or checking); with
 //!    `grad_clip`: [`crate::clip_grad_norm`]'s scale through [`Optimizer::step_scaled`], else
 //!    [`Optimizer::step`]. A non-finite loss or gradient norm skips the update and stops the run
 //!    (reason in the log) unless `stop_on_nonfinite` is off;
@@ -352,10 +353,12 @@ impl Trainer {
         self.model.zero_grad();
         let loss = self.model.forward(&batch)?;
         self.model.backward()?;
+        // counted before `after_backward`, while layers still say what this step's backward did
+        // (e.g. a dense gradient for RigL's growth)
+        let flops = self.model.flops(&batch).total();
         self.each_cb(step, lr, loss, |cb, ctx| {
             cb.after_backward(ctx).map(|_| Control::Continue)
         })?;
-        let flops = self.model.flops(&batch).total();
         let mut params = self.model.params();
         let check = self.cfg.stop_on_nonfinite;
         let norm = (check || self.cfg.grad_clip.is_some()).then(|| grad_norm(&params) as f32);
