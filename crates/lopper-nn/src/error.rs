@@ -1,16 +1,28 @@
 /// Errors of lopper-nn. Shape errors name the layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An error of a lopper-tensor operation (GEMM, views).
     #[error(transparent)]
     Tensor(#[from] lopper_tensor::Error),
+    /// An error of a lopper-sparse kernel or conversion.
     #[error(transparent)]
     Sparse(#[from] lopper_sparse::Error),
     /// An input or buffer does not have the shape the layer needs.
     #[error("{layer}: shape mismatch: {detail}")]
-    Shape { layer: String, detail: String },
+    Shape {
+        /// The layer (or function) that found it.
+        layer: String,
+        /// What was expected and what came.
+        detail: String,
+    },
     /// A bad argument: token id out of range, rank 0, unknown parameter name, ...
     #[error("{layer}: invalid argument: {detail}")]
-    Invalid { layer: String, detail: String },
+    Invalid {
+        /// The layer (or function) that found it.
+        layer: String,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 /// `Result` with lopper-nn's [`Error`].

@@ -4,7 +4,9 @@
 /// FLOPs of a pass: `executed` (what the chosen weight kind runs) and `dense` (the dense-equivalent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flops {
+    /// FLOPs this weight kind executes.
     pub executed: u64,
+    /// FLOPs of the dense layer of the same shape.
     pub dense: u64,
 }
 
@@ -46,7 +48,9 @@ impl std::ops::AddAssign for Flops {
 /// FLOPs of one training step of a layer or model: forward and backward.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StepFlops {
+    /// Of the forward.
     pub forward: Flops,
+    /// Of the backward (input and parameter gradients).
     pub backward: Flops,
 }
 

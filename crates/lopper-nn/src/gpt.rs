@@ -32,7 +32,9 @@ pub struct GptConfig {
     pub vocab: usize,
     /// Maximum context length (rows of the position embedding).
     pub ctx: usize,
+    /// Number of transformer blocks.
     pub layers: usize,
+    /// Attention heads per block.
     pub heads: usize,
     /// Model width C (a multiple of `heads`).
     pub width: usize,

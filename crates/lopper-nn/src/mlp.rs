@@ -10,7 +10,9 @@ use crate::{Linear, ParamMut, Result};
 /// The activation between Linear layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MlpActivation {
+    /// `max(x, 0)`.
     Relu,
+    /// GELU, tanh approximation.
     Gelu,
 }
 

@@ -20,46 +20,73 @@ pub enum LoraBase {
 #[derive(Clone, Debug)]
 pub enum Weight {
     /// Dense row-major (M, K).
-    Dense { w: Vec<f32>, dw: Vec<f32> },
+    Dense {
+        /// The weight values.
+        w: Vec<f32>,
+        /// Its gradient (same layout as the values).
+        dw: Vec<f32>,
+    },
     /// Dense with a mask (the usual way to "prune"): the mask is applied to W before every forward
     /// and to dW after every backward; compute stays dense.
     Masked {
+        /// The weight values.
         w: Vec<f32>,
+        /// Its gradient (same layout as the values).
         dw: Vec<f32>,
+        /// Entries that may be non-zero (M*K).
         mask: Vec<bool>,
     },
     /// CSR: forward spmm, backward dX by spmm with the cached transpose (refreshed from the values
     /// each backward, O(nnz)), dW by sddmm at the pattern only (`dw` has nnz entries).
     Csr {
+        /// The sparse weight.
         w: Csr,
+        /// Its cached transpose, for dX.
         wt: CsrTranspose,
+        /// Its gradient (same layout as the values).
         dw: Vec<f32>,
     },
     /// 2:4: forward spmm_24. Backward through `mirror`, a CSR with the same pattern and value order
     /// as the 2:4 values (padding zeros included), so dX is spmm_t and dW is sddmm at the 2:4 pattern
     /// (the transposed weight is not 2:4, so no 2:4 kernel applies to dX).
     Sparse24 {
+        /// The 2:4 weight.
         w: Sparse24,
+        /// A CSR with the same pattern and value order, for the backward.
         mirror: Csr,
+        /// Its cached transpose, for dX.
         wt: CsrTranspose,
+        /// Its gradient (same layout as the values).
         dw: Vec<f32>,
     },
     /// W = U V with U (M, r), V (r, K).
     LowRank {
+        /// The rank r.
         rank: usize,
+        /// U (M, r).
         u: Vec<f32>,
+        /// V (r, K).
         v: Vec<f32>,
+        /// dU.
         du: Vec<f32>,
+        /// dV.
         dv: Vec<f32>,
     },
     /// W = base (frozen) + (alpha / r) B A with A (r, K), B (M, r); only A and B train.
     Lora {
+        /// The frozen base weight.
         base: LoraBase,
+        /// The rank r.
         rank: usize,
+        /// Scale numerator: the update is (alpha / r) B A.
         alpha: f32,
+        /// A (r, K).
         a: Vec<f32>,
+        /// B (M, r).
         b: Vec<f32>,
+        /// dA.
         da: Vec<f32>,
+        /// dB.
         db: Vec<f32>,
     },
 }
@@ -79,13 +106,20 @@ pub enum WeightKind {
     /// already is 2:4.
     Sparse24,
     /// Truncated SVD to this rank (exact at full rank).
-    LowRank { rank: usize },
+    LowRank {
+        /// The rank r.
+        rank: usize,
+    },
     /// Freezes the current weight as the base (as CSR when `sparse_base`, keeping its non-zeros) and
     /// adds trainable A (random, std 1/sqrt(K)) and B (zero), so the function is unchanged at first.
     Lora {
+        /// The adapter rank r.
         rank: usize,
+        /// Scale numerator: the update is (alpha / r) B A.
         alpha: f32,
+        /// Keep the base as CSR (its non-zeros) instead of dense.
         sparse_base: bool,
+        /// Seed of A's initialization.
         seed: u64,
     },
 }
