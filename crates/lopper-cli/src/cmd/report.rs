@@ -260,7 +260,15 @@ impl Report {
             let _ = write!(s, ", stopped early: {why}");
         }
         s.push_str("):\n");
-        for e in v.log.events.iter().take(EVENTS_SHOWN) {
+        // layer switches (`-> csr`, `-> sparse24`, ...) first, then the others in order
+        let evs = &v.log.events;
+        let mut pick: Vec<usize> = (0..evs.len())
+            .filter(|&i| evs[i].message.contains(" -> "))
+            .chain((0..evs.len()).filter(|&i| !evs[i].message.contains(" -> ")))
+            .take(EVENTS_SHOWN)
+            .collect();
+        pick.sort_unstable();
+        for e in pick.iter().map(|&i| &evs[i]) {
             // messages often begin with their own "step N: "
             let prefix = format!("step {}: ", e.step);
             let msg = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
