@@ -460,10 +460,11 @@ mod tests {
         for i in 0..RECIPES.len() {
             let (r, text) = recipe(i);
             let spans = Spans::new(&text);
-            for n in [1, 2, 3, 7, 20, 299, 300, 301, 1000, 12_345] {
+            let own = r.spec.train.steps.expect("demo recipes set their steps");
+            for n in [1, 2, 3, 7, 20, 239, 240, 241, 299, 300, 301, 1000, 12_345] {
                 let mut spec = r.spec.clone();
                 let changes = scale_steps(&mut spec, n);
-                assert_eq!(changes[0], format!("train.steps 300 -> {n}"));
+                assert_eq!(changes[0], format!("train.steps {own} -> {n}"));
                 assert_eq!(spec.train.steps, Some(n));
                 Checker {
                     spans: &spans,
@@ -485,8 +486,9 @@ mod tests {
 
     #[test]
     fn scaling_is_proportional_and_said() {
-        // gradual80: start 30, end 200, every 10 over 300 steps; warmup 20, eval every 50
+        // gradual80: start 24, end 160, every 8 over 240 steps; warmup 16, eval every 40
         let (r, _) = recipe(2);
+        assert_eq!(r.spec.train.steps, Some(240));
         let mut spec = r.spec.clone();
         let changes = scale_steps(&mut spec, 600);
         let st = &spec.stage[0];
@@ -495,12 +497,12 @@ mod tests {
         assert_eq!(spec.schedule.warmup, Some(40));
         assert_eq!(spec.train.eval_every, Some(100));
         assert!(
-            changes.contains(&"stage[0].end 200 -> 400".to_string()),
+            changes.contains(&"stage[0].end 160 -> 400".to_string()),
             "{changes:?}"
         );
         // the same number of steps changes nothing
         let mut same = r.spec.clone();
-        assert_eq!(scale_steps(&mut same, 300).len(), 1);
+        assert_eq!(scale_steps(&mut same, 240).len(), 1);
         assert_eq!(same, r.spec);
     }
 
