@@ -370,15 +370,9 @@ impl Linear {
                 (bf + f, bf + 2 * f)
             }
         };
-        // a requested dense weight gradient is one more dense GEMM in the backward (executed
-        // only: the dense-equivalent step computes dW anyway)
-        let g = if self.dense_grad.is_some()
-            && !matches!(self.weight, Weight::Dense { .. } | Weight::Masked { .. })
-        {
-            dense
-        } else {
-            0
-        };
+        // a requested dense weight gradient is one more dense GEMM in the backward, whatever the
+        // kind (executed only: the dense-equivalent step computes dW once anyway)
+        let g = if self.dense_grad.is_some() { dense } else { 0 };
         StepFlops {
             forward: Flops::new(fwd + b, dense + b),
             backward: Flops::new(bwd + g + b, 2 * dense + b),
