@@ -57,16 +57,6 @@ pub struct Recipe {
     text: String,
 }
 
-/// FNV-1a 64 of `bytes`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// The backticked name in a serde message (`unknown field `foo`, expected ...`).
 fn backticked(msg: &str) -> Option<&str> {
     let a = msg.find('`')? + 1;
@@ -135,7 +125,7 @@ impl Recipe {
     /// record it so that a resume with another recipe is caught.
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_string(&self.spec).unwrap_or_default();
-        format!("{:016x}", fnv1a64(canonical.as_bytes()))
+        format!("{:016x}", crate::checkpoint::fnv1a64(canonical.as_bytes()))
     }
 
     /// An [`Error::Recipe`] at the line of `path` in this recipe's text.
@@ -152,6 +142,7 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::fnv1a64;
 
     #[test]
     fn fnv_reference_values() {
