@@ -191,10 +191,13 @@ pub(crate) fn with_packed<R>(
     PACK.with(|cell| {
         let mut buf = cell.borrow_mut();
         buf.clear();
-        buf.reserve(k * w);
+        buf.reserve(k * w + 16);
+        // start the slab on a 64-byte boundary so that no 16-lane load straddles two cache lines
+        let pad = (16 - (buf.as_ptr() as usize / 4) % 16) % 16;
+        buf.resize(pad, 0.0);
         for j in 0..k {
             buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
         }
-        f(&buf)
+        f(&buf[pad..])
     })
 }
