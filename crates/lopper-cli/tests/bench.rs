@@ -58,6 +58,14 @@ fn single_matrix_json_has_the_documented_keys() {
             (Some(4), Some(6), Some(6), Some(17))
         );
         assert_eq!(v["kernel"], kernel);
+        // the hypervisor's share of CPU time while timing: a fraction, or null when unknown (no
+        // /proc/stat, or a window too short for a clock tick, as with --min-time 0 here)
+        assert!(v.get("cpu_steal").is_some(), "{kernel}: {v}");
+        if let Some(f) = v["cpu_steal"].as_f64() {
+            assert!((0.0..=1.0).contains(&f), "{kernel}: cpu_steal {f}");
+        } else {
+            assert!(v["cpu_steal"].is_null(), "{kernel}: {}", v["cpu_steal"]);
+        }
     }
 }
 

@@ -14,6 +14,9 @@
 //! - [`EnergyReport`]: per phase (train, eval) and total: joules, kWh, average watts, CO2 and cost from
 //!   configurable [`Factors`]; every figure carries its method. JSON (serde) and CSV.
 //!
+//! - [`steal`]: the share of CPU time the hypervisor gave to other guests during a window
+//!   (`/proc/stat`), so that timed figures on a shared VM carry a warning when they are distorted.
+//!
 //! Depends on no other lopper crate.
 
 mod error;
@@ -22,6 +25,7 @@ mod meter;
 mod nvml;
 mod rapl;
 mod report;
+pub mod steal;
 
 pub use error::{Error, Result};
 pub use estimate::{EstimateMeter, EstimateSource, cpu_seconds_of_process};

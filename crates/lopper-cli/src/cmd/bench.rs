@@ -6,6 +6,7 @@
 //! patterns. Values are random in [-1, 1) (DLMC files carry patterns only).
 use crate::CliError;
 use clap::{Args, Subcommand};
+use lopper_energy::steal::{STEAL_WARN, StealWindow, steal_warning};
 use lopper_sparse::{Csr, Sparse24, io::smtx, sddmm, spmm, spmm_24, spmm_t_with};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
@@ -90,6 +91,10 @@ pub struct Row {
     pub effective_gflops: f64,
     /// 2 * M * K * N / dense time
     pub dense_gflops: f64,
+    /// Share of the machine's CPU time the hypervisor gave to other guests while this row was
+    /// timed (`/proc/stat` steal); `null` where unknown (no `/proc/stat`, or a window shorter than
+    /// one clock tick). Above 2% the table says its times are distorted.
+    pub cpu_steal: Option<f64>,
 }
 
 pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
@@ -217,17 +222,19 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
             "{name}: {kernel} and dense results differ by {err}"
         )));
     }
+    let steal = StealWindow::start();
     let (ts, td) = time_pair(
         c,
         || sparse(&mut ys).expect("checked above"),
         || dense(&mut yd).expect("checked above"),
     );
+    let steal = steal.fraction();
     let label = match kernel {
         "spmm" => "spmm",
         "spmm_t" => "spmm_t",
         _ => "sddmm",
     };
-    Ok(row(label, name, m, k, w.nnz(), n, c, ts, td))
+    Ok(row(label, name, m, k, w.nnz(), n, c, (ts, td), steal))
 }
 
 fn row(
@@ -238,8 +245,8 @@ fn row(
     nnz: usize,
     n: usize,
     c: &Common,
-    ts: f64,
-    td: f64,
+    (ts, td): (f64, f64),
+    cpu_steal: Option<f64>,
 ) -> Row {
     Row {
         kernel,
@@ -255,6 +262,7 @@ fn row(
         speedup: td / ts,
         effective_gflops: 2.0 * nnz as f64 * n as f64 / ts / 1e9,
         dense_gflops: 2.0 * (m * k * n) as f64 / td / 1e9,
+        cpu_steal,
     }
 }
 
@@ -426,6 +434,7 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
             "spmm_24 and dense differ by {err}"
         )));
     }
+    let steal = StealWindow::start();
     let (ts, td) = time_pair(
         c,
         || {
@@ -459,8 +468,8 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
         m * k / 2,
         n,
         c,
-        ts,
-        td,
+        (ts, td),
+        steal.fraction(),
     );
     emit(&[r], c, true)
 }
@@ -507,7 +516,23 @@ fn crossovers(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
+/// The steal warning for a set of rows (the largest share among them), if any row was distorted.
+fn steal_line(rows: &[Row]) -> Option<String> {
+    let worst = rows
+        .iter()
+        .filter_map(|r| r.cpu_steal)
+        .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m| m.max(f))));
+    let hit = rows
+        .iter()
+        .filter(|r| r.cpu_steal.is_some_and(|f| f > STEAL_WARN))
+        .count();
+    steal_warning(worst).map(|w| format!("{w} (largest share; {hit} of {} rows)", rows.len()))
+}
+
 fn emit(rows: &[Row], c: &Common, single: bool) -> Result<(), CliError> {
+    if let Some(w) = steal_line(rows).filter(|_| c.json) {
+        eprintln!("{w}"); // stdout stays one JSON document
+    }
     if c.json {
         let s = if single && rows.len() == 1 {
             serde_json::to_string_pretty(&rows[0])
@@ -535,6 +560,9 @@ fn emit(rows: &[Row], c: &Common, single: bool) -> Result<(), CliError> {
         for l in crossovers(rows) {
             println!("{l}");
         }
+    }
+    if let Some(w) = steal_line(rows) {
+        println!("{w}");
     }
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct Figures {
     /// Training energy by phase (`train`, `eval`) and total, with kWh, CO2 and cost, each with its
     /// method (None when the run did not report one).
     pub energy_report: Option<lopper_energy::EnergyReport>,
+    /// Share of the machine's CPU time the hypervisor gave to other guests during the run
+    /// (`/proc/stat` steal); None where unknown.
+    pub cpu_steal: Option<f64>,
 }
 
 /// One trained variant: its name, where its recipe came from, its figures and its log.
@@ -294,6 +297,9 @@ impl Report {
                 v.figures.energy_method
             );
         }
+        if let Some(w) = lopper_energy::steal::steal_warning(v.figures.cpu_steal) {
+            let _ = writeln!(s, "  {w}");
+        }
         s
     }
 
@@ -324,6 +330,7 @@ impl Report {
                     "stopped_early": f.stopped_early,
                     "run_wall_s": finite(f.run_wall_s),
                     "energy_report": f.energy_report,
+                    "cpu_steal": f.cpu_steal,
                     "events": v.log.events.iter().map(event_json).collect::<Vec<_>>(),
                     "curve": v.log.evals.iter().map(|e| json!({
                         "step": e.step,
@@ -619,6 +626,8 @@ mod tests {
                 stopped_early: None,
                 run_wall_s: 2.5,
                 energy_report: None,
+                // the unmeasured fixture also ran on a crowded VM
+                cpu_steal: if measured { Some(0.001) } else { Some(0.25) },
             },
             log,
         }
@@ -662,6 +671,13 @@ mod tests {
         assert!(t.contains("measured by the rapl counter"), "{t}");
         assert!(t.contains("NOT a measurement"), "{t}");
         assert!(t.contains("  step 30: dense.fc -> csr [stage]\n"), "{t}");
+        // 25% steal is flagged once (the other variant's 0.1% is not)
+        assert_eq!(
+            t.matches("WARNING: the hypervisor gave 25.0%").count(),
+            1,
+            "{t}"
+        );
+        assert!(!t.contains("gave 0.1%"), "{t}");
         // header, rule and two rows line up: every row has 9 separators
         for l in t.lines().take(4).filter(|l| !l.starts_with('-')) {
             assert_eq!(l.matches(" | ").count(), 9, "{l}");
@@ -688,6 +704,7 @@ mod tests {
         }
         assert!(v0["val_loss"].is_null());
         assert_eq!(v0["tokens_per_s"], 12.5);
+        assert_eq!(v0["cpu_steal"], 0.25);
         assert_eq!(v0["curve"].as_array().unwrap().len(), 2);
         assert_eq!(v0["curve"][1]["energy_j"], 7.0);
         assert_eq!(j["machine"]["threads"], 2);

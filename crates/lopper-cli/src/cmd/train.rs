@@ -325,6 +325,7 @@ fn figures(s: &RunSummary, params: usize) -> Figures {
         stopped_early: s.stopped_early.clone(),
         run_wall_s: s.wall_s,
         energy_report: Some(s.energy.clone()),
+        cpu_steal: None,
     }
 }
 
@@ -379,7 +380,9 @@ pub fn run_all(
         let bar = progress_bar(&p.name, total, opts.quiet);
         bar.set_position(p.trainer.step());
         p.trainer.set_progress(progress_hook(bar.clone()));
+        let steal = lopper_energy::steal::StealWindow::start();
         let summary = p.trainer.run();
+        let cpu_steal = steal.fraction();
         bar.finish();
         let summary = summary?;
         let params = p.trainer.model_mut().num_params();
@@ -393,7 +396,10 @@ pub fn run_all(
             name: p.name,
             recipe: src.label.clone(),
             recipe_hash: p.hash,
-            figures: figures(&summary, params),
+            figures: Figures {
+                cpu_steal,
+                ..figures(&summary, params)
+            },
             log: p.trainer.log().clone(),
         });
     }
