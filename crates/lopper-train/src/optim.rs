@@ -627,15 +627,16 @@ fn adam_chunk(
                 upd(x, g, m, v);
             }
         }
+        // masked: the update of every entry, then a select (no branch per entry, so it vectorizes
+        // like the plain case; a branch on a random 80% mask mispredicts about one time in five)
         Some(mk) => {
-            for i in 0..p.len() {
-                if mk[i] {
-                    upd(&mut p[i], grad[i], &mut m[i], &mut v[i]);
-                } else {
-                    p[i] = 0.0;
-                    m[i] = 0.0;
-                    v[i] = 0.0;
-                }
+            let it = p.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut());
+            for ((((x, &g), m), v), &keep) in it.zip(mk) {
+                let (mut xi, mut mi, mut vi) = (*x, *m, *v);
+                upd(&mut xi, g, &mut mi, &mut vi);
+                *x = if keep { xi } else { 0.0 };
+                *m = if keep { mi } else { 0.0 };
+                *v = if keep { vi } else { 0.0 };
             }
         }
     }
