@@ -112,8 +112,9 @@ fn par(threads: usize) -> Par {
     }
 }
 
-/// Median seconds per call of `a` and `b`, timed in alternating rounds after a warm-up.
-fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+/// Median seconds per call of `a` and `b`, timed in alternating rounds after a warm-up, and the
+/// hypervisor's share of CPU time while they were timed (see [`Row::cpu_steal`]).
+fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, Option<f64>) {
     let reps = |f: &mut dyn FnMut()| {
         f();
         f();
@@ -123,6 +124,7 @@ fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64)
         ((c.min_time / one).ceil() as usize).clamp(1, 100_000)
     };
     let (ka, kb) = (reps(&mut a), reps(&mut b));
+    let steal = StealWindow::start();
     let mut sa = Vec::with_capacity(c.rounds);
     let mut sb = Vec::with_capacity(c.rounds);
     for _ in 0..c.rounds.max(1) {
@@ -137,7 +139,7 @@ fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64)
         }
         sb.push(t.elapsed().as_secs_f64() / kb as f64);
     }
-    (median(&mut sa), median(&mut sb))
+    (median(&mut sa), median(&mut sb), steal.fraction())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -222,13 +224,11 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
             "{name}: {kernel} and dense results differ by {err}"
         )));
     }
-    let steal = StealWindow::start();
-    let (ts, td) = time_pair(
+    let (ts, td, steal) = time_pair(
         c,
         || sparse(&mut ys).expect("checked above"),
         || dense(&mut yd).expect("checked above"),
     );
-    let steal = steal.fraction();
     let label = match kernel {
         "spmm" => "spmm",
         "spmm_t" => "spmm_t",
@@ -434,8 +434,7 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
             "spmm_24 and dense differ by {err}"
         )));
     }
-    let steal = StealWindow::start();
-    let (ts, td) = time_pair(
+    let (ts, td, steal) = time_pair(
         c,
         || {
             spmm_24(
@@ -469,7 +468,7 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
         n,
         c,
         (ts, td),
-        steal.fraction(),
+        steal,
     );
     emit(&[r], c, true)
 }

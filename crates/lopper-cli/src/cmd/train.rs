@@ -305,8 +305,9 @@ fn prepare(
 }
 
 /// The report's figures from a run's summary: training wall time and training energy (the
-/// `train` phase; evaluation is metered apart), the model's stored parameters.
-fn figures(s: &RunSummary, params: usize) -> Figures {
+/// `train` phase; evaluation is metered apart), the model's stored parameters, and the CPU steal
+/// measured around the run.
+fn figures(s: &RunSummary, params: usize, cpu_steal: Option<f64>) -> Figures {
     let train = s.energy.phase("train").unwrap_or(&s.energy.total);
     let method = train.joules.method;
     Figures {
@@ -325,7 +326,7 @@ fn figures(s: &RunSummary, params: usize) -> Figures {
         stopped_early: s.stopped_early.clone(),
         run_wall_s: s.wall_s,
         energy_report: Some(s.energy.clone()),
-        cpu_steal: None,
+        cpu_steal,
     }
 }
 
@@ -396,10 +397,7 @@ pub fn run_all(
             name: p.name,
             recipe: src.label.clone(),
             recipe_hash: p.hash,
-            figures: Figures {
-                cpu_steal,
-                ..figures(&summary, params)
-            },
+            figures: figures(&summary, params, cpu_steal),
             log: p.trainer.log().clone(),
         });
     }
