@@ -9,6 +9,17 @@ pub(crate) fn ensure(v: &mut Vec<f32>, n: usize) {
     }
 }
 
+/// A slice of `n` elements of `v` that starts on a 64-byte boundary (`v` grows to hold the offset;
+/// contents unspecified). The sparse kernels read such an operand in place instead of copying it into
+/// an aligned slab.
+pub(crate) fn aligned(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n + 15 {
+        v.resize(n + 15, 0.0);
+    }
+    let off = (16 - (v.as_ptr() as usize / 4) % 16) % 16;
+    &mut v[off..off + n]
+}
+
 /// `n` samples of N(0, std^2), deterministic in `seed`.
 pub(crate) fn randn(n: usize, std: f32, seed: u64) -> Vec<f32> {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);

@@ -49,6 +49,31 @@ fn check(got: &[f32], want: &[f64], len: usize, what: &str) -> Result<(), TestCa
     Ok(())
 }
 
+/// A copy of a slice that starts `shift` floats past a 64-byte boundary (a Vec's heap buffer does not
+/// move when the Vec does, so the offset holds).
+struct Offset {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Offset {
+    fn new(v: &[f32], shift: usize) -> Offset {
+        let mut buf = vec![0.0f32; v.len() + 16 + shift];
+        let off = (16 - (buf.as_ptr() as usize / 4) % 16) % 16 + shift;
+        buf[off..off + v.len()].copy_from_slice(v);
+        Offset {
+            buf,
+            off,
+            len: v.len(),
+        }
+    }
+
+    fn get(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
 fn isas() -> Vec<Isa> {
     [Isa::Portable, Isa::Avx2, Isa::Avx512]
         .into_iter()
@@ -107,6 +132,41 @@ proptest! {
             let mut out = vec![f32::NAN; pat.nnz()];
             sddmm(&pat, MatRef::new(&a, m, dd).unwrap(), MatRef::new(&b, k, dd).unwrap(), &mut out, par_of(p)).unwrap();
             check(&out, &want, dd, &format!("sddmm {isa:?}"))?;
+        }
+    }
+
+    /// Long rows (the eight-entries-at-once AVX-512 path), D around the 128-wide block, and the dense
+    /// operands both 64-byte aligned (read in place) and one float off (copied to an aligned slab).
+    #[test]
+    fn sddmm_long_rows_and_operand_alignment(m in 1usize..6, k in 100usize..400,
+                                             dd in prop::sample::select(vec![1usize, 16, 127, 128, 129, 256, 300]),
+                                             d in 0.05f64..1.0, seed: u64, shift in 0usize..2, p: u8) {
+        let pat = random_csr(m, k, d, seed, false);
+        let a = dense(m, dd, seed ^ 3);
+        let b = dense(k, dd, seed ^ 4);
+        let want = reference::sddmm(&pat, &a, &b, dd);
+        let (ab, bb) = (Offset::new(&a, shift), Offset::new(&b, shift));
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut out = vec![f32::NAN; pat.nnz()];
+            sddmm(&pat, MatRef::new(ab.get(), m, dd).unwrap(), MatRef::new(bb.get(), k, dd).unwrap(), &mut out, par_of(p)).unwrap();
+            check(&out, &want, dd, &format!("sddmm {isa:?} shift {shift}"))?;
+        }
+    }
+
+    /// spmm with X read in place (64-byte aligned, one column block) or copied (one float off).
+    #[test]
+    fn spmm_operand_alignment(m in 1usize..40, k in 1usize..200, n in 1usize..140, d in 0.0f64..1.0,
+                              seed: u64, shift in 0usize..2, p: u8) {
+        let w = random_csr(m, k, d, seed, false);
+        let x = dense(k, n, seed ^ 5);
+        let want = reference::spmm(&w.to_dense(), m, k, &x, n);
+        let xb = Offset::new(&x, shift);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut y = vec![f32::NAN; m * n];
+            spmm(&w, MatRef::new(xb.get(), k, n).unwrap(), MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want, k, &format!("spmm {isa:?} shift {shift}"))?;
         }
     }
 

@@ -172,32 +172,62 @@ mod tests {
     }
 }
 
+/// A slab kept by one thread: its buffer, the offset of its 64-byte aligned start, and which call
+/// and columns it holds.
+#[derive(Default)]
+struct Slab {
+    buf: Vec<f32>,
+    pad: usize,
+    tag: Option<(u64, usize, usize)>,
+}
+
 thread_local! {
-    static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PACK: std::cell::RefCell<Slab> = std::cell::RefCell::new(Slab::default());
+}
+
+/// A key unique to one kernel call, for [`with_packed`]: a thread whose previous task of the same
+/// call packed the same columns reuses that slab instead of copying it again.
+pub(crate) fn call_key() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Runs `f` on a contiguous copy of `X[:, c0..c1]` (K rows, row stride `c1 - c0`), kept in a reused
-/// per-thread buffer. Reading the task's slab from one contiguous block avoids the cache-set conflicts
-/// of X's own row stride (a power of two such as 2 KiB maps K rows onto a few sets of L1 and L2).
+/// per-thread buffer that starts on a 64-byte boundary (no 16-lane load straddles two cache lines).
+/// Reading the task's slab from one contiguous block avoids the cache-set conflicts of X's own row
+/// stride (a power of two such as 4 KiB maps K rows onto a few sets of L1 and L2).
+/// - When the block is all of X's columns and X starts on a 64-byte boundary, X already is that slab
+///   and `f` reads it in place (no copy).
+/// - `key` is the call's [`call_key`]: consecutive tasks of one call on one thread that read the same
+///   columns copy them once (X cannot change during a call).
 pub(crate) fn with_packed<R>(
     x: &[f32],
     k: usize,
     n: usize,
     c0: usize,
     c1: usize,
+    key: u64,
     f: impl FnOnce(&[f32]) -> R,
 ) -> R {
     let w = c1 - c0;
+    if c0 == 0 && c1 == n && (x.as_ptr() as usize).is_multiple_of(64) {
+        return f(&x[..k * n]);
+    }
     PACK.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        buf.clear();
-        buf.reserve(k * w + 16);
-        // start the slab on a 64-byte boundary so that no 16-lane load straddles two cache lines
-        let pad = (16 - (buf.as_ptr() as usize / 4) % 16) % 16;
-        buf.resize(pad, 0.0);
-        for j in 0..k {
-            buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+        let mut slab = cell.borrow_mut();
+        if slab.tag != Some((key, c0, c1)) {
+            let buf = &mut slab.buf;
+            buf.clear();
+            buf.reserve(k * w + 16);
+            let pad = (16 - (buf.as_ptr() as usize / 4) % 16) % 16;
+            buf.resize(pad, 0.0);
+            for j in 0..k {
+                buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+            }
+            slab.pad = pad;
+            slab.tag = Some((key, c0, c1));
         }
-        f(&buf[pad..])
+        f(&slab.buf[slab.pad..slab.pad + k * w])
     })
 }

@@ -4,16 +4,21 @@
 //! Shapes: pattern (M, K), A (M, D), B (K, D), out (nnz). For a Linear layer y = x W^T with
 //! x (T, K) and dy (T, M): dW at the pattern is sddmm(W, dy^T, x^T), i.e. A = dy^T (M, T) and
 //! B = x^T (K, T). Work: nnz * D multiply-adds instead of M * K * D.
-//! Each task owns a chunk of rows (so a contiguous range of `out`); D is walked in blocks so that the
-//! slab of B a task reads stays in cache, and four entries are dotted at once against one load of A.
-use super::grid::{SyncPtr, chunks_for, run_grid};
-use super::simd::{fmadd, multiversion};
+//! Each task owns a chunk of rows (so a contiguous range of `out`), one task per thread. D is walked
+//! in blocks of [`D_BLOCK`]: the task reads B's block from an aligned packed slab (B's own row stride,
+//! often 4 KiB, would map every row onto the same few cache sets), and on AVX-512 it holds row i's
+//! block of A in eight registers and dots it with eight entries' rows of B at once: one load per
+//! multiply-add, and the eight sums reduced together (a transposed tree) instead of one by one.
+//! Elsewhere (and for D's last, narrower block) four entries are dotted against one load of A.
+use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
+use super::simd::{Isa, fmadd, isa, multiversion};
 use crate::error::shape_err;
 use crate::{Csr, Result};
 use lopper_tensor::{MatRef, Par};
 
-/// Length of the D blocks: 512 f32 = 2 KiB per row of B.
-const D_BLOCK: usize = 512;
+/// Length of the D blocks: 128 f32, eight AVX-512 registers of A's row.
+const D_BLOCK: usize = 128;
+const _: () = assert!(D_BLOCK.is_multiple_of(16), "whole 16-lane vectors");
 
 /// `out[p] = a[i, :] . b[j, :]` for each stored entry p = (i, j) of `pattern` (its values are not
 /// read). A (M, D), B (K, D), out has nnz elements and is overwritten.
@@ -48,27 +53,37 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
         return Ok(());
     }
     let rp = pattern.row_ptr();
-    let rows = chunks_for(pattern.rows(), par.threads(), 1, |i| {
-        (rp[i + 1] - rp[i]) + 1
-    });
+    // one task per thread: each task packs every block of B once
+    let rows = balanced_rows(pattern.rows(), par.threads(), |i| (rp[i + 1] - rp[i]) + 1);
     let op = SyncPtr(out.as_mut_ptr());
-    let (ci, ad, bd) = (pattern.col_idx(), a.data(), b.data());
+    let (ci, ad, bd, k) = (pattern.col_idx(), a.data(), b.data(), pattern.cols());
+    let key = call_key();
     run_grid(par, &rows, &[0..d], |r, _| {
-        sddmm_task(rp, ci, ad, bd, d, op, r.start, r.end)
+        for d0 in (0..d).step_by(D_BLOCK) {
+            let d1 = (d0 + D_BLOCK).min(d);
+            with_packed(bd, k, d, d0, d1, key, |slab| {
+                sddmm_task(rp, ci, ad, slab, d, d0, d1, op, r.start, r.end)
+            });
+        }
     });
     Ok(())
 }
 
-multiversion!(fn sddmm_task(rp: &[usize], ci: &[u32], a: &[f32], b: &[f32], d: usize, out: SyncPtr,
-                            r0: usize, r1: usize) => sddmm_body);
+multiversion!(fn sddmm_task(rp: &[usize], ci: &[u32], a: &[f32], slab: &[f32], d: usize, d0: usize,
+                            d1: usize, out: SyncPtr, r0: usize, r1: usize) => sddmm_body);
 
+/// Rows r0..r1, D's columns d0..d1: `out[p] += A[i, d0..d1] . slab[j]` where `slab` is
+/// `B[:, d0..d1]` packed with row stride `d1 - d0`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn sddmm_body<const FMA: bool>(
     rp: &[usize],
     ci: &[u32],
     a: &[f32],
-    b: &[f32],
+    slab: &[f32],
     d: usize,
+    d0: usize,
+    d1: usize,
     out: SyncPtr,
     r0: usize,
     r1: usize,
@@ -76,33 +91,107 @@ fn sddmm_body<const FMA: bool>(
     // SAFETY: entries rp[r0]..rp[r1] of `out` belong to this task's rows alone.
     let out = unsafe { std::slice::from_raw_parts_mut(out.0.add(rp[r0]), rp[r1] - rp[r0]) };
     let base = rp[r0];
-    let mut d0 = 0;
-    while d0 < d {
-        let d1 = (d0 + D_BLOCK).min(d);
-        for i in r0..r1 {
-            let arow = &a[i * d + d0..i * d + d1];
-            let (s, e) = (rp[i], rp[i + 1]);
-            let cols = &ci[s..e];
-            let o = &mut out[s - base..e - base];
-            let brow = |j: u32| &b[j as usize * d + d0..j as usize * d + d1];
-            let quads = cols.len() / 4;
-            for q in 0..quads {
-                let js = [
-                    cols[4 * q],
-                    cols[4 * q + 1],
-                    cols[4 * q + 2],
-                    cols[4 * q + 3],
-                ];
-                let r = dot4::<FMA>(arow, [brow(js[0]), brow(js[1]), brow(js[2]), brow(js[3])]);
-                for t in 0..4 {
-                    o[4 * q + t] += r[t];
-                }
-            }
-            for p in 4 * quads..cols.len() {
-                o[p] += dot1::<FMA>(arow, brow(cols[p]));
+    let w = d1 - d0;
+    let wide = FMA && w == D_BLOCK && isa() == Isa::Avx512;
+    for i in r0..r1 {
+        let arow = &a[i * d + d0..i * d + d1];
+        let (s, e) = (rp[i], rp[i + 1]);
+        let cols = &ci[s..e];
+        let o = &mut out[s - base..e - base];
+        let brow = |j: u32| &slab[j as usize * w..(j as usize + 1) * w];
+        let mut p = 0;
+        if wide {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: `wide` implies the CPU has AVX-512F (isa() checked it); arow has
+                // D_BLOCK elements and every slab row read has w = D_BLOCK elements (j < K).
+                p = unsafe { avx512::row(arow, slab, cols, o) };
             }
         }
-        d0 = d1;
+        let quads = (cols.len() - p) / 4;
+        for _ in 0..quads {
+            let js = [cols[p], cols[p + 1], cols[p + 2], cols[p + 3]];
+            let r = dot4::<FMA>(arow, [brow(js[0]), brow(js[1]), brow(js[2]), brow(js[3])]);
+            for t in 0..4 {
+                o[p + t] += r[t];
+            }
+            p += 4;
+        }
+        for q in p..cols.len() {
+            o[q] += dot1::<FMA>(arow, brow(cols[q]));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::D_BLOCK;
+    use std::arch::x86_64::*;
+
+    const V: usize = D_BLOCK / 16; // registers per block of A's row
+
+    /// `o[p] += arow . slab[cols[p]]` for p in groups of eight; returns how many entries it did
+    /// (a multiple of 8; the caller finishes the rest).
+    /// SAFETY: the CPU has AVX-512F; `arow.len() == D_BLOCK`; every `cols[p]` indexes a row of
+    /// `slab` (row stride D_BLOCK).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn row(arow: &[f32], slab: &[f32], cols: &[u32], o: &mut [f32]) -> usize {
+        debug_assert_eq!(arow.len(), D_BLOCK);
+        // SAFETY: arow holds V * 16 floats.
+        let av: [__m512; V] =
+            std::array::from_fn(|c| unsafe { _mm512_loadu_ps(arow.as_ptr().add(16 * c)) });
+        let groups = cols.len() / 8;
+        for g in 0..groups {
+            let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * D_BLOCK);
+            debug_assert!(js.iter().all(|&j| j + D_BLOCK <= slab.len()));
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for (c, a) in av.iter().enumerate() {
+                for u in 0..8 {
+                    // SAFETY: row cols[8g+u] of the slab holds D_BLOCK floats (caller's contract).
+                    let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
+                    acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
+                }
+            }
+            let r = sum8(acc);
+            for u in 0..8 {
+                o[8 * g + u] += r[u];
+            }
+        }
+        groups * 8
+    }
+
+    /// The lane sums of eight vectors, reduced together: at each level two vectors' halves are
+    /// added into one vector, so 8 sums cost 7 + 3 shuffled adds instead of 8 separate reductions.
+    #[target_feature(enable = "avx512f")]
+    fn sum8(v: [__m512; 8]) -> [f32; 8] {
+        // level 1 (within 128-bit lanes): [x0+x1, y0+y1, x2+x3, y2+y3] per lane
+        let p = |x: __m512, y: __m512| {
+            _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+        };
+        let (a01, a23, a45, a67) = (p(v[0], v[1]), p(v[2], v[3]), p(v[4], v[5]), p(v[6], v[7]));
+        // level 2: each 128-bit lane holds one partial of [v0, v1, v2, v3] (or v4..v7)
+        let q = |x: __m512, y: __m512| {
+            let (xd, yd) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+            _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(xd, yd)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(xd, yd)),
+            )
+        };
+        let (b0, b1) = (q(a01, a23), q(a45, a67));
+        // level 3: add lanes pairwise across b0 and b1: [b0 L0+L1, b0 L2+L3, b1 L0+L1, b1 L2+L3]
+        let c = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(b0, b1),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(b0, b1),
+        );
+        // level 4: [b0 total, b1 total] as two 128-bit lanes of the 256-bit sum
+        let d = _mm512_shuffle_f32x4::<0b11_01_10_00>(c, c);
+        let lo = _mm512_castps512_ps256(d);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(d)));
+        let s = _mm256_add_ps(lo, hi);
+        let mut out = [0.0f32; 8];
+        // SAFETY: out holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out
     }
 }
 

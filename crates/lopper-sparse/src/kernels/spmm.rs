@@ -5,6 +5,7 @@
 //! Each task owns rows r0..r1 and columns c0..c1 of Y; each row is computed in register tiles of
 //! 64 (then 16, then 1) columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's entries, with two
 //! accumulator sets for even and odd entries so that consecutive multiply-adds are independent.
+use super::grid::call_key;
 use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
@@ -26,8 +27,9 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (ci, v, xd) = (w.col_idx(), w.values(), x.data());
     let k = w.cols();
+    let key = call_key();
     run_grid(par, &rows, &blocks, |r, c| {
-        with_packed(xd, k, n, c.start, c.end, |slab| {
+        with_packed(xd, k, n, c.start, c.end, key, |slab| {
             spmm_task(
                 rp,
                 ci,

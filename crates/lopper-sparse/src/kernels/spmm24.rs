@@ -5,6 +5,7 @@
 //! Register tile: MR = 4 rows of W x T = 64 columns of Y (AVX-512; 16 elsewhere). For each group g of 4 along K, the four rows
 //! X[4g..4g+4, c..c+T] are read once from cache and reused by the MR rows, each of which picks its two
 //! rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
+use super::grid::call_key;
 use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
 use super::simd::{fmadd, multiversion};
 use crate::sparse24::meta_words;
@@ -33,8 +34,9 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
         .collect();
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
+    let key = call_key();
     run_grid(par, &chunks, &blocks, |r, c| {
-        with_packed(xd, k, n, c.start, c.end, |slab| {
+        with_packed(xd, k, n, c.start, c.end, key, |slab| {
             spmm24_task(
                 v,
                 m,
