@@ -392,6 +392,8 @@ mod tests {
             (33, 70),
             (64, 40),
             (300, 257),
+            (128, 96),
+            (1024, 48),
         ] {
             for par in [Par::Seq, Par::Rayon(2)] {
                 let a: Vec<f32> = (0..r * c).map(|i| i as f32).collect();

@@ -31,6 +31,15 @@ pub(crate) fn check_mm(
 /// A raw pointer that tasks writing disjoint regions may share.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub *mut f32);
+impl SyncPtr {
+    /// The pointer `n` elements further on.
+    /// SAFETY: as `pointer::add`: the result stays inside the allocation this points into.
+    pub(crate) unsafe fn add(self, n: usize) -> SyncPtr {
+        // SAFETY: the caller's contract.
+        SyncPtr(unsafe { self.0.add(n) })
+    }
+}
+
 // SAFETY: every user writes through it only to regions no other task touches (documented at use).
 unsafe impl Send for SyncPtr {}
 // SAFETY: as above.

@@ -4,11 +4,13 @@
 //! Shapes: pattern (M, K), A (M, D), B (K, D), out (nnz). For a Linear layer y = x W^T with
 //! x (T, K) and dy (T, M): dW at the pattern is sddmm(W, dy^T, x^T), i.e. A = dy^T (M, T) and
 //! B = x^T (K, T). Work: nnz * D multiply-adds instead of M * K * D.
-//! Each task owns a chunk of rows (so a contiguous range of `out`), one task per thread. D is walked
-//! in blocks of [`D_BLOCK`]: the task reads B's block from an aligned packed slab (B's own row stride,
-//! often 4 KiB, would map every row onto the same few cache sets), and on AVX-512 it holds row i's
-//! block of A in eight registers and dots it with eight entries' rows of B at once: one load per
-//! multiply-add, and the eight sums reduced together (a transposed tree) instead of one by one.
+//! With D at least one block per thread, each task takes a contiguous run of D's blocks over all
+//! rows into its own copy of `out` (summed at the end); otherwise each task owns a chunk of rows (so
+//! a contiguous range of `out`), one task per thread. D is walked in blocks of [`D_BLOCK`]: the task
+//! reads B's block from an aligned packed slab (B's own row stride, often 4 KiB, would map every row
+//! onto the same few cache sets), and on AVX-512 it holds row i's block of A in eight registers and
+//! dots it with eight entries' rows of B at once: one load per multiply-add, and the eight sums
+//! reduced together (a transposed tree) instead of one by one.
 //! Elsewhere (and for D's last, narrower block) four entries are dotted against one load of A.
 use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
 use super::simd::{Isa, fmadd, isa, multiversion};
@@ -53,11 +55,51 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
         return Ok(());
     }
     let rp = pattern.row_ptr();
-    // one task per thread: each task packs every block of B once
-    let rows = balanced_rows(pattern.rows(), par.threads(), |i| (rp[i + 1] - rp[i]) + 1);
-    let op = SyncPtr(out.as_mut_ptr());
-    let (ci, ad, bd, k) = (pattern.col_idx(), a.data(), b.data(), pattern.cols());
+    let (ci, ad, bd, k, nnz) = (
+        pattern.col_idx(),
+        a.data(),
+        b.data(),
+        pattern.cols(),
+        pattern.nnz(),
+    );
     let key = call_key();
+    let threads = par.threads().max(1);
+    let blocks = d.div_ceil(D_BLOCK);
+    if threads > 1 && blocks >= threads {
+        // Split D: each task takes a contiguous run of D blocks over all rows (equal work; each
+        // block of B is packed once) into its own copy of out, summed afterwards.
+        let per = blocks.div_ceil(threads) * D_BLOCK;
+        let parts: Vec<_> = (0..d.div_ceil(per))
+            .map(|t| t * per..((t + 1) * per).min(d))
+            .collect();
+        let mut partial = vec![0.0f32; nnz * (parts.len() - 1)];
+        let (op, pp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(partial.as_mut_ptr()));
+        run_grid(par, &[0..pattern.rows()], &parts, |r, c| {
+            let t = c.start / per;
+            // SAFETY: task t alone writes its nnz-long output: `out` for t = 0, else the
+            // (t - 1)-th nnz-long part of `partial`, which holds parts.len() - 1 of them.
+            let o = if t == 0 {
+                op
+            } else {
+                unsafe { pp.add((t - 1) * nnz) }
+            };
+            for d0 in c.step_by(D_BLOCK) {
+                let d1 = (d0 + D_BLOCK).min(d);
+                with_packed(bd, k, d, d0, d1, key, |slab| {
+                    sddmm_task(rp, ci, ad, slab, d, d0, d1, o, r.start, r.end)
+                });
+            }
+        });
+        for part in partial.chunks_exact(nnz) {
+            for (o, p) in out.iter_mut().zip(part) {
+                *o += p;
+            }
+        }
+        return Ok(());
+    }
+    // Split rows, one task per thread: each task packs every block of B.
+    let rows = balanced_rows(pattern.rows(), threads, |i| (rp[i + 1] - rp[i]) + 1);
+    let op = SyncPtr(out.as_mut_ptr());
     run_grid(par, &rows, &[0..d], |r, _| {
         for d0 in (0..d).step_by(D_BLOCK) {
             let d1 = (d0 + D_BLOCK).min(d);
