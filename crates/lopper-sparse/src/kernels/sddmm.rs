@@ -172,8 +172,8 @@ mod avx512 {
 
     const V: usize = D_BLOCK / 16; // registers per block of A's row
 
-    /// `o[p] += arow . slab[cols[p]]` for p in groups of eight; returns how many entries it did
-    /// (a multiple of 8; the caller finishes the rest).
+    /// `o[p] += arow . slab[cols[p]]` for every entry p of the row, eight at a time, the last few four
+    /// at a time; returns the number of entries (all of them).
     /// SAFETY: the CPU has AVX-512F; `arow.len() == D_BLOCK`; every `cols[p]` indexes a row of
     /// `slab` (row stride D_BLOCK).
     #[target_feature(enable = "avx512f")]
@@ -199,7 +199,49 @@ mod avx512 {
                 o[8 * g + u] += r[u];
             }
         }
-        groups * 8
+        // the last 1..=7 entries: groups of four (the missing ones of the last group repeat its first
+        // entry and are not stored)
+        let mut p = groups * 8;
+        while p < cols.len() {
+            let n = (cols.len() - p).min(4);
+            let js: [usize; 4] =
+                std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * D_BLOCK);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (c, a) in av.iter().enumerate() {
+                for u in 0..4 {
+                    // SAFETY: as above.
+                    let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
+                    acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
+                }
+            }
+            let r = sum4(acc);
+            for u in 0..n {
+                o[p + u] += r[u];
+            }
+            p += n;
+        }
+        p
+    }
+
+    /// The lane sums of four vectors, reduced together as in [`sum8`].
+    #[target_feature(enable = "avx512f")]
+    fn sum4(v: [__m512; 4]) -> [f32; 4] {
+        let p = |x: __m512, y: __m512| {
+            _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+        };
+        let (a01, a23) = (p(v[0], v[1]), p(v[2], v[3]));
+        let (xd, yd) = (_mm512_castps_pd(a01), _mm512_castps_pd(a23));
+        // each 128-bit lane: one partial of [v0, v1, v2, v3]
+        let b = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(xd, yd)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(xd, yd)),
+        );
+        let c = _mm512_add_ps(b, _mm512_shuffle_f32x4::<0b01_00_11_10>(b, b)); // lanes 0+2, 1+3
+        let d = _mm512_add_ps(c, _mm512_shuffle_f32x4::<0b10_11_00_01>(c, c)); // lane 0: all four
+        let mut out = [0.0f32; 4];
+        // SAFETY: out holds 4 floats.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm512_castps512_ps128(d)) };
+        out
     }
 
     /// The lane sums of eight vectors, reduced together: at each level two vectors' halves are
