@@ -2,9 +2,11 @@
 //! chunks are balanced by stored entries (a row 10x the mean only lengthens its chunk, and a single
 //! huge row is still split across column blocks), register-tiled over N, vectorized by the compiler
 //! inside `#[target_feature]` clones chosen at run time (AVX-512, AVX2+FMA, or portable).
-//! spmm, spmm_t and spmm_24 read X through a per-thread copy of the task's column block that starts
-//! on a 64-byte boundary, so no 16-lane load straddles two cache lines (these loops are bound by
-//! loads: one per FMA; docs/benchmarks.md has the probes).
+//! spmm, spmm_t and spmm_24 read X, and sddmm reads B, through a per-thread copy of the task's
+//! column block that starts on a 64-byte boundary, so no 16-lane load straddles two cache lines and
+//! a power-of-two row stride does not pile the rows into a few cache sets (a thread copies a block
+//! once per call; an aligned operand that is its own block is read in place). These loops are bound
+//! by loads: one per FMA, from the L2-resident slab; docs/benchmarks.md has the probes.
 //!
 //! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
 mod grid;
