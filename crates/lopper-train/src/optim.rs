@@ -356,34 +356,55 @@ fn sgd_chunk(
     scale: f32,
     fresh: bool,
 ) {
-    for i in 0..p.len() {
-        if let Some(m) = mask
-            && !m[i]
-        {
-            p[i] = 0.0;
-            if !buf.is_empty() {
-                buf[i] = 0.0;
-            }
-            continue;
-        }
-        let mut g = grad[i] * scale;
+    // one element, the same arithmetic on every path: the gradient with weight decay, then the
+    // momentum update (returns the new value and momentum)
+    let decayed = |x: f32, g: f32| -> f32 {
+        let mut g = g * scale;
         if wd != 0.0 {
-            g += wd * p[i];
+            g += wd * x;
         }
-        if !buf.is_empty() {
-            let b = if fresh {
-                g
-            } else {
-                cfg.momentum * buf[i] + (1.0 - cfg.dampening) * g
-            };
-            buf[i] = b;
-            g = if cfg.nesterov {
-                g + cfg.momentum * b
-            } else {
-                b
-            };
+        g
+    };
+    let upd = |x: f32, g: f32, b: f32| -> (f32, f32) {
+        let g = decayed(x, g);
+        let b = if fresh {
+            g
+        } else {
+            cfg.momentum * b + (1.0 - cfg.dampening) * g
+        };
+        let g = if cfg.nesterov {
+            g + cfg.momentum * b
+        } else {
+            b
+        };
+        (x - lr * g, b)
+    };
+    match (mask, !buf.is_empty()) {
+        (None, false) => {
+            for (x, &g) in p.iter_mut().zip(grad) {
+                *x -= lr * decayed(*x, g);
+            }
         }
-        p[i] -= lr * g;
+        (None, true) => {
+            for ((x, &g), b) in p.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                (*x, *b) = upd(*x, g, *b);
+            }
+        }
+        // masked: the update of every entry, then a select (no branch per entry, so it vectorizes;
+        // a branch on a random 80% mask mispredicts about one time in five)
+        (Some(mk), false) => {
+            for ((x, &g), &keep) in p.iter_mut().zip(grad).zip(mk) {
+                let xi = *x - lr * decayed(*x, g);
+                *x = if keep { xi } else { 0.0 };
+            }
+        }
+        (Some(mk), true) => {
+            for (((x, &g), b), &keep) in p.iter_mut().zip(grad).zip(buf.iter_mut()).zip(mk) {
+                let (xi, bi) = upd(*x, g, *b);
+                *x = if keep { xi } else { 0.0 };
+                *b = if keep { bi } else { 0.0 };
+            }
+        }
     }
 }
 

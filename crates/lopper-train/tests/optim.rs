@@ -164,6 +164,35 @@ proptest! {
             }
         }
     }
+
+    /// A mask only zeroes its false entries: the kept ones get bit for bit the update of an unmasked
+    /// run (SGD with and without momentum, AdamW), starting from values that are already masked.
+    #[test]
+    fn masked_updates_match_unmasked_on_kept_entries(p0 in vals(1..300), mseed in 0u64..1000,
+                                                       momentum in prop::sample::select(vec![0.0f32, 0.9])) {
+        let n = p0.len();
+        let mask: Vec<bool> = (0..n).map(|i| (mseed >> (i % 10)) & 1 == 1).collect();
+        let p0: Vec<f32> = p0.iter().zip(&mask).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.07).collect();
+        let sgd = || Sgd::new(SgdConfig { momentum, weight_decay: 0.1, ..Default::default() }).unwrap();
+        let (mut s_m, mut s_u, mut a_m, mut a_u) = (sgd(), sgd(), AdamW::default(), AdamW::default());
+        let (mut ps_m, mut ps_u, mut pa_m, mut pa_u) = (p0.clone(), p0.clone(), p0.clone(), p0.clone());
+        for _ in 0..3 {
+            s_m.step(&mut one("l.weight", &mut ps_m, &g, Some(&mask)), 0.1).unwrap();
+            s_u.step(&mut one("l.weight", &mut ps_u, &g, None), 0.1).unwrap();
+            a_m.step(&mut one("l.weight", &mut pa_m, &g, Some(&mask)), 0.1).unwrap();
+            a_u.step(&mut one("l.weight", &mut pa_u, &g, None), 0.1).unwrap();
+        }
+        for i in 0..n {
+            if mask[i] {
+                prop_assert_eq!(ps_m[i].to_bits(), ps_u[i].to_bits(), "sgd entry {}", i);
+                prop_assert_eq!(pa_m[i].to_bits(), pa_u[i].to_bits(), "adamw entry {}", i);
+            } else {
+                prop_assert_eq!(ps_m[i].to_bits(), 0);
+                prop_assert_eq!(pa_m[i].to_bits(), 0);
+            }
+        }
+    }
 }
 
 #[test]
