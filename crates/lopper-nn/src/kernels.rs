@@ -2,7 +2,7 @@
 //! thread pool, vectorized softmax rows and row sums. Everything falls back to portable code when
 //! the CPU lacks AVX2+FMA.
 use crate::Result;
-use crate::activation::fast_exp;
+use crate::activation::fast_exp_with;
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
 use rayon::prelude::*;
 
@@ -303,20 +303,20 @@ fn max8(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn softmax_body(r: &mut [f32], len: usize) {
+fn softmax_body<const FMA: bool>(r: &mut [f32], len: usize) {
     let (head, tail) = r.split_at_mut(len);
     let mx = max8(head);
     let mut acc = [0.0f32; 8];
     let mut ch = head.chunks_exact_mut(8);
     for c in &mut ch {
         for l in 0..8 {
-            c[l] = fast_exp(c[l] - mx);
+            c[l] = fast_exp_with::<FMA>(c[l] - mx);
             acc[l] += c[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
     for x in ch.into_remainder() {
-        *x = fast_exp(*x - mx);
+        *x = fast_exp_with::<FMA>(*x - mx);
         s += *x;
     }
     let inv = 1.0 / s;
@@ -346,7 +346,7 @@ fn softmax_backward_body(a: &[f32], d: &mut [f32], len: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn softmax_avx2(r: &mut [f32], len: usize) {
-    softmax_body(r, len)
+    softmax_body::<true>(r, len)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -355,7 +355,7 @@ fn softmax_backward_avx2(a: &[f32], d: &mut [f32], len: usize) {
     softmax_backward_body(a, d, len)
 }
 
-/// `r[..len] = softmax(r[..len])` (through [`fast_exp`]), `r[len..] = 0`. `1 <= len <= r.len()`.
+/// `r[..len] = softmax(r[..len])` (through [`crate::activation::fast_exp`]), `r[len..] = 0`. `1 <= len <= r.len()`.
 pub(crate) fn softmax_row(r: &mut [f32], len: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
@@ -363,7 +363,7 @@ pub(crate) fn softmax_row(r: &mut [f32], len: usize) {
         unsafe { softmax_avx2(r, len) };
         return;
     }
-    softmax_body(r, len)
+    softmax_body::<false>(r, len)
 }
 
 /// Softmax backward of one row: `d[j] = a[j] (d[j] - sum_{i < len} a[i] d[i])` for `j < len`,
