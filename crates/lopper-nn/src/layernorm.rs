@@ -1,6 +1,6 @@
 //! LayerNorm over the last axis: `out = (x - mean) * rstd * w + b`, eps = 1e-5 (as GPT-2).
 use crate::error::check_len;
-use crate::kernels::{has_avx2, sum};
+use crate::kernels::{has_avx2, has_avx512, sum};
 use crate::{ParamMut, Result};
 use lopper_tensor::Par;
 use rayon::prelude::*;
@@ -93,6 +93,12 @@ impl LayerNorm {
         let (w, b) = (&self.w, &self.b);
         let run = |x: &[f32], out: &mut [f32], mean: &mut [f32], rstd: &mut [f32]| {
             #[cfg(target_arch = "x86_64")]
+            if has_avx512() {
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+                unsafe { ln_forward_avx512(x, c, w, b, out, mean, rstd) };
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
             if has_avx2() {
                 // SAFETY: the CPU supports AVX2 and FMA (checked just above).
                 unsafe { ln_forward_avx2(x, c, w, b, out, mean, rstd) };
@@ -131,6 +137,12 @@ impl LayerNorm {
             return Ok(());
         }
         let run = |x: &[f32], d: &[f32], m: &[f32], s: &[f32], g: Grads<'_>, dx: &mut [f32]| {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512() {
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked just above).
+                unsafe { ln_backward_avx512(x, d, m, s, c, g, dx) };
+                return;
+            }
             #[cfg(target_arch = "x86_64")]
             if has_avx2() {
                 // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -174,6 +186,10 @@ impl LayerNorm {
     }
 }
 
+/// Lanes of the row reductions: 4 independent AVX2 vectors (2 of AVX-512), so that the sums are
+/// not one long chain of dependent adds.
+const LANES: usize = 32;
+
 /// The weight and the gradients a backward accumulates into.
 struct Grads<'a> {
     w: &'a [f32],
@@ -199,12 +215,12 @@ fn ln_forward_body(
         .zip(rstd.iter_mut())
     {
         let m = sum(xr) * inv_c;
-        // variance as a sum of squares of (x - m), 8 lanes
-        let mut acc = [0.0f32; 8];
-        let ch = xr.chunks_exact(8);
+        // variance as a sum of squares of (x - m), LANES lanes
+        let mut acc = [0.0f32; LANES];
+        let ch = xr.chunks_exact(LANES);
         let rem: f32 = ch.remainder().iter().map(|&a| (a - m) * (a - m)).sum();
         for q in ch {
-            for l in 0..8 {
+            for l in 0..LANES {
                 acc[l] += (q[l] - m) * (q[l] - m);
             }
         }
@@ -237,12 +253,16 @@ fn ln_backward_body(
         .zip(mean)
         .zip(rstd)
     {
-        // dnorm = dout * w; mean(dnorm) and mean(dnorm * norm) over the row (8 lanes)
-        let (mut a8, mut b8) = ([0.0f32; 8], [0.0f32; 8]);
-        let (cx, cd, cw) = (xr.chunks_exact(8), dr.chunks_exact(8), w.chunks_exact(8));
+        // dnorm = dout * w; mean(dnorm) and mean(dnorm * norm) over the row (LANES lanes)
+        let (mut a8, mut b8) = ([0.0f32; LANES], [0.0f32; LANES]);
+        let (cx, cd, cw) = (
+            xr.chunks_exact(LANES),
+            dr.chunks_exact(LANES),
+            w.chunks_exact(LANES),
+        );
         let (rx, rd, rw) = (cx.remainder(), cd.remainder(), cw.remainder());
         for ((qx, qd), qw) in cx.zip(cd).zip(cw) {
-            for l in 0..8 {
+            for l in 0..LANES {
                 let norm = (qx[l] - m) * s;
                 let dn = qd[l] * qw[l];
                 a8[l] += dn;
@@ -289,6 +309,34 @@ fn ln_forward_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn ln_backward_avx2(
+    x: &[f32],
+    dout: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    g: Grads<'_>,
+    dx: &mut [f32],
+) {
+    ln_backward_body(x, dout, mean, rstd, c, g, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn ln_forward_avx512(
+    x: &[f32],
+    c: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    ln_forward_body(x, c, w, b, out, mean, rstd)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn ln_backward_avx512(
     x: &[f32],
     dout: &[f32],
     mean: &[f32],
