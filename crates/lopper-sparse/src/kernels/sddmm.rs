@@ -22,6 +22,10 @@ use lopper_tensor::{MatRef, Par};
 const D_BLOCK: usize = 128;
 const _: () = assert!(D_BLOCK.is_multiple_of(16), "whole 16-lane vectors");
 
+thread_local! {
+    static PARTIAL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `out[p] = a[i, :] . b[j, :]` for each stored entry p = (i, j) of `pattern` (its values are not
 /// read). A (M, D), B (K, D), out has nnz elements and is overwritten.
 pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: Par) -> Result<()> {
@@ -72,7 +76,11 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
         let parts: Vec<_> = (0..d.div_ceil(per))
             .map(|t| t * per..((t + 1) * per).min(d))
             .collect();
-        let mut partial = vec![0.0f32; nnz * (parts.len() - 1)];
+        // the partial outputs live in a buffer kept per calling thread (taken out while in use, so a
+        // nested call on this thread just gets an empty one)
+        let mut partial = PARTIAL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        partial.clear();
+        partial.resize(nnz * (parts.len() - 1), 0.0);
         let (op, pp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(partial.as_mut_ptr()));
         run_grid(par, &[0..pattern.rows()], &parts, |r, c| {
             let t = c.start / per;
@@ -95,6 +103,7 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
                 *o += p;
             }
         }
+        PARTIAL.with(|p| *p.borrow_mut() = partial);
         return Ok(());
     }
     // Split rows, one task per thread: each task packs every block of B.
