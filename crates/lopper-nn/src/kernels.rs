@@ -355,7 +355,8 @@ fn softmax_backward_avx2(a: &[f32], d: &mut [f32], len: usize) {
     softmax_backward_body(a, d, len)
 }
 
-/// `r[..len] = softmax(r[..len])` (through [`crate::activation::fast_exp`]), `r[len..] = 0`. `1 <= len <= r.len()`.
+/// `r[..len] = softmax(r[..len])` (through [`crate::activation::fast_exp`], with FMA in the AVX2
+/// clone), `r[len..] = 0`. `1 <= len <= r.len()`.
 pub(crate) fn softmax_row(r: &mut [f32], len: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
