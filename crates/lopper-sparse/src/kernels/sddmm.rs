@@ -194,15 +194,8 @@ mod avx512 {
         let groups = cols.len() / 8;
         for g in 0..groups {
             let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * D_BLOCK);
-            debug_assert!(js.iter().all(|&j| j + D_BLOCK <= slab.len()));
-            let mut acc = [_mm512_setzero_ps(); 8];
-            for (c, a) in av.iter().enumerate() {
-                for u in 0..8 {
-                    // SAFETY: row cols[8g+u] of the slab holds D_BLOCK floats (caller's contract).
-                    let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
-                    acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
-                }
-            }
+            // SAFETY: every js[u] is the start of a slab row (caller's contract).
+            let acc = unsafe { dots(&av, slab, js) };
             let r = sum8(acc);
             for u in 0..8 {
                 o[8 * g + u] += r[u];
@@ -215,14 +208,8 @@ mod avx512 {
             let n = (cols.len() - p).min(4);
             let js: [usize; 4] =
                 std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * D_BLOCK);
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (c, a) in av.iter().enumerate() {
-                for u in 0..4 {
-                    // SAFETY: as above.
-                    let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
-                    acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
-                }
-            }
+            // SAFETY: as above.
+            let acc = unsafe { dots(&av, slab, js) };
             let r = sum4(acc);
             for u in 0..n {
                 o[p + u] += r[u];
@@ -232,19 +219,47 @@ mod avx512 {
         p
     }
 
+    /// `G` dot products of A's block (in registers) with slab rows starting at `js`, as vectors
+    /// whose lanes still have to be summed: each load of the slab feeds one multiply-add.
+    /// SAFETY: the CPU has AVX-512F; every `js[u] + D_BLOCK <= slab.len()`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dots<const G: usize>(av: &[__m512; V], slab: &[f32], js: [usize; G]) -> [__m512; G] {
+        debug_assert!(js.iter().all(|&j| j + D_BLOCK <= slab.len()));
+        let mut acc = [_mm512_setzero_ps(); G];
+        for (c, a) in av.iter().enumerate() {
+            for u in 0..G {
+                // SAFETY: slab row js[u] holds D_BLOCK floats (caller's contract).
+                let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
+                acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
+            }
+        }
+        acc
+    }
+
+    /// First level of the transposed reduction (within 128-bit lanes): [x0+x1, y0+y1, x2+x3, y2+y3].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pair_ps(x: __m512, y: __m512) -> __m512 {
+        _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+    }
+
+    /// Second level: from two first-level vectors, each 128-bit lane holds one partial of four sums.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pair_pd(x: __m512, y: __m512) -> __m512 {
+        let (xd, yd) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+        _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(xd, yd)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(xd, yd)),
+        )
+    }
+
     /// The lane sums of four vectors, reduced together as in [`sum8`].
     #[target_feature(enable = "avx512f")]
     fn sum4(v: [__m512; 4]) -> [f32; 4] {
-        let p = |x: __m512, y: __m512| {
-            _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
-        };
-        let (a01, a23) = (p(v[0], v[1]), p(v[2], v[3]));
-        let (xd, yd) = (_mm512_castps_pd(a01), _mm512_castps_pd(a23));
         // each 128-bit lane: one partial of [v0, v1, v2, v3]
-        let b = _mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(xd, yd)),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(xd, yd)),
-        );
+        let b = pair_pd(pair_ps(v[0], v[1]), pair_ps(v[2], v[3]));
         let c = _mm512_add_ps(b, _mm512_shuffle_f32x4::<0b01_00_11_10>(b, b)); // lanes 0+2, 1+3
         let d = _mm512_add_ps(c, _mm512_shuffle_f32x4::<0b10_11_00_01>(c, c)); // lane 0: all four
         let mut out = [0.0f32; 4];
@@ -257,20 +272,9 @@ mod avx512 {
     /// added into one vector, so 8 sums cost 7 + 3 shuffled adds instead of 8 separate reductions.
     #[target_feature(enable = "avx512f")]
     fn sum8(v: [__m512; 8]) -> [f32; 8] {
-        // level 1 (within 128-bit lanes): [x0+x1, y0+y1, x2+x3, y2+y3] per lane
-        let p = |x: __m512, y: __m512| {
-            _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
-        };
-        let (a01, a23, a45, a67) = (p(v[0], v[1]), p(v[2], v[3]), p(v[4], v[5]), p(v[6], v[7]));
-        // level 2: each 128-bit lane holds one partial of [v0, v1, v2, v3] (or v4..v7)
-        let q = |x: __m512, y: __m512| {
-            let (xd, yd) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
-            _mm512_add_ps(
-                _mm512_castpd_ps(_mm512_unpacklo_pd(xd, yd)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(xd, yd)),
-            )
-        };
-        let (b0, b1) = (q(a01, a23), q(a45, a67));
+        // levels 1 and 2: each 128-bit lane of b0 (b1) holds one partial of [v0..v3] ([v4..v7])
+        let b0 = pair_pd(pair_ps(v[0], v[1]), pair_ps(v[2], v[3]));
+        let b1 = pair_pd(pair_ps(v[4], v[5]), pair_ps(v[6], v[7]));
         // level 3: add lanes pairwise across b0 and b1: [b0 L0+L1, b0 L2+L3, b1 L0+L1, b1 L2+L3]
         let c = _mm512_add_ps(
             _mm512_shuffle_f32x4::<0b10_00_10_00>(b0, b1),
