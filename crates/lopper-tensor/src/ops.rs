@@ -24,12 +24,20 @@ pub fn scale(alpha: f32, x: &mut [f32]) {
     }
 }
 
+/// `v` when `keep`, else `+0.0`, without a branch: an AND with all-ones or zero bits. Loops over
+/// random masks stay vectorized with it; with `if keep { v } else { 0.0 }` LLVM may branch per
+/// element instead (it did in AdamW's masked update: scalar, and one mispredict in five on a
+/// random 80% mask).
+#[inline(always)]
+pub fn keep_or_zero(v: f32, keep: bool) -> f32 {
+    f32::from_bits(v.to_bits() & 0u32.wrapping_sub(u32::from(keep)))
+}
+
 /// `x[i] = 0` wherever `mask[i]` is false.
 pub fn apply_mask(x: &mut [f32], mask: &[bool]) -> Result<()> {
     same_len("apply_mask", x.len(), mask.len())?;
-    // a select, not a branch: masks are random, and the select vectorizes
     for (v, &m) in x.iter_mut().zip(mask) {
-        *v = if m { *v } else { 0.0 };
+        *v = keep_or_zero(*v, m);
     }
     Ok(())
 }
@@ -88,5 +96,28 @@ mod tests {
         assert_eq!(dot(&a, &a), want);
         assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 0.0]).unwrap(), 2.0);
         assert!((norm2(&[3.0, 4.0]) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn keep_or_zero_keeps_bits_or_gives_positive_zero() {
+        for v in [
+            1.5f32,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            -f32::MIN_POSITIVE,
+            f32::MAX,
+        ] {
+            assert_eq!(keep_or_zero(v, true).to_bits(), v.to_bits(), "{v}");
+            assert_eq!(keep_or_zero(v, false).to_bits(), 0, "{v}");
+        }
+        // on a long random-looking mask, as the loops use it
+        let x: Vec<f32> = (0..1000).map(|i| i as f32 - 500.5).collect();
+        let m: Vec<bool> = (0..1000).map(|i| (i * 7919) % 5 == 0).collect();
+        let mut y = x.clone();
+        apply_mask(&mut y, &m).unwrap();
+        for ((&a, &b), &k) in x.iter().zip(&y).zip(&m) {
+            assert_eq!(b, if k { a } else { 0.0 });
+        }
     }
 }

@@ -29,6 +29,7 @@
 //! updated in fixed chunks on the rayon pool; the result is bit-identical to the serial update.
 use crate::{Result, invalid};
 use lopper_nn::ParamMut;
+use lopper_tensor::ops::keep_or_zero;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -390,19 +391,19 @@ fn sgd_chunk(
                 (*x, *b) = upd(*x, g, *b);
             }
         }
-        // masked: the update of every entry, then a select (no branch per entry, so it vectorizes;
-        // a branch on a random 80% mask mispredicts about one time in five)
+        // masked: the update of every entry, then a bitwise select (keep_or_zero: no branch per
+        // entry, so it vectorizes; a branch on a random 80% mask mispredicts about one time in five)
         (Some(mk), false) => {
             for ((x, &g), &keep) in p.iter_mut().zip(grad).zip(mk) {
                 let xi = *x - lr * decayed(*x, g);
-                *x = if keep { xi } else { 0.0 };
+                *x = keep_or_zero(xi, keep);
             }
         }
         (Some(mk), true) => {
             for (((x, &g), b), &keep) in p.iter_mut().zip(grad).zip(buf.iter_mut()).zip(mk) {
                 let (xi, bi) = upd(*x, g, *b);
-                *x = if keep { xi } else { 0.0 };
-                *b = if keep { bi } else { 0.0 };
+                *x = keep_or_zero(xi, keep);
+                *b = keep_or_zero(bi, keep);
             }
         }
     }
@@ -648,16 +649,17 @@ fn adam_chunk(
                 upd(x, g, m, v);
             }
         }
-        // masked: the update of every entry, then a select (no branch per entry, so it vectorizes
-        // like the plain case; a branch on a random 80% mask mispredicts about one time in five)
+        // masked: the update of every entry, then a bitwise select (keep_or_zero: no branch per
+        // entry, so it vectorizes like the plain case; `if keep { .. } else { 0.0 }` compiled to a
+        // scalar loop with a branch, which mispredicts one time in five on a random 80% mask)
         Some(mk) => {
             let it = p.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut());
             for ((((x, &g), m), v), &keep) in it.zip(mk) {
                 let (mut xi, mut mi, mut vi) = (*x, *m, *v);
                 upd(&mut xi, g, &mut mi, &mut vi);
-                *x = if keep { xi } else { 0.0 };
-                *m = if keep { mi } else { 0.0 };
-                *v = if keep { vi } else { 0.0 };
+                *x = keep_or_zero(xi, keep);
+                *m = keep_or_zero(mi, keep);
+                *v = keep_or_zero(vi, keep);
             }
         }
     }
