@@ -8,7 +8,6 @@
 //! channels) score the sum of their elements' scores.
 use crate::param::{Mask, matrix_dims};
 use crate::{Error, Result};
-use std::cmp::Ordering;
 
 /// Turns scores into a keep-mask.
 pub trait Granularity {
@@ -38,33 +37,67 @@ fn key(x: f64) -> f64 {
     if x.is_nan() { f64::INFINITY } else { x }
 }
 
-/// Ranking order: larger key first, then smaller index (a total order).
-fn rank_cmp(keys: &[f64], a: usize, b: usize) -> Ordering {
-    key(keys[b]).total_cmp(&key(keys[a])).then(a.cmp(&b))
-}
-
 /// Indices of the `k` largest keys (ties to the lower index, NaN largest), unordered.
+///
+/// O(n): the k-th largest key is selected on an integer copy of the keys (ordered as the keys),
+/// then one pass keeps every key above it and the lowest-indexed keys equal to it. (Selecting on
+/// indices, comparing the keys through them, took 1.5x as long on a layer's weights.)
 pub fn topk_indices(keys: &[f64], k: usize) -> Vec<usize> {
-    let k = k.min(keys.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut idx: Vec<usize> = (0..keys.len()).collect();
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| rank_cmp(keys, a, b));
-    }
-    idx.truncate(k);
-    idx
+    let bits: Vec<u64> = keys
+        .iter()
+        .map(|&x| ordered_bits(key(x).to_bits()))
+        .collect();
+    let mut out = Vec::with_capacity(k.min(keys.len()));
+    top_k(&bits, k, |i| out.push(i));
+    out
 }
 
-/// Keep-mask of the `k` largest scores (ties to the lower index, NaN largest).
+/// Keep-mask of the `k` largest scores (ties to the lower index, NaN largest): the mask of
+/// [`topk_indices`] on the scores as f64, computed on f32 keys.
 pub fn topk_mask(scores: &[f32], k: usize) -> Mask {
-    let keys: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
+    let bits: Vec<u32> = scores
+        .iter()
+        .map(|&x| ordered_bits32(if x.is_nan() { f32::INFINITY } else { x }.to_bits()))
+        .collect();
     let mut m = vec![false; scores.len()];
-    for i in topk_indices(&keys, k) {
-        m[i] = true;
-    }
+    top_k(&bits, k, |i| m[i] = true);
     m
+}
+
+/// Calls `keep(i)` for the `k` largest of `bits` in index order (ties to the lower index).
+fn top_k<B: Ord + Copy>(bits: &[B], k: usize, mut keep: impl FnMut(usize)) {
+    let (n, k) = (bits.len(), k.min(bits.len()));
+    if k == 0 {
+        return;
+    }
+    if k == n {
+        (0..n).for_each(keep);
+        return;
+    }
+    let mut copy = bits.to_vec();
+    let (_, &mut kth, _) = copy.select_nth_unstable(n - k); // the k-th largest
+    drop(copy);
+    let above = bits.iter().filter(|&&b| b > kth).count();
+    let mut ties = k - above; // >= 1: kth itself is one of the k
+    for (i, &b) in bits.iter().enumerate() {
+        if b > kth {
+            keep(i);
+        } else if b == kth && ties > 0 {
+            keep(i);
+            ties -= 1;
+        }
+    }
+}
+
+/// The bits of an f64 as an integer in `f64::total_cmp` order (sign set: all bits flipped; clear:
+/// sign bit set).
+fn ordered_bits(b: u64) -> u64 {
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// [`ordered_bits`] for f32.
+fn ordered_bits32(b: u32) -> u32 {
+    if b >> 31 == 1 { !b } else { b | (1 << 31) }
 }
 
 fn check_len(name: &str, shape: &[usize], scores: &[f32]) -> Result<()> {

@@ -162,3 +162,57 @@ fn patterns_that_do_not_fit_are_typed_errors() {
     assert_eq!(granularity::kept_count(5, 0.5), 2);
     assert_eq!(granularity::kept_count(7, 0.5), 4);
 }
+
+/// The k first indices in the ranking order: key descending (NaN as +inf; -0.0 below +0.0, as
+/// `total_cmp`), then index ascending; by a full sort.
+fn topk_reference(keys: &[f64], k: usize) -> Vec<usize> {
+    let key = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
+    let mut idx: Vec<usize> = (0..keys.len()).collect();
+    idx.sort_by(|&a, &b| key(keys[b]).total_cmp(&key(keys[a])).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// topk_indices against a full sort, on keys drawn from a handful of values (many ties, NaN,
+    /// both zeros, infinities) and on spread-out keys, every k from 0 to past the length.
+    #[test]
+    fn topk_indices_is_the_sorted_prefix(
+        picks in proptest::collection::vec(0usize..9, 0..200),
+        spread in proptest::collection::vec(-1e3f64..1e3, 0..200),
+        kf in 0.0f64..1.2,
+    ) {
+        let table = [f64::NAN, f64::NEG_INFINITY, -1.0, -0.0, 0.0, 1.0, 2.0, f64::INFINITY, -f64::NAN];
+        let tied: Vec<f64> = picks.iter().map(|&p| table[p]).collect();
+        for keys in [&tied, &spread] {
+            let k = (kf * keys.len() as f64) as usize;
+            let mut got = granularity::topk_indices(keys, k);
+            got.sort_unstable();
+            prop_assert_eq!(got, topk_reference(keys, k.min(keys.len())));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// topk_mask (f32 keys) marks exactly topk_indices of the same scores as f64.
+    #[test]
+    fn topk_mask_matches_topk_indices(
+        picks in proptest::collection::vec(0usize..9, 0..200),
+        kf in 0.0f64..1.2,
+    ) {
+        let table = [f32::NAN, f32::NEG_INFINITY, -1.5, -0.0, 0.0, 1e-30, 2.0, f32::INFINITY, -f32::NAN];
+        let scores: Vec<f32> = picks.iter().map(|&p| table[p]).collect();
+        let k = (kf * scores.len() as f64) as usize;
+        let keys: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
+        let mut want = vec![false; scores.len()];
+        for i in granularity::topk_indices(&keys, k) {
+            want[i] = true;
+        }
+        prop_assert_eq!(granularity::topk_mask(&scores, k), want);
+    }
+}
