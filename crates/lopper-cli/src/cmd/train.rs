@@ -490,18 +490,19 @@ mod tests {
 
     #[test]
     fn scaling_is_proportional_and_said() {
-        // gradual80: start 24, end 160, every 8 over 240 steps; warmup 16, eval every 40
+        // gradual80's MLP stage: start 32, end 192, every 8 over 240 steps; warmup 16, eval
+        // every 40
         let (r, _) = recipe(2);
         assert_eq!(r.spec.train.steps, Some(240));
         let mut spec = r.spec.clone();
         let changes = scale_steps(&mut spec, 600);
         let st = &spec.stage[0];
-        assert_eq!((st.start, st.every), (Some(60), Some(20)));
-        assert_eq!(st.end, Some(EndSpec::Step(400)));
+        assert_eq!((st.start, st.every), (Some(80), Some(20)));
+        assert_eq!(st.end, Some(EndSpec::Step(480)));
         assert_eq!(spec.schedule.warmup, Some(40));
         assert_eq!(spec.train.eval_every, Some(100));
         assert!(
-            changes.contains(&"stage[0].end 160 -> 400".to_string()),
+            changes.contains(&"stage[0].end 192 -> 480".to_string()),
             "{changes:?}"
         );
         // the same number of steps changes nothing
