@@ -130,30 +130,48 @@ pub fn stored_positions(w: &Weight, m: usize, k: usize) -> Option<Vec<usize>> {
 /// or fresh state (`None`) where the old layout did not store it or where a Masked new layout
 /// masks it out. `None` overall when either side has no `.weight` parameter (state dropped).
 pub fn gather(old: &Weight, new: &Weight, m: usize, k: usize) -> Option<Vec<Option<usize>>> {
-    let old_pos = stored_positions(old, m, k)?;
-    let new_pos = stored_positions(new, m, k)?;
-    let mut at = vec![usize::MAX; m * k]; // flat index -> old stored index
-    for (i, &f) in old_pos.iter().enumerate() {
-        at[f] = i;
+    // Dense and Masked store every (r, c) at its flat index: no position list is built for them.
+    // Other layouts list their positions in ascending flat order (row-major, CSR columns sorted),
+    // so old entries are found by one forward merge instead of an (m * k) index table.
+    let all = |w: &Weight| matches!(w, Weight::Dense { .. } | Weight::Masked { .. });
+    let old_pos = if all(old) {
+        None
+    } else {
+        Some(stored_positions(old, m, k)?)
+    };
+    let new_pos = if all(new) {
+        None
+    } else {
+        Some(stored_positions(new, m, k)?)
+    };
+    fn mask_of(w: &Weight) -> Option<&[bool]> {
+        match w {
+            Weight::Masked { mask, .. } => Some(mask),
+            _ => None,
+        }
     }
-    let old_mask = match old {
-        Weight::Masked { mask, .. } => Some(mask),
-        _ => None,
+    let (old_mask, new_mask) = (mask_of(old), mask_of(new));
+    let mut cursor = 0; // into old_pos; the flat indices f below only increase
+    let mut source = |f: usize| -> Option<usize> {
+        let j = match &old_pos {
+            None => f,
+            Some(p) => {
+                while cursor < p.len() && p[cursor] < f {
+                    cursor += 1;
+                }
+                if cursor == p.len() || p[cursor] != f {
+                    return None;
+                }
+                cursor
+            }
+        };
+        let kept = new_mask.is_none_or(|mk| mk[f]) && old_mask.is_none_or(|mk| mk[f]);
+        kept.then_some(j)
     };
-    let new_mask = match new {
-        Weight::Masked { mask, .. } => Some(mask),
-        _ => None,
-    };
-    Some(
-        new_pos
-            .iter()
-            .map(|&f| {
-                let kept_new = new_mask.is_none_or(|mk| mk[f]);
-                let kept_old = old_mask.is_none_or(|mk| mk[f]);
-                (kept_new && kept_old && at[f] != usize::MAX).then_some(at[f])
-            })
-            .collect(),
-    )
+    Some(match &new_pos {
+        None => (0..m * k).map(&mut source).collect(),
+        Some(p) => p.iter().map(|&f| source(f)).collect(),
+    })
 }
 
 /// Converts layer `name` to `new` (built by `make` from the layer) and remaps the optimizer state
