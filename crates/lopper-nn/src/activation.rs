@@ -1,6 +1,8 @@
 //! Elementwise activations: GELU (tanh approximation, as GPT-2) and ReLU.
 use crate::Result;
 use crate::error::check_len;
+use crate::kernels::has_avx2;
+use crate::util::simd_clones;
 use lopper_tensor::Par;
 use rayon::prelude::*;
 
@@ -127,38 +129,10 @@ fn gelu_bwd_body<const FMA: bool, const U: usize>(x: &[f32], dout: &[f32], dx: &
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn gelu_fwd_avx512(x: &[f32], out: &mut [f32]) {
-    gelu_fwd_body::<true, UNROLL>(x, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn gelu_bwd_avx512(x: &[f32], dout: &[f32], dx: &mut [f32]) {
-    gelu_bwd_body::<true, UNROLL>(x, dout, dx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_fwd_avx2(x: &[f32], out: &mut [f32]) {
-    gelu_fwd_body::<true, UNROLL>(x, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_bwd_avx2(x: &[f32], dout: &[f32], dx: &mut [f32]) {
-    gelu_bwd_body::<true, UNROLL>(x, dout, dx)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
+simd_clones!(gelu_fwd_avx2, gelu_fwd_avx512: fn(x: &[f32], out: &mut [f32])
+    => gelu_fwd_body::<true, UNROLL>(x, out));
+simd_clones!(gelu_bwd_avx2, gelu_bwd_avx512: fn(x: &[f32], dout: &[f32], dx: &mut [f32])
+    => gelu_bwd_body::<true, UNROLL>(x, dout, dx));
 
 /// One chunk, through the AVX2 clone when the CPU has it (8 lanes instead of SSE's 4).
 fn gelu_fwd_chunk(x: &[f32], out: &mut [f32]) {

@@ -1,6 +1,7 @@
 //! LayerNorm over the last axis: `out = (x - mean) * rstd * w + b`, eps = 1e-5 (as GPT-2).
 use crate::error::check_len;
 use crate::kernels::{has_avx2, has_avx512, sum};
+use crate::util::simd_clones;
 use crate::{ParamMut, Result};
 use lopper_tensor::Par;
 use rayon::prelude::*;
@@ -292,9 +293,7 @@ fn ln_backward_body(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn ln_forward_avx2(
+simd_clones!(ln_forward_avx2, ln_forward_avx512: fn(
     x: &[f32],
     c: usize,
     w: &[f32],
@@ -302,13 +301,9 @@ fn ln_forward_avx2(
     out: &mut [f32],
     mean: &mut [f32],
     rstd: &mut [f32],
-) {
-    ln_forward_body(x, c, w, b, out, mean, rstd)
-}
+) => ln_forward_body(x, c, w, b, out, mean, rstd));
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn ln_backward_avx2(
+simd_clones!(ln_backward_avx2, ln_backward_avx512: fn(
     x: &[f32],
     dout: &[f32],
     mean: &[f32],
@@ -316,37 +311,7 @@ fn ln_backward_avx2(
     c: usize,
     g: Grads<'_>,
     dx: &mut [f32],
-) {
-    ln_backward_body(x, dout, mean, rstd, c, g, dx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn ln_forward_avx512(
-    x: &[f32],
-    c: usize,
-    w: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
-) {
-    ln_forward_body(x, c, w, b, out, mean, rstd)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn ln_backward_avx512(
-    x: &[f32],
-    dout: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
-    c: usize,
-    g: Grads<'_>,
-    dx: &mut [f32],
-) {
-    ln_backward_body(x, dout, mean, rstd, c, g, dx)
-}
+) => ln_backward_body(x, dout, mean, rstd, c, g, dx));
 
 #[cfg(test)]
 mod tests {

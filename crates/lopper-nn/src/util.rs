@@ -34,3 +34,22 @@ pub(crate) fn add_into(y: &mut [f32], x: &[f32]) {
         *y += x;
     }
 }
+
+/// The AVX2+FMA and AVX-512 clones of one body: `fn $avx2` and `fn $avx512`, both with the given
+/// signature and the same `$call` (the body, inlined into each clone's target features). Callers
+/// check the CPU (`kernels::has_avx2`, `has_avx512`) before calling a clone (they are unsafe to call).
+macro_rules! simd_clones {
+    ($avx2:ident, $avx512:ident: fn($($a:ident : $t:ty),* $(,)?) => $call:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx2($($a: $t),*) {
+            $call
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512($($a: $t),*) {
+            $call
+        }
+    };
+}
+pub(crate) use simd_clones;
