@@ -33,71 +33,16 @@ pub fn kept_count(n: usize, sparsity: f64) -> usize {
     (((1.0 - sparsity) * n as f64).round_ties_even() as usize).min(n)
 }
 
-fn key(x: f64) -> f64 {
-    if x.is_nan() { f64::INFINITY } else { x }
-}
-
-/// Indices of the `k` largest keys (ties to the lower index, NaN largest), unordered.
-///
-/// O(n): the k-th largest key is selected on an integer copy of the keys (ordered as the keys),
-/// then one pass keeps every key above it and the lowest-indexed keys equal to it. (Selecting on
-/// indices, comparing the keys through them, took 1.5x as long on a layer's weights.)
+/// Indices of the `k` largest keys (ties to the lower index, NaN largest), ascending
+/// (`lopper_tensor::ops::topk_indices`).
 pub fn topk_indices(keys: &[f64], k: usize) -> Vec<usize> {
-    let bits: Vec<u64> = keys
-        .iter()
-        .map(|&x| ordered_bits(key(x).to_bits()))
-        .collect();
-    let mut out = Vec::with_capacity(k.min(keys.len()));
-    top_k(&bits, k, |i| out.push(i));
-    out
+    lopper_tensor::ops::topk_indices(keys, k)
 }
 
 /// Keep-mask of the `k` largest scores (ties to the lower index, NaN largest): the mask of
-/// [`topk_indices`] on the scores as f64, computed on f32 keys.
+/// [`topk_indices`] on the scores as f64 (`lopper_tensor::ops::topk_mask`).
 pub fn topk_mask(scores: &[f32], k: usize) -> Mask {
-    let bits: Vec<u32> = scores
-        .iter()
-        .map(|&x| ordered_bits32(if x.is_nan() { f32::INFINITY } else { x }.to_bits()))
-        .collect();
-    let mut m = vec![false; scores.len()];
-    top_k(&bits, k, |i| m[i] = true);
-    m
-}
-
-/// Calls `keep(i)` for the `k` largest of `bits` in index order (ties to the lower index).
-fn top_k<B: Ord + Copy>(bits: &[B], k: usize, mut keep: impl FnMut(usize)) {
-    let (n, k) = (bits.len(), k.min(bits.len()));
-    if k == 0 {
-        return;
-    }
-    if k == n {
-        (0..n).for_each(keep);
-        return;
-    }
-    let mut copy = bits.to_vec();
-    let (_, &mut kth, _) = copy.select_nth_unstable(n - k); // the k-th largest
-    drop(copy);
-    let above = bits.iter().filter(|&&b| b > kth).count();
-    let mut ties = k - above; // >= 1: kth itself is one of the k
-    for (i, &b) in bits.iter().enumerate() {
-        if b > kth {
-            keep(i);
-        } else if b == kth && ties > 0 {
-            keep(i);
-            ties -= 1;
-        }
-    }
-}
-
-/// The bits of an f64 as an integer in `f64::total_cmp` order (sign set: all bits flipped; clear:
-/// sign bit set).
-fn ordered_bits(b: u64) -> u64 {
-    if b >> 63 == 1 { !b } else { b | (1 << 63) }
-}
-
-/// [`ordered_bits`] for f32.
-fn ordered_bits32(b: u32) -> u32 {
-    if b >> 31 == 1 { !b } else { b | (1 << 31) }
+    lopper_tensor::ops::topk_mask(scores, k)
 }
 
 fn check_len(name: &str, shape: &[usize], scores: &[f32]) -> Result<()> {

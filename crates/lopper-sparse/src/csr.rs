@@ -360,24 +360,8 @@ fn validate(rows: usize, cols: usize, rp: &[usize], ci: &[u32], nvals: usize) ->
 
 /// `keep[i]` for the `k` entries of largest `|x|`, ties to the lower index, NaN largest.
 pub(crate) fn topk_mask(data: &[f32], k: usize) -> Vec<bool> {
-    let mut keep = vec![false; data.len()];
-    if k == 0 {
-        return keep;
-    }
-    let key = |i: usize| {
-        let a = data[i].abs();
-        if a.is_nan() { f32::INFINITY } else { a }
-    };
-    let mut idx: Vec<u32> = (0..data.len() as u32).collect();
-    // order: larger magnitude first, then smaller index first; a total order, so exact
-    let cmp = |a: &u32, b: &u32| key(*b as usize).total_cmp(&key(*a as usize)).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-    }
-    for &i in &idx[..k] {
-        keep[i as usize] = true;
-    }
-    keep
+    let mags: Vec<f32> = data.iter().map(|x| x.abs()).collect();
+    lopper_tensor::ops::topk_mask(&mags, k)
 }
 
 #[cfg(test)]
