@@ -14,16 +14,12 @@ use crate::flops::{Flops, StepFlops};
 use crate::kernels::{GemmThreads, gemm_nx, transpose};
 use crate::layernorm::LayerNorm;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward_par};
+use crate::panels::{self, MlpBufs, MlpSaved};
 use crate::precision::{Precision, round_into, widen_into};
-use crate::util::{add_into, ensure};
-use crate::{Linear, ParamMut, Result, Weight};
+use crate::util::{add_into, aligned, aligned_ref, ensure};
+use crate::{Linear, ParamMut, Result};
 use lopper_tensor::bf16;
 use lopper_tensor::{MatRef, Par, Transpose};
-
-/// Csr or 2:4 weights: the kinds whose products work feature-major.
-fn sparse(l: &Linear) -> bool {
-    matches!(l.weight(), Weight::Csr { .. } | Weight::Sparse24 { .. })
-}
 
 /// GPT hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +121,8 @@ struct Acts {
     d4c2: Vec<f32>,
     dlogits: Vec<f32>,
     dlogits_t: Vec<f32>,
-    dct: Vec<f32>,
+    /// Per-part buffers of the MLPs on panels.
+    mlp: Vec<MlpBufs>,
     tr: Transient,
 }
 
@@ -500,6 +497,15 @@ impl Gpt {
             let (before, after) = a.res.split_at_mut(l + 1);
             let (res, out) = (&before[l], &mut after[0]);
             let ba = &mut a.blocks[l];
+            // the MLP on panels (both layers Csr or 2:4, f32), else row-major
+            let fm =
+                !bf && self.feature_major && blk.fc.panel_native() && blk.fc_proj.panel_native();
+            ba.fm = fm;
+            if !bf && !fm {
+                // exact lengths again after a step on panels (which pads them for alignment)
+                ensure(&mut ba.fch, n * 4 * c);
+                ensure(&mut ba.gelu, n * 4 * c);
+            }
             let tr = &mut a.tr;
             let (ln1, qkv, atty, ln2, fch, gelu) = if bf {
                 let t = tr;
@@ -532,15 +538,15 @@ impl Gpt {
             add_into(&mut ba.res2, res); // res2 = res + proj(atty)
             blk.ln2
                 .forward(&ba.res2, n, ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
-            ba.fm = !bf && self.feature_major && sparse(&blk.fc) && sparse(&blk.fc_proj);
-            if ba.fm {
-                ensure(&mut ba.ln2t, n * c);
-                ensure(&mut a.dct, n * c);
-                transpose(ln2, n, c, &mut ba.ln2t, self.par); // ln2^T (C, N)
-                blk.fc.forward_t(&ba.ln2t, n, fch)?; // fch^T (4C, N)
-                gelu_forward_par(fch, gelu, self.loop_par)?;
-                blk.fc_proj.forward_t(gelu, n, &mut a.dct)?; // (C, N)
-                transpose(&a.dct, c, n, out, self.par);
+            if fm {
+                // ln2^T, fch and gelu saved panel-major (see panels::MlpSaved)
+                let saved = MlpSaved {
+                    xt: aligned(&mut ba.ln2t, n * c),
+                    h: aligned(fch, n * 4 * c),
+                    g: aligned(gelu, n * 4 * c),
+                };
+                let (fc, proj) = (&blk.fc, &blk.fc_proj);
+                panels::mlp_forward(fc, proj, ln2, n, saved, out, &mut a.mlp, self.par)?;
             } else {
                 blk.fc.forward(ln2, n, fch)?; // fch (N, 4C)
                 gelu_forward_par(fch, gelu, self.loop_par)?;
@@ -645,11 +651,13 @@ impl Gpt {
             };
             // res' = res2 + fc_proj(gelu): d res2 = dres (kept in dres), d gelu below
             if ba.fm {
-                transpose(&a.dres, n, c, &mut a.dct, self.par); // dres^T (C, N)
-                blk.fc_proj.backward_t(gelu, &a.dct, n, &mut a.d4c)?; // (4C, N)
-                gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
-                blk.fc.backward_t(&ba.ln2t, &a.d4c2, n, &mut a.dct)?; // dln2^T (C, N)
-                transpose(&a.dct, c, n, &mut a.dc, self.par);
+                let saved = (
+                    aligned_ref(&ba.ln2t, n * c),
+                    aligned_ref(fch, n * 4 * c),
+                    aligned_ref(gelu, n * 4 * c),
+                );
+                let (fc, proj) = (&mut blk.fc, &mut blk.fc_proj);
+                panels::mlp_backward(fc, proj, saved, &a.dres, n, &mut a.dc, &mut a.mlp, self.par)?;
             } else {
                 blk.fc_proj.backward(gelu, &a.dres, n, &mut a.d4c)?;
                 gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;

@@ -18,6 +18,8 @@ use lopper_tensor::bf16;
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
 
 mod feature_major;
+mod panel;
+pub(crate) use panel::PanelGrads;
 
 const N: Transpose = Transpose::No;
 const T: Transpose = Transpose::Yes;

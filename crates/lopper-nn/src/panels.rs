@@ -9,9 +9,12 @@
 //!             c (K, r) = W^T b (spmm with the cached transpose);  dx[panel] = c^T;
 //!   and dW += the parts' g.
 //! The kernels run single-threaded inside a part (`Par::Seq`): one pool, the caller's rayon.
-use crate::Result;
+use crate::activation::{gelu_backward_par, gelu_forward_par};
+use crate::error::{check_len, shape};
 use crate::kernels::transpose;
+use crate::linear::PanelGrads;
 use crate::util::{aligned, ensure};
+use crate::{Linear, Result};
 use lopper_sparse::kernels::spmm_t_with;
 use lopper_sparse::{Csr, CsrTranspose, Sparse24, sddmm, spmm, spmm_24};
 use lopper_tensor::{MatMut, MatRef, Par};
@@ -147,6 +150,201 @@ pub(crate) fn backward(
     let parts = n.div_ceil(part_rows(n, par)).max(1);
     for pb in &bufs[..parts] {
         crate::util::add_into(dw, &pb.gsum); // every part ran and refreshed its sum above
+    }
+    Ok(())
+}
+
+/// One part's buffers of [`mlp_forward`] and [`mlp_backward`] (grown on first use, reused).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MlpBufs {
+    c: Vec<f32>,
+    b: Vec<f32>,
+    d1: Vec<f32>,
+    d2: Vec<f32>,
+    fc: PanelGrads,
+    proj: PanelGrads,
+}
+
+/// The activations an MLP on panels saves for its backward, panel-major: the (F, n) matrix of
+/// features F stored as its panels of rows p0..p0+r, each (F, r) row-major at offset p0 * F. All
+/// three start on a 64-byte boundary (so does every panel: p0 is a multiple of [`PANEL`]).
+pub(crate) struct MlpSaved<'a> {
+    /// x^T (C, n): the input's panels, transposed.
+    pub xt: &'a mut [f32],
+    /// fc's output (4C, n), before GELU.
+    pub h: &'a mut [f32],
+    /// GELU(h) (4C, n).
+    pub g: &'a mut [f32],
+}
+
+/// Checks the MLP's shapes: fc (C -> H), proj (H -> C), and the buffers for n rows.
+fn check_mlp(fc: &Linear, proj: &Linear, n: usize, lens: [(&str, usize, usize); 4]) -> Result<()> {
+    let (c, h) = (fc.in_features(), fc.out_features());
+    if proj.in_features() != h || proj.out_features() != c {
+        return Err(shape(
+            &proj.name,
+            format!(
+                "mlp on panels: fc is {c} -> {h}, proj is {} -> {} (need {h} -> {c})",
+                proj.in_features(),
+                proj.out_features()
+            ),
+        ));
+    }
+    for (what, len, width) in lens {
+        let want = n * if width == 0 { c } else { h };
+        if len != want {
+            return Err(shape(
+                "mlp on panels",
+                format!(
+                    "{what} has {len} elements, expected {n} rows x {}",
+                    want / n.max(1)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `y (n, C) = proj(GELU(fc(x)))` for x (n, C), through panels: per panel of rows,
+/// `xt = x^T (C, r)` (saved), `h = fc xt (4C, r)` (saved), `g = GELU(h)` (saved),
+/// `c = proj g (C, r)`, `y[panel] = c^T`. Both layers must be [`Linear::panel_native`].
+/// Everything of a panel stays in the core's cache; the products read their operands in place.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mlp_forward(
+    fc: &Linear,
+    proj: &Linear,
+    x: &[f32],
+    n: usize,
+    saved: MlpSaved<'_>,
+    y: &mut [f32],
+    bufs: &mut Vec<MlpBufs>,
+    par: Par,
+) -> Result<()> {
+    let (c, hid) = (fc.in_features(), fc.out_features());
+    let lens = [
+        ("input", x.len(), 0),
+        ("output", y.len(), 0),
+        ("saved x^T", saved.xt.len(), 0),
+        ("saved h", saved.h.len(), 1),
+    ];
+    check_mlp(fc, proj, n, lens)?;
+    check_len("mlp on panels", "saved gelu", saved.g.len(), n * hid)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let rows = part_rows(n, par);
+    let parts = n.div_ceil(rows);
+    if bufs.len() < parts {
+        bufs.resize_with(parts, MlpBufs::default);
+    }
+    let work = |row0: usize,
+                y: &mut [f32],
+                xt: &mut [f32],
+                h: &mut [f32],
+                g: &mut [f32],
+                pb: &mut MlpBufs|
+     -> Result<()> {
+        let nr = y.len() / c;
+        for p0 in (0..nr).step_by(PANEL) {
+            let r = PANEL.min(nr - p0);
+            let g0 = row0 + p0;
+            let a = &mut xt[p0 * c..(p0 + r) * c];
+            transpose(&x[g0 * c..(g0 + r) * c], r, c, a, Par::Seq); // a (C, r)
+            let hp = &mut h[p0 * hid..(p0 + r) * hid];
+            fc.forward_panel(a, r, hp)?; // h (4C, r)
+            let gp = &mut g[p0 * hid..(p0 + r) * hid];
+            gelu_forward_par(hp, gp, Par::Seq)?;
+            ensure(&mut pb.c, c * r);
+            proj.forward_panel(gp, r, &mut pb.c)?; // (C, r)
+            transpose(&pb.c, c, r, &mut y[p0 * c..(p0 + r) * c], Par::Seq); // y[panel] = c^T
+        }
+        Ok(())
+    };
+    let MlpSaved { xt, h, g } = saved;
+    if parts > 1 {
+        y.par_chunks_mut(rows * c)
+            .zip(xt.par_chunks_mut(rows * c))
+            .zip(h.par_chunks_mut(rows * hid))
+            .zip(g.par_chunks_mut(rows * hid))
+            .zip(bufs.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(i, ((((y, xt), h), g), pb))| work(i * rows, y, xt, h, g, pb))
+    } else {
+        work(0, y, xt, h, g, &mut bufs[0])
+    }
+}
+
+/// The backward of [`mlp_forward`] from its saved panels: `dx (n, C) =` the input gradient, and
+/// both layers' parameter gradients `+=` (each part accumulates its own, added at the end). Per
+/// panel: `b = dy^T`; proj: `dW += sddmm(b, g)`, `dg = W^T b`; `dh = GELU'(h) dg`; fc:
+/// `dW += sddmm(dh, xt)`, `da = W^T dh`; `dx[panel] = da^T`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mlp_backward(
+    fc: &mut Linear,
+    proj: &mut Linear,
+    saved: (&[f32], &[f32], &[f32]),
+    dy: &[f32],
+    n: usize,
+    dx: &mut [f32],
+    bufs: &mut Vec<MlpBufs>,
+    par: Par,
+) -> Result<()> {
+    let (c, hid) = (fc.in_features(), fc.out_features());
+    let (xt, h, g) = saved;
+    let lens = [
+        ("output gradient", dy.len(), 0),
+        ("input gradient", dx.len(), 0),
+        ("saved x^T", xt.len(), 0),
+        ("saved h", h.len(), 1),
+    ];
+    check_mlp(fc, proj, n, lens)?;
+    check_len("mlp on panels", "saved gelu", g.len(), n * hid)?;
+    if n == 0 {
+        return Ok(());
+    }
+    fc.prepare_panel_backward()?;
+    proj.prepare_panel_backward()?;
+    let rows = part_rows(n, par);
+    let parts = n.div_ceil(rows);
+    if bufs.len() < parts {
+        bufs.resize_with(parts, MlpBufs::default);
+    }
+    let (fc_ref, proj_ref) = (&*fc, &*proj);
+    let work = |row0: usize, dx: &mut [f32], pb: &mut MlpBufs| -> Result<()> {
+        pb.fc.reset(fc_ref);
+        pb.proj.reset(proj_ref);
+        let nr = dx.len() / c;
+        for p0 in (0..nr).step_by(PANEL) {
+            let r = PANEL.min(nr - p0);
+            let g0 = row0 + p0;
+            let (a, hp, gp) = (
+                &xt[g0 * c..(g0 + r) * c],
+                &h[g0 * hid..(g0 + r) * hid],
+                &g[g0 * hid..(g0 + r) * hid],
+            );
+            let b = aligned(&mut pb.b, c * r);
+            transpose(&dy[g0 * c..(g0 + r) * c], r, c, b, Par::Seq); // b (C, r) = dy^T
+            ensure(&mut pb.d1, hid * r);
+            proj_ref.backward_panel(gp, b, r, &mut pb.proj, &mut pb.d1)?; // dg (4C, r)
+            let dh = aligned(&mut pb.d2, hid * r);
+            gelu_backward_par(hp, &pb.d1, dh, Par::Seq)?; // dh (4C, r)
+            ensure(&mut pb.c, c * r);
+            fc_ref.backward_panel(a, dh, r, &mut pb.fc, &mut pb.c)?; // da (C, r)
+            transpose(&pb.c, c, r, &mut dx[p0 * c..(p0 + r) * c], Par::Seq); // dx[panel] = da^T
+        }
+        Ok(())
+    };
+    if parts > 1 {
+        dx.par_chunks_mut(rows * c)
+            .zip(bufs.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(i, (dx, pb))| work(i * rows, dx, pb))?;
+    } else {
+        work(0, dx, &mut bufs[0])?;
+    }
+    for pb in &bufs[..parts] {
+        fc.add_panel_grads(&pb.fc)?;
+        proj.add_panel_grads(&pb.proj)?;
     }
     Ok(())
 }

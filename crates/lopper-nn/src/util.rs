@@ -20,6 +20,12 @@ pub(crate) fn aligned(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[off..off + n]
 }
 
+/// The slice [`aligned`] returned for the same `v` and `n` (`v` unchanged since).
+pub(crate) fn aligned_ref(v: &[f32], n: usize) -> &[f32] {
+    let off = (16 - (v.as_ptr() as usize / 4) % 16) % 16;
+    &v[off.min(v.len())..(off + n).min(v.len())]
+}
+
 /// `n` samples of N(0, std^2), deterministic in `seed`.
 pub(crate) fn randn(n: usize, std: f32, seed: u64) -> Vec<f32> {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);

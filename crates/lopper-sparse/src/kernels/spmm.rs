@@ -19,7 +19,7 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
     if n == 0 || w.rows() == 0 {
         return Ok(());
     }
-    let blocks = col_blocks(n, col_block(w.cols()));
+    let blocks = col_blocks(n, col_block(w.cols(), n));
     let rp = w.row_ptr();
     let rows = chunks_for(w.rows(), par.threads(), blocks.len(), |i| {
         rp[i + 1] - rp[i] + 2

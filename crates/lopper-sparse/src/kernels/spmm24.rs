@@ -25,7 +25,7 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
         y.data().fill(0.0);
         return Ok(());
     }
-    let blocks = col_blocks(n, col_block(w.cols()));
+    let blocks = col_blocks(n, col_block(w.cols(), n));
     // chunks in units of MR rows
     let units = w.rows().div_ceil(MR);
     let chunks: Vec<_> = chunks_for(units, par.threads(), blocks.len(), |_| 1)

@@ -1,0 +1,177 @@
+//! Products of a sparse [`Linear`] on one feature-major panel: `a (K, r)` in, `c (M, r)` out, on
+//! the calling thread. A model that splits its rows into panels (see `panels::mlp_forward`) runs
+//! these from several threads at once (`&self`); each thread accumulates its parameter gradients
+//! into its own [`PanelGrads`], added to the layer's afterwards ([`Linear::add_panel_grads`]).
+//!   forward  `c = W a + b`;
+//!   backward `dW += sddmm(W, b, a)` at the pattern, `db +=` row sums of `b`, `G += b a^T` when a
+//!            dense gradient is requested, `c = W^T b` (the cached transpose).
+use super::Linear;
+use crate::kernels::add_row_sums;
+use crate::util::ensure;
+use crate::{Precision, Result, Weight};
+use lopper_sparse::kernels::spmm_t_with;
+use lopper_sparse::{sddmm, spmm, spmm_24};
+use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+
+/// One thread's parameter gradients of one layer over the panels it ran (zeroed by
+/// [`PanelGrads::reset`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PanelGrads {
+    /// dW at the stored entries (nnz).
+    w: Vec<f32>,
+    /// db (M), empty without a bias.
+    b: Vec<f32>,
+    /// The dense gradient (M, K) while requested, else empty.
+    g: Vec<f32>,
+    /// One panel's sddmm (nnz), added into `w`.
+    tmp: Vec<f32>,
+}
+
+impl PanelGrads {
+    /// Sizes the buffers for `l` and zeroes them.
+    pub(crate) fn reset(&mut self, l: &Linear) {
+        let nnz = l.panel_nnz();
+        let bias = l.bias.as_ref().map_or(0, |(b, _)| b.len());
+        let dense = l.dense_grad.as_ref().map_or(0, Vec::len);
+        for (v, len) in [
+            (&mut self.w, nnz),
+            (&mut self.b, bias),
+            (&mut self.g, dense),
+        ] {
+            ensure(v, len);
+            v.fill(0.0);
+        }
+        ensure(&mut self.tmp, nnz);
+    }
+}
+
+impl Linear {
+    /// Whether this layer runs on panels: a Csr or 2:4 weight in f32.
+    pub(crate) fn panel_native(&self) -> bool {
+        self.precision == Precision::F32
+            && matches!(self.weight, Weight::Csr { .. } | Weight::Sparse24 { .. })
+    }
+
+    fn panel_nnz(&self) -> usize {
+        match &self.weight {
+            Weight::Csr { w, .. } => w.nnz(),
+            Weight::Sparse24 { mirror, .. } => mirror.nnz(),
+            _ => 0,
+        }
+    }
+
+    /// Before a backward on panels: brings the cached transpose up to the current values.
+    pub(crate) fn prepare_panel_backward(&mut self) -> Result<()> {
+        match &mut self.weight {
+            Weight::Csr { w, wt, .. } => wt.refresh(w)?,
+            Weight::Sparse24 { w, mirror, wt, .. } => {
+                mirror.values_mut().copy_from_slice(w.values());
+                wt.refresh(mirror)?;
+            }
+            _ => return Err(self.not_panel()),
+        }
+        Ok(())
+    }
+
+    fn not_panel(&self) -> crate::Error {
+        crate::error::invalid(
+            &self.name,
+            format!(
+                "panel products need a csr or 2:4 weight in f32, not {} in {:?}",
+                self.weight.kind_name(),
+                self.precision
+            ),
+        )
+    }
+
+    /// `c (M, r) = W a (K, r) + b`, single-threaded. `a` should start on a 64-byte boundary (the
+    /// kernels then read it in place).
+    pub(crate) fn forward_panel(&self, a: &[f32], r: usize, c: &mut [f32]) -> Result<()> {
+        let (m, k) = (self.out_features, self.in_features);
+        self.check("panel input", a.len(), r, k)?;
+        self.check("panel output", c.len(), r, m)?;
+        if r == 0 {
+            return Ok(());
+        }
+        let (am, cm) = (MatRef::new(a, k, r)?, MatMut::new(c, m, r)?);
+        match &self.weight {
+            Weight::Csr { w, .. } => spmm(w, am, cm, Par::Seq)?,
+            Weight::Sparse24 { w, .. } => spmm_24(w, am, cm, Par::Seq)?,
+            _ => return Err(self.not_panel()),
+        }
+        if let Some((b, _)) = &self.bias {
+            for (row, &bi) in c.chunks_exact_mut(r).zip(b) {
+                row.iter_mut().for_each(|v| *v += bi);
+            }
+        }
+        Ok(())
+    }
+
+    /// Given the forward's panel `a (K, r)` and the output gradient `b (M, r)`: gradients `+=`
+    /// into `acc` (see the module doc), `c (K, r) =` the input gradient. Single-threaded; call
+    /// [`Linear::prepare_panel_backward`] once before the panels of a step.
+    pub(crate) fn backward_panel(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        r: usize,
+        acc: &mut PanelGrads,
+        c: &mut [f32],
+    ) -> Result<()> {
+        let (m, k) = (self.out_features, self.in_features);
+        self.check("panel input", a.len(), r, k)?;
+        self.check("panel output gradient", b.len(), r, m)?;
+        self.check("panel input gradient", c.len(), r, k)?;
+        if r == 0 {
+            return Ok(());
+        }
+        let (pattern, wt) = match &self.weight {
+            Weight::Csr { w, wt, .. } => (w, wt),
+            Weight::Sparse24 { mirror, wt, .. } => (mirror, wt),
+            _ => return Err(self.not_panel()),
+        };
+        if acc.w.len() != pattern.nnz() || acc.tmp.len() != pattern.nnz() {
+            return Err(crate::error::shape(
+                &self.name,
+                "panel gradients not reset for this layer",
+            ));
+        }
+        let (am, bm) = (MatRef::new(a, k, r)?, MatRef::new(b, m, r)?);
+        sddmm(pattern, bm, am, &mut acc.tmp, Par::Seq)?; // tmp[p=(i,j)] = b[i] . a[j]
+        crate::util::add_into(&mut acc.w, &acc.tmp);
+        if !acc.b.is_empty() {
+            add_row_sums(b, r, &mut acc.b); // db (M) += row sums of b
+        }
+        if !acc.g.is_empty() {
+            let g = MatMut::new(&mut acc.g, m, k)?;
+            gemm(g, bm, Transpose::No, am, Transpose::Yes, 1.0, 1.0, Par::Seq)?; // G += b a^T
+        }
+        spmm_t_with(wt, bm, MatMut::new(c, k, r)?, Par::Seq)?; // c (K, r) = W^T b
+        Ok(())
+    }
+
+    /// Adds one thread's panel gradients into the layer's.
+    pub(crate) fn add_panel_grads(&mut self, acc: &PanelGrads) -> Result<()> {
+        let dw = match &mut self.weight {
+            Weight::Csr { dw, .. } | Weight::Sparse24 { dw, .. } => dw,
+            _ => return Err(self.not_panel()),
+        };
+        let mismatch = dw.len() != acc.w.len()
+            || self.bias.as_ref().map_or(0, |(b, _)| b.len()) != acc.b.len()
+            || self.dense_grad.as_ref().map_or(0, Vec::len) != acc.g.len();
+        if mismatch {
+            return Err(crate::error::shape(
+                &self.name,
+                "panel gradients were sized for another weight (kind or dense-gradient request changed between forward and backward)",
+            ));
+        }
+        crate::util::add_into(dw, &acc.w);
+        if let Some((_, db)) = &mut self.bias {
+            crate::util::add_into(db, &acc.b);
+        }
+        if let Some(g) = &mut self.dense_grad {
+            crate::util::add_into(g, &acc.g);
+        }
+        Ok(())
+    }
+}
