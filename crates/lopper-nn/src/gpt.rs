@@ -78,7 +78,8 @@ struct BlockActs {
     ln2_rstd: Vec<f32>,
     fch: Vec<f32>,
     gelu: Vec<f32>,
-    /// The MLP ran feature-major (fch and gelu hold (4C, N), ln2t holds ln2^T (C, N)).
+    /// The MLP ran on panels (fch, gelu and ln2t hold (4C, N), (4C, N) and ln2^T (C, N) panel-major,
+    /// from a 64-byte boundary: see `panels::MlpSaved`).
     fm: bool,
     ln2t: Vec<f32>,
     /// bf16 mode: qkv and fch saved as bf16 (ln1, atty, ln2 and gelu are saved by the Linear
@@ -253,9 +254,10 @@ impl Gpt {
         total + self.linears().map(Linear::saved_bytes).sum::<usize>()
     }
 
-    /// Whether a block whose two MLP layers are both sparse (Csr or 2:4) runs its MLP
-    /// feature-major (`fc`, GELU and `mlp.proj` on (features, N) activations: two (N, C) transposes
-    /// each way instead of one per sparse product and operand). Default: true.
+    /// Whether a block whose two MLP layers are both sparse (Csr or 2:4, f32) runs its MLP whole
+    /// per panel of 128 rows (`fc`, GELU and `mlp.proj` on feature-major (features, 128) panels that
+    /// stay in cache: one transpose of the panel each way instead of one per sparse product and
+    /// operand). Default: true; false runs the two layers row-major.
     pub fn set_feature_major(&mut self, on: bool) {
         self.feature_major = on;
     }
