@@ -34,4 +34,4 @@ pub use log::{EvalPoint, Event, RunLog, TrainPoint};
 pub use lr::{Constant, LrSchedule, WarmupCosine, WarmupLinear};
 pub use model::{Batch, Model, accuracy};
 pub use optim::{AdamW, AdamWConfig, OptimState, Optimizer, Sgd, SgdConfig, clip_grad_norm};
-pub use trainer::{Progress, RunSummary, TrainConfig, Trainer};
+pub use trainer::{Progress, RunSummary, STEADY_WARMUP_STEPS, TrainConfig, Trainer};

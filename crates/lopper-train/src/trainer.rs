@@ -123,6 +123,10 @@ pub struct RunSummary {
     pub eval_wall_s: f64,
     /// Training tokens (or examples) per second of `train_wall_s`.
     pub tokens_or_examples_per_s: f64,
+    /// Steady-state throughput: the median over this trainer's steps, after the first
+    /// [`STEADY_WARMUP_STEPS`], of each step's tokens (or examples) per second; None with no step
+    /// past the warm-up. The figure PyTorch benchmarks report (median step after warm-up).
+    pub steady_per_s: Option<f64>,
     /// Executed training FLOPs (forward + backward) of the whole run.
     pub flops_executed: u64,
     /// Dense-equivalent training FLOPs of the whole run.
@@ -167,7 +171,14 @@ pub struct Trainer {
     recipe_hash: Option<String>,
     stop_reason: Option<String>,
     last_grad_norm: Option<f32>,
+    /// Examples per second of each step taken since this trainer was built or resumed.
+    step_rates: Vec<f64>,
 }
+
+/// Steps at the start of a run left out of [`RunSummary::steady_per_s`] (buffers are allocated and
+/// first touched, caches and branch predictors warm up): as PyTorch benchmarks usually do, and as
+/// `../shared/peers/peer_bench.py` does.
+pub const STEADY_WARMUP_STEPS: usize = 4;
 
 impl Trainer {
     /// A trainer at step 0 with an empty log.
@@ -196,6 +207,7 @@ impl Trainer {
             recipe_hash: None,
             stop_reason: None,
             last_grad_norm: None,
+            step_rates: Vec::new(),
         }
     }
 
@@ -400,7 +412,9 @@ impl Trainer {
             ctl = Control::Stop;
         }
         self.counters.examples += batch.examples() as u64;
-        self.counters.train_wall_s += t0.elapsed().as_secs_f64();
+        let secs = t0.elapsed().as_secs_f64();
+        self.counters.train_wall_s += secs;
+        self.step_rates.push(per_s(batch.examples() as u64, secs));
         self.step = step + 1;
         let every = self.cfg.log_every.max(1);
         if step.is_multiple_of(every) || self.step == self.cfg.steps || ctl == Control::Stop {
@@ -593,6 +607,7 @@ impl Trainer {
             train_wall_s: c.train_wall_s,
             eval_wall_s: c.eval_wall_s,
             tokens_or_examples_per_s: per_s(c.examples, c.train_wall_s),
+            steady_per_s: median(self.step_rates.get(STEADY_WARMUP_STEPS..).unwrap_or(&[])),
             flops_executed: c.flops_executed,
             flops_dense_equivalent: c.flops_dense_equivalent,
             energy: self.energy.clone(),
@@ -643,6 +658,32 @@ impl Trainer {
     }
 }
 
+/// The median of `v` (mean of the middle two for an even length); None when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
+    }
+}
+
 fn per_s(n: u64, s: f64) -> f64 {
     if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        // one slow step (an evaluation, a page-fault storm) does not move it
+        assert_eq!(median(&[10.0, 10.0, 0.5, 10.0, 10.0]), Some(10.0));
+    }
 }

@@ -71,6 +71,12 @@ fn mlp_learns_and_logs() {
     assert!(s.energy.phase("train").is_some());
     assert_eq!(log.evals[0].energy_method, "estimate-cpu-time");
     assert!(s.tokens_or_examples_per_s > 0.0);
+    // 60 steps: the median of steps 4..60
+    assert!(
+        s.steady_per_s.is_some_and(|r| r > 0.0),
+        "{:?}",
+        s.steady_per_s
+    );
     assert!(s.stopped_early.is_none());
     let json = serde_json::to_string(&s).unwrap();
     assert!(json.contains("flops_dense_equivalent"));
@@ -87,6 +93,8 @@ fn sparse_kinds_execute_fewer_flops() {
     let s = t.run().unwrap();
     assert!(s.flops_executed < s.flops_dense_equivalent, "{s:?}");
     assert_eq!(t.log().evals.len(), 1, "eval at the end only");
+    // no step past the warm-up: no steady-state figure rather than a made-up one
+    assert_eq!(s.steady_per_s, None);
 }
 
 #[derive(Clone, Default)]

@@ -31,6 +31,10 @@ pub struct Figures {
     pub wall_s: f64,
     /// Training throughput: tokens (GPT) or examples (MLP) per second of training wall time.
     pub tokens_per_s: f64,
+    /// Steady-state throughput: the median step's tokens (examples) per second after
+    /// `lopper_train::STEADY_WARMUP_STEPS` warm-up steps, as PyTorch benchmarks report it (None
+    /// with no step past the warm-up).
+    pub tokens_per_s_steady: Option<f64>,
     /// Training FLOPs executed.
     pub flops_executed: u64,
     /// Training FLOPs a dense model of the same shapes would have executed.
@@ -321,6 +325,7 @@ impl Report {
                     "accuracy": f.accuracy,
                     "params": f.params,
                     "tokens_per_s": finite(f.tokens_per_s),
+                    "tokens_per_s_steady": f.tokens_per_s_steady.map(finite),
                     "wall_s": finite(f.wall_s),
                     "flops_executed": f.flops_executed,
                     "flops_dense_equivalent": f.flops_dense_equivalent,
@@ -613,6 +618,7 @@ mod tests {
                 params: 1234,
                 wall_s: 2.0,
                 tokens_per_s: 1000.0,
+                tokens_per_s_steady: measured.then_some(1100.0),
                 flops_executed: 4_000_000,
                 flops_dense_equivalent: 8_000_000_000,
                 energy_j: 30.0,
@@ -704,6 +710,12 @@ mod tests {
         }
         assert!(v0["val_loss"].is_null());
         assert_eq!(v0["tokens_per_s"], 12.5);
+        // no step past the warm-up in this fixture: null, not a number
+        assert!(v0["tokens_per_s_steady"].is_null(), "{v0}");
+        assert_eq!(
+            report(vec![variant("x", 1.0, true, 2)]).to_json()["variants"][0]["tokens_per_s_steady"],
+            1100.0
+        );
         assert_eq!(v0["cpu_steal"], 0.25);
         assert_eq!(v0["curve"].as_array().unwrap().len(), 2);
         assert_eq!(v0["curve"][1]["energy_j"], 7.0);

@@ -318,6 +318,7 @@ fn figures(s: &RunSummary, params: usize, cpu_steal: Option<f64>) -> Figures {
         params,
         wall_s: s.train_wall_s,
         tokens_per_s: s.tokens_or_examples_per_s,
+        tokens_per_s_steady: s.steady_per_s,
         flops_executed: s.flops_executed,
         flops_dense_equivalent: s.flops_dense_equivalent,
         energy_j: train.joules.value,
