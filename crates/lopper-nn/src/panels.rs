@@ -10,7 +10,7 @@
 //!   and dW += the parts' g.
 //! The kernels run single-threaded inside a part (`Par::Seq`): one pool, the caller's rayon.
 use crate::activation::{gelu_backward_par, gelu_forward_par};
-use crate::error::{check_len, shape};
+use crate::error::shape;
 use crate::kernels::transpose;
 use crate::linear::PanelGrads;
 use crate::util::{aligned, ensure};
@@ -177,8 +177,9 @@ pub(crate) struct MlpSaved<'a> {
     pub g: &'a mut [f32],
 }
 
-/// Checks the MLP's shapes: fc (C -> H), proj (H -> C), and the buffers for n rows.
-fn check_mlp(fc: &Linear, proj: &Linear, n: usize, lens: [(&str, usize, usize); 4]) -> Result<()> {
+/// Checks the MLP's shapes: fc (C -> H), proj (H -> C), and each buffer `(what, len, width)`
+/// holding n rows of `width`.
+fn check_mlp(fc: &Linear, proj: &Linear, n: usize, bufs: &[(&str, usize, usize)]) -> Result<()> {
     let (c, h) = (fc.in_features(), fc.out_features());
     if proj.in_features() != h || proj.out_features() != c {
         return Err(shape(
@@ -190,15 +191,11 @@ fn check_mlp(fc: &Linear, proj: &Linear, n: usize, lens: [(&str, usize, usize); 
             ),
         ));
     }
-    for (what, len, width) in lens {
-        let want = n * if width == 0 { c } else { h };
-        if len != want {
+    for &(what, len, width) in bufs {
+        if len != n * width {
             return Err(shape(
                 "mlp on panels",
-                format!(
-                    "{what} has {len} elements, expected {n} rows x {}",
-                    want / n.max(1)
-                ),
+                format!("{what} has {len} elements, expected {n} rows x {width}"),
             ));
         }
     }
@@ -222,13 +219,13 @@ pub(crate) fn mlp_forward(
 ) -> Result<()> {
     let (c, hid) = (fc.in_features(), fc.out_features());
     let lens = [
-        ("input", x.len(), 0),
-        ("output", y.len(), 0),
-        ("saved x^T", saved.xt.len(), 0),
-        ("saved h", saved.h.len(), 1),
+        ("input", x.len(), c),
+        ("output", y.len(), c),
+        ("saved x^T", saved.xt.len(), c),
+        ("saved h", saved.h.len(), hid),
+        ("saved gelu", saved.g.len(), hid),
     ];
-    check_mlp(fc, proj, n, lens)?;
-    check_len("mlp on panels", "saved gelu", saved.g.len(), n * hid)?;
+    check_mlp(fc, proj, n, &lens)?;
     if n == 0 {
         return Ok(());
     }
@@ -292,13 +289,13 @@ pub(crate) fn mlp_backward(
     let (c, hid) = (fc.in_features(), fc.out_features());
     let (xt, h, g) = saved;
     let lens = [
-        ("output gradient", dy.len(), 0),
-        ("input gradient", dx.len(), 0),
-        ("saved x^T", xt.len(), 0),
-        ("saved h", h.len(), 1),
+        ("output gradient", dy.len(), c),
+        ("input gradient", dx.len(), c),
+        ("saved x^T", xt.len(), c),
+        ("saved h", h.len(), hid),
+        ("saved gelu", g.len(), hid),
     ];
-    check_mlp(fc, proj, n, lens)?;
-    check_len("mlp on panels", "saved gelu", g.len(), n * hid)?;
+    check_mlp(fc, proj, n, &lens)?;
     if n == 0 {
         return Ok(());
     }
@@ -347,4 +344,90 @@ pub(crate) fn mlp_backward(
         proj.add_panel_grads(&pb.proj)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WeightKind;
+
+    fn layer(name: &str, k: usize, m: usize, csr: bool) -> Linear {
+        let mut l = Linear::new(name, k, m, true, 0.5, k as u64 * 31 + m as u64);
+        if csr {
+            let mask = (0..k * m).map(|i| i % 3 != 1).collect();
+            l.set_kind(&WeightKind::CsrMask(mask)).unwrap();
+        }
+        l
+    }
+
+    #[test]
+    fn mlp_on_panels_equals_the_layers_row_major_and_rejects_bad_buffers() {
+        let (c, h, n) = (8, 20, 5);
+        let (mut fc, mut proj) = (layer("fc", c, h, true), layer("proj", h, c, true));
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.4)
+            .collect();
+        let (mut xt, mut hh, mut g, mut y) = (
+            vec![0.0; n * c],
+            vec![0.0; n * h],
+            vec![0.0; n * h],
+            vec![0.0; n * c],
+        );
+        let mut bufs = Vec::new();
+        let saved = MlpSaved {
+            xt: &mut xt,
+            h: &mut hh,
+            g: &mut g,
+        };
+        mlp_forward(&fc, &proj, &x, n, saved, &mut y, &mut bufs, Par::Seq).unwrap();
+        // the same through the layers' row-major forwards
+        let (mut h1, mut g1, mut y1) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * c]);
+        fc.forward(&x, n, &mut h1).unwrap();
+        gelu_forward_par(&h1, &mut g1, Par::Seq).unwrap();
+        proj.forward(&g1, n, &mut y1).unwrap();
+        for (a, b) in y.iter().zip(&y1) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // a buffer of the wrong length: a shape error naming it, nothing written to y
+        let before = y.clone();
+        let mut short = vec![0.0; n * h - 1];
+        let saved = MlpSaved {
+            xt: &mut xt,
+            h: &mut short,
+            g: &mut g,
+        };
+        let e = mlp_forward(&fc, &proj, &x, n, saved, &mut y, &mut bufs, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("saved h"), "{e}");
+        assert_eq!(y, before);
+        let e = mlp_backward(
+            &mut fc,
+            &mut proj,
+            (&xt, &hh, &g),
+            &y[1..],
+            n,
+            &mut vec![0.0; n * c],
+            &mut bufs,
+            Par::Seq,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("output gradient"), "{e}");
+        // layers that do not match (proj not H -> C), or a dense layer: errors, not panics
+        let wrong = layer("proj", h, c + 1, true);
+        let saved = MlpSaved {
+            xt: &mut xt,
+            h: &mut hh,
+            g: &mut g,
+        };
+        let e = mlp_forward(&fc, &wrong, &x, n, saved, &mut y, &mut bufs, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("need 20 -> 8"), "{e}");
+        let dense = layer("fc", c, h, false);
+        assert!(!dense.panel_native());
+        let saved = MlpSaved {
+            xt: &mut xt,
+            h: &mut hh,
+            g: &mut g,
+        };
+        let e = mlp_forward(&dense, &proj, &x, n, saved, &mut y, &mut bufs, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("csr or 2:4"), "{e}");
+    }
 }
