@@ -5,7 +5,7 @@
 //!
 //! Rows 0..N are split into one contiguous part per thread (rayon), each part walked in panels:
 //!   forward:  a (K, r) = x[panel]^T;  c (M, r) = W a (spmm);  y[panel] = c^T.
-//!   backward: a = x[panel]^T;  b (M, r) = dy[panel]^T;  g (nnz) += sddmm(W, b, a);
+//!   backward: a = x[panel]^T;  b (M, r) = dy[panel]^T;  g (nnz) += sddmm(W, b, a) (the part's sum);
 //!             c (K, r) = W^T b (spmm with the cached transpose);  dx[panel] = c^T;
 //!   and dW += the parts' g.
 //! The kernels run single-threaded inside a part (`Par::Seq`): one pool, the caller's rayon.
@@ -16,7 +16,7 @@ use crate::linear::PanelGrads;
 use crate::util::{aligned, ensure};
 use crate::{Linear, Result};
 use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{Csr, CsrTranspose, Sparse24, sddmm, spmm, spmm_24};
+use lopper_sparse::{Csr, CsrTranspose, Sparse24, sddmm_add, spmm, spmm_24};
 use lopper_tensor::{MatMut, MatRef, Par};
 use rayon::prelude::*;
 
@@ -30,7 +30,6 @@ pub(crate) struct PartBufs {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
-    g: Vec<f32>,
     gsum: Vec<f32>,
 }
 
@@ -136,12 +135,10 @@ pub(crate) fn backward(
             let a = aligned(&mut pb.a, k * r);
             let b = aligned(&mut pb.b, m * r);
             ensure(&mut pb.c, k * r);
-            ensure(&mut pb.g, nnz);
             transpose(&x[g0 * k..g1 * k], r, k, a, Par::Seq); // a (K, r) = x^T
             transpose(&dy[g0 * m..g1 * m], r, m, b, Par::Seq); // b (M, r) = dy^T
             let (am, bm) = (MatRef::new(a, k, r)?, MatRef::new(b, m, r)?);
-            sddmm(w, bm, am, &mut pb.g, Par::Seq)?; // g[p=(i,j)] = b[i] . a[j]
-            crate::util::add_into(&mut pb.gsum, &pb.g);
+            sddmm_add(w, bm, am, &mut pb.gsum, Par::Seq)?; // gsum[p=(i,j)] += b[i] . a[j]
             spmm_t_with(wt, bm, MatMut::new(&mut pb.c, k, r)?, Par::Seq)?; // c (K, r) = W^T b
             transpose(&pb.c, k, r, &mut dx[p0 * k..(p0 + r) * k], Par::Seq); // dx[panel] = c^T
         }

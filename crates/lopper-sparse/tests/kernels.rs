@@ -2,7 +2,7 @@
 //! (one row, empty rows, N not a multiple of the tiles, all zeros, one heavy row), for every
 //! instruction-set clone this CPU has.
 use lopper_sparse::kernels::simd::{self, Isa};
-use lopper_sparse::{Csr, Sparse24, reference, sddmm, spmm, spmm_24, spmm_t};
+use lopper_sparse::{Csr, Sparse24, reference, sddmm, sddmm_add, spmm, spmm_24, spmm_t};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -132,6 +132,25 @@ proptest! {
             let mut out = vec![f32::NAN; pat.nnz()];
             sddmm(&pat, MatRef::new(&a, m, dd).unwrap(), MatRef::new(&b, k, dd).unwrap(), &mut out, par_of(p)).unwrap();
             check(&out, &want, dd, &format!("sddmm {isa:?}"))?;
+        }
+    }
+
+    /// sddmm_add accumulates: out = start + A B^T at the pattern, on both parallel paths (rows
+    /// split, or D split into per-task partial sums).
+    #[test]
+    fn sddmm_add_accumulates_onto_out(m in 1usize..30, k in 1usize..30, dd in 0usize..700,
+                                      d in 0.0f64..1.0, seed: u64, p: u8) {
+        let pat = random_csr(m, k, d, seed, false);
+        let a = dense(m, dd, seed ^ 5);
+        let b = dense(k, dd, seed ^ 6);
+        let start = dense(1, pat.nnz(), seed ^ 7);
+        let prod = reference::sddmm(&pat, &a, &b, dd);
+        let want: Vec<f64> = prod.iter().zip(&start).map(|(p, s)| p + *s as f64).collect();
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut out = start.clone();
+            sddmm_add(&pat, MatRef::new(&a, m, dd).unwrap(), MatRef::new(&b, k, dd).unwrap(), &mut out, par_of(p)).unwrap();
+            check(&out, &want, dd + 1, &format!("sddmm_add {isa:?}"))?;
         }
     }
 

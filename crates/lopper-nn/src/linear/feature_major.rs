@@ -10,7 +10,7 @@ use crate::kernels::{add_row_sums, gemm_nx, transpose};
 use crate::util::ensure;
 use crate::{Precision, Result, Weight};
 use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{sddmm, spmm, spmm_24};
+use lopper_sparse::{sddmm_add, spmm, spmm_24};
 use lopper_tensor::{MatMut, MatRef, gemm};
 
 impl Linear {
@@ -97,7 +97,6 @@ impl Linear {
         if let Some(g) = &mut self.dense_grad {
             gemm(MatMut::new(g, m, k)?, dym, N, xm, T, 1.0, 1.0, par)?; // G += dy^T x
         }
-        let s = &mut self.s;
         match &mut self.weight {
             Weight::Dense { w, dw } | Weight::Masked { w, dw, .. } => {
                 gemm(MatMut::new(dw, m, k)?, dym, N, xm, T, 1.0, 1.0, par)?; // dW += dy^T x
@@ -114,17 +113,13 @@ impl Linear {
             }
             Weight::Csr { w, wt, dw } => {
                 wt.refresh(w)?;
-                ensure(&mut s.h, w.nnz());
-                sddmm(w, dym, xm, &mut s.h, par)?; // dW[p=(i,j)] = dy^T[i] . x^T[j]
-                crate::util::add_into(dw, &s.h);
+                sddmm_add(w, dym, xm, dw, par)?; // dW[p=(i,j)] += dy^T[i] . x^T[j]
                 spmm_t_with(wt, dym, MatMut::new(dxt, k, n)?, par)?; // dx^T = W^T dy^T
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
                 wt.refresh(mirror)?;
-                ensure(&mut s.h, mirror.nnz());
-                sddmm(mirror, dym, xm, &mut s.h, par)?;
-                crate::util::add_into(dw, &s.h);
+                sddmm_add(mirror, dym, xm, dw, par)?;
                 spmm_t_with(wt, dym, MatMut::new(dxt, k, n)?, par)?;
             }
             Weight::LowRank { .. } | Weight::Lora { .. } => unreachable!("checked above"),

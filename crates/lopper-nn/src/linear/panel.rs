@@ -10,7 +10,7 @@ use crate::kernels::add_row_sums;
 use crate::util::ensure;
 use crate::{Precision, Result, Weight};
 use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{sddmm, spmm, spmm_24};
+use lopper_sparse::{sddmm_add, spmm, spmm_24};
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
 
 /// One thread's parameter gradients of one layer over the panels it ran (zeroed by
@@ -23,8 +23,6 @@ pub(crate) struct PanelGrads {
     b: Vec<f32>,
     /// The dense gradient (M, K) while requested, else empty.
     g: Vec<f32>,
-    /// One panel's sddmm (nnz), added into `w`.
-    tmp: Vec<f32>,
 }
 
 impl PanelGrads {
@@ -41,7 +39,6 @@ impl PanelGrads {
             ensure(v, len);
             v.fill(0.0);
         }
-        ensure(&mut self.tmp, nnz);
     }
 }
 
@@ -130,15 +127,14 @@ impl Linear {
             Weight::Sparse24 { mirror, wt, .. } => (mirror, wt),
             _ => return Err(self.not_panel()),
         };
-        if acc.w.len() != pattern.nnz() || acc.tmp.len() != pattern.nnz() {
+        if acc.w.len() != pattern.nnz() {
             return Err(crate::error::shape(
                 &self.name,
                 "panel gradients not reset for this layer",
             ));
         }
         let (am, bm) = (MatRef::new(a, k, r)?, MatRef::new(b, m, r)?);
-        sddmm(pattern, bm, am, &mut acc.tmp, Par::Seq)?; // tmp[p=(i,j)] = b[i] . a[j]
-        crate::util::add_into(&mut acc.w, &acc.tmp);
+        sddmm_add(pattern, bm, am, &mut acc.w, Par::Seq)?; // dW[p=(i,j)] += b[i] . a[j]
         if !acc.b.is_empty() {
             add_row_sums(b, r, &mut acc.b); // db (M) += row sums of b
         }

@@ -15,7 +15,7 @@ pub mod simd;
 mod spmm;
 mod spmm24;
 
-pub use sddmm::sddmm;
+pub use sddmm::{sddmm, sddmm_add};
 pub use spmm::{spmm, spmm_t, spmm_t_with};
 pub use spmm24::spmm_24;
 

@@ -29,6 +29,30 @@ thread_local! {
 /// `out[p] = a[i, :] . b[j, :]` for each stored entry p = (i, j) of `pattern` (its values are not
 /// read). A (M, D), B (K, D), out has nnz elements and is overwritten.
 pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: Par) -> Result<()> {
+    check(pattern, &a, &b, out)?;
+    out.fill(0.0);
+    sddmm_add(pattern, a, b, out, par)
+}
+
+/// `out[p] += a[i, :] . b[j, :]`: [`sddmm`] accumulated into `out` (a weight gradient summed over
+/// batches or panels: no zeroed buffer and no second pass to add it).
+pub fn sddmm_add(
+    pattern: &Csr,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    out: &mut [f32],
+    par: Par,
+) -> Result<()> {
+    check(pattern, &a, &b, out)?;
+    let d = a.cols();
+    if d == 0 || pattern.nnz() == 0 {
+        return Ok(());
+    }
+    add_products(pattern, a, b, out, par);
+    Ok(())
+}
+
+fn check(pattern: &Csr, a: &MatRef<'_>, b: &MatRef<'_>, out: &[f32]) -> Result<()> {
     if a.rows() != pattern.rows() || b.rows() != pattern.cols() || a.cols() != b.cols() {
         return Err(shape_err(
             "sddmm",
@@ -53,11 +77,12 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
             ),
         ));
     }
-    out.fill(0.0);
+    Ok(())
+}
+
+/// The products of [`sddmm_add`] (shapes checked, D and nnz non-zero).
+fn add_products(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: Par) {
     let d = a.cols();
-    if d == 0 || pattern.nnz() == 0 {
-        return Ok(());
-    }
     let rp = pattern.row_ptr();
     let (ci, ad, bd, k, nnz) = (
         pattern.col_idx(),
@@ -104,7 +129,7 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
             }
         }
         PARTIAL.with(|p| *p.borrow_mut() = partial);
-        return Ok(());
+        return;
     }
     // Split rows, one task per thread: each task packs every block of B.
     let rows = balanced_rows(pattern.rows(), threads, |i| (rp[i + 1] - rp[i]) + 1);
@@ -117,7 +142,6 @@ pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: 
             });
         }
     });
-    Ok(())
 }
 
 multiversion!(fn sddmm_task(rp: &[usize], ci: &[u32], a: &[f32], slab: &[f32], d: usize, d0: usize,
