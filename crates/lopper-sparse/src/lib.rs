@@ -6,9 +6,8 @@
 //! - [`Sparse24`]: NVIDIA's 2:4 format (values `[M, K/2]` + 2-bit index metadata), with the reorder
 //!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads.
 //! - [`io`]: DLMC `.smtx` and Matrix Market `.mtx` readers and writers.
-//! - [`kernels`]: rayon-parallel, nnz-balanced CPU kernels `spmm`, `spmm_t`, `sddmm` (and `sddmm_add`,
-//!   accumulating), `spmm_24`, each
-//!   with an f64 dense reference in [`reference`].
+//! - [`kernels`]: rayon-parallel, nnz-balanced CPU kernels `spmm`, `spmm_t`, `sddmm` (and
+//!   `sddmm_add`, accumulating), `spmm_24`, each with an f64 dense reference in [`reference`].
 mod csr;
 mod error;
 mod fragments;
