@@ -58,12 +58,17 @@ impl Linear {
             Weight::Sparse24 { w, .. } => spmm_24(w, xm, MatMut::new(yt, m, n)?, par)?,
             Weight::LowRank { .. } | Weight::Lora { .. } => unreachable!("checked above"),
         }
+        self.add_bias_t(yt, n);
+        Ok(())
+    }
+
+    /// `y^T (out, n) += b` (each feature's row gets its bias), when the layer has one.
+    pub(crate) fn add_bias_t(&self, yt: &mut [f32], n: usize) {
         if let Some((b, _)) = &self.bias {
-            for (row, &bi) in yt.chunks_exact_mut(n).zip(b.iter()) {
+            for (row, &bi) in yt.chunks_exact_mut(n).zip(b) {
                 row.iter_mut().for_each(|v| *v += bi);
             }
         }
-        Ok(())
     }
 
     /// Given the forward's `x^T (in, n)` and `dy^T (out, n)`: parameter gradients `+=`,

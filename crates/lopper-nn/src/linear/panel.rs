@@ -96,11 +96,7 @@ impl Linear {
             Weight::Sparse24 { w, .. } => spmm_24(w, am, cm, Par::Seq)?,
             _ => return Err(self.not_panel()),
         }
-        if let Some((b, _)) = &self.bias {
-            for (row, &bi) in c.chunks_exact_mut(r).zip(b) {
-                row.iter_mut().for_each(|v| *v += bi);
-            }
-        }
+        self.add_bias_t(c, r);
         Ok(())
     }
 

@@ -31,7 +31,8 @@ thread_local! {
 pub fn sddmm(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: Par) -> Result<()> {
     check(pattern, &a, &b, out)?;
     out.fill(0.0);
-    sddmm_add(pattern, a, b, out, par)
+    add_products(pattern, a, b, out, par);
+    Ok(())
 }
 
 /// `out[p] += a[i, :] . b[j, :]`: [`sddmm`] accumulated into `out` (a weight gradient summed over
@@ -44,10 +45,6 @@ pub fn sddmm_add(
     par: Par,
 ) -> Result<()> {
     check(pattern, &a, &b, out)?;
-    let d = a.cols();
-    if d == 0 || pattern.nnz() == 0 {
-        return Ok(());
-    }
     add_products(pattern, a, b, out, par);
     Ok(())
 }
@@ -80,9 +77,12 @@ fn check(pattern: &Csr, a: &MatRef<'_>, b: &MatRef<'_>, out: &[f32]) -> Result<(
     Ok(())
 }
 
-/// The products of [`sddmm_add`] (shapes checked, D and nnz non-zero).
+/// `out += ` the products of [`sddmm_add`] (shapes checked).
 fn add_products(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], par: Par) {
     let d = a.cols();
+    if d == 0 || pattern.nnz() == 0 {
+        return;
+    }
     let rp = pattern.row_ptr();
     let (ci, ad, bd, k, nnz) = (
         pattern.col_idx(),
