@@ -39,7 +39,21 @@ enum Command {
     Bench(cmd::bench::BenchCmd),
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores: `lopper inspect F | head`
+/// then ends quietly when `head` stops reading, as other command-line tools do, instead of
+/// panicking in `println!` on the broken pipe.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL is a valid action for
+    // SIGPIPE and no Rust code relies on SIGPIPE being ignored (writes to a closed pipe then end
+    // the process, which is the intended behaviour for this command-line tool).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),

@@ -315,3 +315,29 @@ fn bad_inputs_fail_cleanly() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_closed_stdout_ends_inspect_quietly() {
+    // `lopper inspect F | head -1`: the reader goes away after its first line. The output (one line
+    // per tensor, ~200 KB) is larger than a pipe's buffer, so lopper writes into the closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = SafetensorsFile::default();
+    for i in 0..3000 {
+        f.push(format!("layer.{i}.weight"), Tensor::randn(&[2, 2], 1.0, i));
+    }
+    let path = dir.path().join("many.safetensors");
+    st::write(&path, &f).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lopper"))
+        .args(["inspect", p(&path)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take()); // close the pipe
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert_ne!(out.status.code(), Some(101), "stderr: {err}");
+}

@@ -467,3 +467,19 @@ fn checkpoints_and_resume_continue_the_run() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(!bad_out.exists());
 }
+
+#[test]
+fn absurd_thread_counts_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["demo", "--quick", "--threads", "100000"][..],
+        &["train", "--recipe", "missing.toml", "--threads", "100000"][..],
+    ] {
+        let o = lopper_in(dir.path(), args);
+        assert!(!o.status.success(), "{args:?}");
+        let t = text(&o);
+        assert!(t.contains("--threads 100000: at most"), "{args:?}: {t}");
+    }
+    // nothing was written
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -318,8 +318,15 @@ pub fn decompress(file: &SafetensorsFile, path: &str) -> Result<SafetensorsFile>
         metadata: file.metadata.clone(),
     };
     out.metadata.remove(MANIFEST_KEY);
+    let mut listed = HashSet::new();
     for r in &man.tensors {
         let name = &r.name;
+        if !listed.insert(name.as_str()) {
+            return Err(store_err(
+                path,
+                format!("tensor {name:?} is listed twice in the manifest"),
+            ));
+        }
         if r.layout == Layout::Dense {
             let e = get(name.clone())
                 .ok_or_else(|| store_err(path, format!("dense tensor {name:?} is missing")))?;
@@ -335,6 +342,12 @@ pub fn decompress(file: &SafetensorsFile, path: &str) -> Result<SafetensorsFile>
             .shape
             .clone()
             .ok_or_else(|| store_err(path, format!("{name:?}: missing shape")))?;
+        // the claimed shape is expanded to dense below: refuse one that cannot fit first
+        lopper_tensor::mem::elements(name, &shape)
+            .and_then(|n| {
+                lopper_tensor::mem::check_bytes(&format!("{name} expanded to dense"), n, 4)
+            })
+            .map_err(|e| store_err(path, e.to_string()))?;
         let (rows, cols) = matrix_dims(&shape);
         let values = |e: Option<&Entry>, what: &str| -> Result<Tensor> {
             match e {

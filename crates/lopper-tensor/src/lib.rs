@@ -8,6 +8,8 @@
 //! - [`io`]: safetensors (all three dtypes, names and metadata kept) and `.npy` (f32, f16; C order), with
 //!   atomic writes (temp file + rename) so that a failed write never leaves a half-written file.
 //!
+//! - [`mem`]: checked allocation of buffers whose size comes from a file or an argument.
+//!
 //! Errors are typed ([`Error`]) and name the operation or file they come from.
 
 #[cfg(feature = "cuda")]
@@ -16,6 +18,7 @@ mod dtype;
 mod error;
 pub mod gemm;
 pub mod io;
+pub mod mem;
 pub mod ops;
 mod par;
 mod tensor;

@@ -704,6 +704,28 @@ impl<'a> Tensors<'a> {
 /// checkpoint, whatever they are in the trainer now.
 pub fn load(path: &Path, trainer: &mut Trainer) -> Result<()> {
     let (mpath, man) = read_manifest(path)?;
+    if man.step > trainer.cfg.steps {
+        return Err(ck(
+            &mpath,
+            format!(
+                "the checkpoint is at step {}, past this run's {} steps (train.steps or --steps)",
+                man.step, trainer.cfg.steps
+            ),
+        ));
+    }
+    // the tensors file sits beside the manifest: a bare file name, never a path elsewhere
+    let plain = Path::new(&man.tensors_file)
+        .file_name()
+        .is_some_and(|n| n == man.tensors_file.as_str() && n != "..");
+    if !plain {
+        return Err(ck(
+            &mpath,
+            format!(
+                "key tensors_file {:?} is not a file name in the checkpoint's folder",
+                man.tensors_file
+            ),
+        ));
+    }
     let dir = mpath.parent().unwrap_or(Path::new("."));
     let tpath = dir.join(&man.tensors_file);
     let bytes = std::fs::read(&tpath).map_err(|e| ck(&tpath, format!("cannot read: {e}")))?;

@@ -257,6 +257,17 @@ fn errors_display_file_line_and_key() {
         e.to_string(),
         format!("recipes/x.toml:{line}: train.steps: must be at least 1")
     );
+    // keeping no checkpoint is not a setting (it kept two)
+    let text = BASE.replace(
+        "steps = 6",
+        "steps = 6\ncheckpoint_every = 2\ncheckpoint_keep = 0",
+    );
+    let e = Recipe::from_str(&text, "recipes/x.toml").err().unwrap();
+    let line = line_of(&text, "checkpoint_keep = 0");
+    assert_eq!(
+        e.to_string(),
+        format!("recipes/x.toml:{line}: train.checkpoint_keep: must be at least 1")
+    );
     let e = Recipe::from_file("/nonexistent/r.toml").err().unwrap();
     assert!(e.to_string().starts_with("/nonexistent/r.toml:"), "{e}");
 }

@@ -255,6 +255,23 @@ fn truncated_tensors_file_is_a_checkpoint_error() {
 }
 
 #[test]
+fn checkpoint_past_the_run_or_with_a_foreign_tensors_path_is_refused() {
+    // saved at step 2: a run of 1 step cannot continue from it
+    let (_d, m, _) = saved();
+    let mut short = trainer(Which::GptAdam, 1);
+    let e = short.resume_from(&m).unwrap_err().to_string();
+    assert!(e.contains("at step 2, past this run's 1 steps"), "{e}");
+    // a run of exactly 2 steps may (it has nothing left to do)
+    trainer(Which::GptAdam, 2).resume_from(&m).unwrap();
+    // the tensors file must be a name beside the manifest
+    for bad in ["../../etc/passwd", "/etc/passwd", "..", "sub/t.safetensors"] {
+        edit_manifest(&m, |v| v["tensors_file"] = bad.into());
+        let e = load_err(&m).to_string();
+        assert!(e.contains("tensors_file") && e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn manifest_missing_a_key_or_wrong_version() {
     let (_d, m, _) = saved();
     let orig = std::fs::read(&m).unwrap();

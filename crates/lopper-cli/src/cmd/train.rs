@@ -160,6 +160,7 @@ pub struct RunOpts {
 /// Sets the size of rayon's global pool (`0` = all cores) and returns the threads it has.
 /// The pool can be set once per process; a second call with another size is an error.
 pub fn set_threads(n: usize) -> Result<usize, CliError> {
+    check_threads(n)?;
     if n > 0 {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -167,6 +168,24 @@ pub fn set_threads(n: usize) -> Result<usize, CliError> {
             .map_err(|e| CliError::Usage(format!("--threads {n}: {e}")))?;
     }
     Ok(rayon::current_num_threads())
+}
+
+/// The most threads a `--threads` option accepts: 8 per core, at least 64. Far more only spends
+/// the run creating and switching threads (100,000 ran for minutes on an 8x8 problem).
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (8 * cores).max(64)
+}
+
+/// Refuses `--threads n` above [`max_threads`].
+pub fn check_threads(n: usize) -> Result<(), CliError> {
+    let max = max_threads();
+    if n > max {
+        return Err(CliError::Usage(format!(
+            "--threads {n}: at most {max} on this machine (8 per core, at least 64)"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses an output path that is an existing file, before any training is spent.

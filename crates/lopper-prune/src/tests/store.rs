@@ -91,6 +91,28 @@ fn store_rejects_bad_input() {
         store::decompress(&t, "t").unwrap_err(),
         Error::Store { .. }
     ));
+    // tamper: the manifest lists w twice, or claims a shape that cannot be expanded
+    let man = c.metadata[store::MANIFEST_KEY].clone();
+    let mut v: serde_json::Value = serde_json::from_str(&man).unwrap();
+    let entry = v["tensors"][0].clone();
+    v["tensors"].as_array_mut().unwrap().push(entry);
+    let mut t = c.clone();
+    t.metadata.insert(store::MANIFEST_KEY.into(), v.to_string());
+    let e = store::decompress(&t, "t").unwrap_err().to_string();
+    assert!(e.contains("\"w\" is listed twice"), "{e}");
+    let mut shapes = vec![serde_json::json!([2, u64::MAX])]; // overflows
+    if lopper_tensor::mem::physical_memory().is_some() {
+        shapes.push(serde_json::json!([1u64 << 20, 1u64 << 22])); // 16 TiB
+    }
+    for shape in shapes {
+        let mut v: serde_json::Value = serde_json::from_str(&man).unwrap();
+        v["tensors"][0]["shape"] = shape;
+        let mut t = c.clone();
+        t.metadata.insert(store::MANIFEST_KEY.into(), v.to_string());
+        let e = store::decompress(&t, "t").unwrap_err().to_string();
+        assert!(e.contains("w"), "{e}");
+        assert!(e.contains("memory"), "{e}");
+    }
     // tamper: out-of-range column index
     let mut t = c;
     for (n, e) in t.entries.iter_mut() {

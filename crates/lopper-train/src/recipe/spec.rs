@@ -355,6 +355,7 @@ impl Checker<'_> {
         for (k, v) in [
             ("early_stopping_patience", t.early_stopping_patience),
             ("checkpoint_every", t.checkpoint_every),
+            ("checkpoint_keep", t.checkpoint_keep.map(|k| k as u64)),
         ] {
             if v == Some(0) {
                 return Err(self.err(&keys(&["train", k]), "must be at least 1"));

@@ -1,0 +1,98 @@
+//! Checked allocation of buffers whose size comes from a file or an argument: a claimed shape that
+//! overflows, or needs more memory than the machine has, is an error naming what asked for it,
+//! never an abort ("memory allocation of N bytes failed") or a run that the kernel kills later.
+use crate::{Error, Result};
+
+/// This machine's physical memory in bytes (`MemTotal` of /proc/meminfo); `None` where unknown.
+pub fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// `count` elements of `elem_bytes` each: an error when the product overflows or exceeds the
+/// physical memory. `what` names the buffer (e.g. "h.0.mlp.fc.weight expanded to dense").
+pub fn check_bytes(what: &str, count: usize, elem_bytes: usize) -> Result<()> {
+    let too_big = |need: String| {
+        Error::invalid(
+            "allocation",
+            format!(
+                "{what} needs {need}, more than this machine's memory ({})",
+                physical_memory().map_or("unknown".into(), human)
+            ),
+        )
+    };
+    let bytes = count
+        .checked_mul(elem_bytes)
+        .ok_or_else(|| too_big(format!("{count} x {elem_bytes} bytes (overflows)")))?;
+    if physical_memory().is_some_and(|m| bytes as u64 > m) {
+        return Err(too_big(human(bytes as u64)));
+    }
+    Ok(())
+}
+
+/// The number of elements of `shape`, or an error naming `what` when the product overflows.
+pub fn elements(what: &str, shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Error::invalid(
+                "allocation",
+                format!("{what}: shape {shape:?} has more elements than fit in memory"),
+            )
+        })
+}
+
+/// A zeroed `Vec<f32>` of `n` elements, after [`check_bytes`]; an allocation the system refuses
+/// is an error too.
+pub fn zeros_f32(what: &str, n: usize) -> Result<Vec<f32>> {
+    check_bytes(what, n, 4)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|e| Error::invalid("allocation", format!("{what}: {n} floats: {e}")))?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut x = bytes as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u + 1 < units.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{x:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_sizes_beyond_memory_are_errors() {
+        let e = check_bytes("w expanded to dense", usize::MAX, 4).unwrap_err();
+        assert!(e.to_string().contains("w expanded to dense"), "{e}");
+        assert!(e.to_string().contains("overflows"), "{e}");
+        let e = elements("w", &[usize::MAX, 2]).unwrap_err();
+        assert!(e.to_string().contains("w: shape"), "{e}");
+        assert_eq!(elements("w", &[3, 4, 5]).unwrap(), 60);
+        assert_eq!(elements("w", &[]).unwrap(), 1);
+        if let Some(m) = physical_memory() {
+            // 16 TiB on a machine with less: refused before any allocation
+            if m < (16u64 << 40) {
+                let e = zeros_f32("h.0.mlp.fc.weight", 1 << 42).unwrap_err();
+                let s = e.to_string();
+                assert!(s.contains("h.0.mlp.fc.weight needs 16.0 TiB"), "{s}");
+            }
+        }
+        assert_eq!(zeros_f32("small", 5).unwrap(), vec![0.0; 5]);
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}
