@@ -204,13 +204,35 @@ fn bad_input_fails_cleanly_without_output() {
     let truncated = dir.path().join("truncated.safetensors");
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() - 40]).unwrap();
+    let nan = dir.path().join("nan.safetensors");
+    let mut f = SafetensorsFile::default();
+    let mut v = Tensor::randn(&[8, 16], 1.0, 1).to_f32_vec();
+    v[3] = f32::NAN;
+    f.push("h.0.fc.weight", Tensor::from_f32(&[8, 16], v).unwrap());
+    st::write(&nan, &f).unwrap();
     let out = dir.path().join("out.safetensors");
     let missing = dir.path().join("missing.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![s(&garbage), "--rank", "2"], "garbage.safetensors"),
+        (
+            vec![s(&nan), "--rank", "2"],
+            "h.0.fc.weight (8x16): 1 NaN or infinite values",
+        ),
+        (
+            vec![
+                s(&good),
+                "--rank",
+                "2",
+                "--method",
+                "rsvd",
+                "--power-iters",
+                "1000000",
+            ],
+            "--power-iters 1000000: at most 64",
+        ),
         (vec![s(&truncated), "--rank", "2"], "truncated.safetensors"),
         (vec![s(&missing), "--rank", "2"], "missing.safetensors"),
-        (vec![s(&good), "--rank", "0"], "rank must be at least 1"),
+        (vec![s(&good), "--rank", "0"], "--rank 0: "),
         (vec![s(&good), "--energy", "1.5"], "energy fraction"),
         (vec![s(&good), "--ratio", "-0.5"], "ratio"),
         (
@@ -247,6 +269,45 @@ fn bad_input_fails_cleanly_without_output() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left.len(), 3, "{args:?}: {left:?}");
+        assert_eq!(left.len(), 4, "{args:?}: {left:?}");
     }
+}
+
+#[test]
+fn a_compressed_store_is_expanded_first() {
+    // prune to a compressed store (CSR tensors), then compress it: the pruned weights are found
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("in.safetensors");
+    checkpoint(&good);
+    let store = dir.path().join("store.safetensors");
+    let o = lopper(&[
+        "prune",
+        s(&good),
+        "-o",
+        s(&store),
+        "--sparsity",
+        "0.7",
+        "--store",
+        "compressed",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("out.safetensors");
+    let o = lopper(&[
+        "compress",
+        s(&store),
+        "-o",
+        s(&out),
+        "--rank",
+        "2",
+        "--include",
+        "layer.0.weight",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = st::read(&out).unwrap();
+    let t = f
+        .tensor("layer.0.weight")
+        .expect("the CSR-stored weight, compressed");
+    assert_eq!(t.shape(), &[24, 16]);
+    // no CSR parts and no store manifest in the output
+    assert!(f.entries.iter().all(|(n, _)| !n.contains(".csr_")));
 }

@@ -237,6 +237,13 @@ fn bad_inputs_fail_cleanly() {
     let mut f = SafetensorsFile::default();
     f.push("layer.weight", Tensor::randn(&[4, 6], 1.0, 1));
     st::write(&odd, &f).unwrap();
+    let nan = dir.path().join("nan.safetensors");
+    let mut f = SafetensorsFile::default();
+    let mut v = Tensor::randn(&[4, 8], 1.0, 1).to_f32_vec();
+    v[5] = f32::NAN;
+    v[9] = f32::INFINITY;
+    f.push("layer.weight", Tensor::from_f32(&[4, 8], v).unwrap());
+    st::write(&nan, &f).unwrap();
     let out = dir.path().join("never.safetensors");
     let missing = dir.path().join("missing.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -284,6 +291,18 @@ fn bad_inputs_fail_cleanly() {
         (
             vec![p(&input), "--sparsity", "0.5", "--method", "movement"],
             "magnitude and random",
+        ),
+        (
+            vec![p(&input), "--sparsity", "0.5", "--min-density", "0.1"],
+            "--min-density 0.1 applies to --scope global only",
+        ),
+        (
+            vec![p(&input), "--pattern", "2:4", "--scope", "global"],
+            "--scope global with --pattern 2:4",
+        ),
+        (
+            vec![p(&nan), "--sparsity", "0.5"],
+            "\"layer.weight\" of shape [4, 8]: 2 NaN or infinite values (the first at flat index 5)",
         ),
         (
             vec![

@@ -120,6 +120,20 @@ pub fn prune_checkpoint(input: &SafetensorsFile, spec: &PruneSpec) -> Result<Pru
         .zip(&selected)
         .map(|((_, _, t), &s)| if s { t.to_f32_vec() } else { Vec::new() })
         .collect();
+    // a NaN or infinite weight has no magnitude to rank: refuse rather than keep it as "largest"
+    for ((_, name, t), v) in floats.iter().zip(&vals) {
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            let first = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Err(Error::Pattern {
+                tensor: name.to_string(),
+                shape: t.shape().to_vec(),
+                detail: format!(
+                    "{bad} NaN or infinite values (the first at flat index {first}); pruning needs finite weights (a corrupted checkpoint?)"
+                ),
+            });
+        }
+    }
     let shapes: Vec<Vec<usize>> = floats
         .iter()
         .zip(&selected)

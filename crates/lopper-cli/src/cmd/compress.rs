@@ -38,7 +38,7 @@ pub enum StoreArg {
 lopper compress model.safetensors -o e.safetensors --method rsvd --energy 0.9 --include 'mlp' --store factors"
 )]
 pub struct Args {
-    /// Input .safetensors file.
+    /// Input .safetensors file (a lopper compressed store is expanded first).
     pub input: PathBuf,
     /// Output file (written atomically: never half-written).
     #[arg(short, long)]
@@ -81,12 +81,15 @@ fn regex(flag: &str, re: &Option<String>) -> Result<Option<regex::Regex>, CliErr
         .transpose()
 }
 
+/// The most power iterations `--power-iters` accepts.
+const MAX_POWER_ITERS: usize = 64;
+
 /// Runs `lopper compress`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let rule = match (args.rank, args.energy, args.ratio) {
-        (Some(r), None, None) => RankRule::Fixed(r),
-        (None, Some(f), None) => RankRule::Energy(f),
-        (None, None, Some(p)) => RankRule::Ratio(p),
+    let (rule, flag) = match (args.rank, args.energy, args.ratio) {
+        (Some(r), None, None) => (RankRule::Fixed(r), format!("--rank {r}")),
+        (None, Some(f), None) => (RankRule::Energy(f), format!("--energy {f}")),
+        (None, None, Some(p)) => (RankRule::Ratio(p), format!("--ratio {p}")),
         _ => {
             return Err(CliError::Usage(
                 "give exactly one of --rank, --energy, --ratio".into(),
@@ -95,7 +98,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let rule = rule
         .validate()
-        .map_err(|e| CliError::Usage(format!("{e}")))?;
+        .map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+    if args.power_iters > MAX_POWER_ITERS {
+        return Err(CliError::Usage(format!(
+            "--power-iters {}: at most {MAX_POWER_ITERS} (2 to 7 are usual; each one is two more passes over the matrix)",
+            args.power_iters
+        )));
+    }
     let method = match args.method {
         MethodArg::Svd => Method::Svd,
         MethodArg::Rsvd => Method::Rsvd(RsvdParams {
@@ -106,7 +115,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let include = regex("--include", &args.include)?;
     let exclude = regex("--exclude", &args.exclude)?;
-    let input = st::read(&args.input)?;
+    let input = lopper_prune::store::load(&args.input)?;
     let par = Par::rayon();
 
     let mut out = SafetensorsFile {
@@ -131,7 +140,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         };
         let (m, n) = t.dims2("compress")?;
         let w = t.to_f32();
-        let c = compress_matrix(name, w.mat("compress")?, method, rule, par)?;
+        let bad = w.as_f32()?.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(CliError::Usage(format!(
+                "{name} ({m}x{n}): {bad} NaN or infinite values; an SVD needs finite weights (a corrupted checkpoint?)"
+            )));
+        }
+        let c = compress_matrix(name, w.mat("compress")?, method, rule, par)
+            .map_err(|e| CliError::Usage(format!("{name} ({m}x{n}): {e}")))?;
         let dtype = t.dtype();
         let mut report = c.report;
         // the error is measured on what is written, after rounding to the input dtype
@@ -159,6 +175,21 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
         }
         println!("{report}");
+        if let RankRule::Ratio(p) = rule
+            && report.params_after as f64 > p * report.params_before as f64
+        {
+            println!(
+                "  note: {name} cannot reach {flag}: rank {} is the smallest, {:.1}% of its parameters",
+                report.rank,
+                100.0 * report.params_after as f64 / report.params_before.max(1) as f64
+            );
+        }
+        if report.params_after >= report.params_before {
+            println!(
+                "  note: {name} at rank {} stores {} parameters, not fewer than its {} dense ones",
+                report.rank, report.params_after, report.params_before
+            );
+        }
         before += report.params_before;
         after += report.params_after;
         done += 1;

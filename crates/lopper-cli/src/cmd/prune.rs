@@ -82,6 +82,21 @@ pub struct Args {
 
 /// Runs `lopper prune`.
 pub fn run(args: Args) -> Result<(), CliError> {
+    // options that would be ignored are refused, so that a run never means something else than
+    // what was asked for
+    if matches!(args.scope, ScopeArg::Layer) && args.min_density != 0.0 {
+        return Err(CliError::Usage(format!(
+            "--min-density {} applies to --scope global only (per layer, every tensor already reaches the sparsity)",
+            args.min_density
+        )));
+    }
+    let gran = lopper_prune::granularity::parse(&args.pattern)?;
+    if matches!(args.scope, ScopeArg::Global) && gran.fixed_density().is_some() {
+        return Err(CliError::Usage(format!(
+            "--scope global with --pattern {}: the pattern fixes every tensor's density, so there is nothing to rank across tensors (drop --scope global)",
+            gran.name()
+        )));
+    }
     let mut scope = match args.scope {
         ScopeArg::Layer => Scope::layer(),
         ScopeArg::Global => Scope::global(args.min_density)?,
@@ -173,6 +188,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         100.0 * tt.flops_saved,
         input.entries.len() - tt.tensors
     );
+    for t in pruned
+        .report
+        .tensors
+        .iter()
+        .filter(|t| t.kept == 0 && t.numel > 0)
+    {
+        println!(
+            "note: {} keeps none of its {} weights (sparsity {} rounds its share to 0)",
+            t.name, t.numel, pruned.sparsity
+        );
+    }
     if args.permute_report && pruned.permutations.is_empty() {
         println!("--permute-report applies to N:M patterns only");
     }
