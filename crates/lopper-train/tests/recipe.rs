@@ -411,3 +411,75 @@ fn precision_bf16_trains_close_to_f32_and_bad_values_name_the_line() {
     assert_eq!(key, "model.precision");
     assert!(detail.contains("fp8"), "{detail}");
 }
+
+#[test]
+fn stages_are_checked_against_the_model_when_built() {
+    // (stage body, model change, key, a piece of the detail): each fails in build(), before any
+    // step, pointing at the stage's key
+    let cases = [
+        (
+            "kind = \"sparse24\"\nat = 0\ninclude = \"zzz\"",
+            None,
+            "include",
+            "\"zzz\" matches no Linear layer",
+        ),
+        (
+            "kind = \"sparse24\"\nat = 0\ninclude = \"(\"",
+            None,
+            "include",
+            "bad regex",
+        ),
+        (
+            "kind = \"sparse24\"\nat = 0\nexclude = \"h\"",
+            None,
+            "exclude",
+            "selects no Linear layer",
+        ),
+        (
+            "kind = \"lora\"\nat = 0\nrank = 1000",
+            None,
+            "rank",
+            "1000 is more than min(M, K) = 32",
+        ),
+        (
+            "kind = \"sparse24\"\nat = 0",
+            Some(("width = 32", "width = 30")),
+            "kind",
+            "K = 30 input features, not a multiple of 4",
+        ),
+    ];
+    for (stage, model, want_key, want) in cases {
+        let mut text = format!("{BASE}\n[[stage]]\n{stage}\n");
+        if let Some((a, b)) = model {
+            text = text.replace(a, b);
+        }
+        let r = Recipe::from_str(&text, "t.toml").unwrap_or_else(|e| panic!("{stage}: {e}"));
+        match r.build() {
+            Err(Error::Recipe {
+                line, key, detail, ..
+            }) => {
+                assert_eq!(key, format!("stage[0].{want_key}"), "{stage}: {detail}");
+                let at = if want_key == "kind" {
+                    "kind = "
+                } else {
+                    want_key
+                };
+                let first = text
+                    .lines()
+                    .position(|l| l.starts_with("[[stage]]"))
+                    .unwrap();
+                let expect = first
+                    + 1
+                    + text
+                        .lines()
+                        .skip(first)
+                        .position(|l| l.starts_with(at))
+                        .unwrap();
+                assert_eq!(line, expect, "{stage}: {detail}");
+                assert!(detail.contains(want), "{stage}: {detail}");
+            }
+            Err(e) => panic!("{stage}: not a recipe error: {e}"),
+            Ok(_) => panic!("{stage}: built"),
+        }
+    }
+}

@@ -35,6 +35,7 @@ impl Recipe {
     pub fn build(&self) -> Result<Trainer> {
         let s = &self.spec;
         let (model, data) = self.model_and_data()?;
+        self.check_stages(model.as_ref())?;
         let o = &s.optimizer;
         let lr = o.lr.unwrap_or(0.0); // checked present at parse
         let opt_err = |e: crate::Error| self.err(&keys(&["optimizer", "kind"]), e.to_string());
@@ -107,6 +108,83 @@ impl Recipe {
         }
         trainer.set_recipe_hash(Some(self.hash()));
         Ok(trainer)
+    }
+
+    /// Checks every stage against the built model, before anything trains (so `lopper compare`
+    /// fails before its first recipe runs, and the error names the recipe's line and key): the
+    /// `include` / `exclude` regexes compile and select at least one Linear layer, a `sparse24`
+    /// stage's layers have K a multiple of 4, and a `lora` rank fits every selected layer.
+    fn check_stages(&self, model: &dyn Model) -> Result<()> {
+        let layers = model.linears();
+        let shapes: Vec<[usize; 2]> = layers
+            .iter()
+            .map(|l| [l.out_features(), l.in_features()])
+            .collect();
+        let tensors: Vec<(&str, &[usize])> = layers
+            .iter()
+            .zip(&shapes)
+            .map(|(l, s)| (l.name.as_str(), &s[..]))
+            .collect();
+        for (i, st) in self.spec.stage.iter().enumerate() {
+            let regex_key = if st.include.is_some() {
+                "include"
+            } else if st.exclude.is_some() {
+                "exclude"
+            } else {
+                "kind"
+            };
+            let mut scope = lopper_prune::Scope::layer();
+            if let Some(re) = &st.include {
+                scope = scope
+                    .include(re)
+                    .map_err(|e| self.err(&stage_key(i, "include"), e.to_string()))?;
+            }
+            if let Some(re) = &st.exclude {
+                scope = scope
+                    .exclude(re)
+                    .map_err(|e| self.err(&stage_key(i, "exclude"), e.to_string()))?;
+            }
+            let sel = scope.select(&tensors).map_err(|e| match e {
+                lopper_prune::Error::NoMatch {
+                    which,
+                    pattern,
+                    sample,
+                } => self.err(
+                    &stage_key(i, which),
+                    format!("{pattern:?} matches no Linear layer of the model (layers: {sample})"),
+                ),
+                _ => self.err(
+                    &stage_key(i, regex_key),
+                    format!("selects no Linear layer of the model ({e})"),
+                ),
+            })?;
+            for (l, _) in layers.iter().zip(&sel).filter(|(_, s)| **s) {
+                let (m, k) = (l.out_features(), l.in_features());
+                if st.kind == "sparse24" && !k.is_multiple_of(4) {
+                    return Err(self.err(
+                        &stage_key(i, regex_key),
+                        format!(
+                            "selects layer {} with K = {k} input features, not a multiple of 4 (2:4 groups along K): exclude it",
+                            l.name
+                        ),
+                    ));
+                }
+                if st.kind == "lora"
+                    && let Some(r) = st.rank
+                    && r > m.min(k)
+                {
+                    return Err(self.err(
+                        &stage_key(i, "rank"),
+                        format!(
+                            "{r} is more than min(M, K) = {} of layer {} ({m} x {k})",
+                            m.min(k),
+                            l.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn model_and_data(&self) -> Result<(Box<dyn Model>, Box<dyn DataSource>)> {
