@@ -244,6 +244,17 @@ fn bad_inputs_fail_cleanly() {
     v[9] = f32::INFINITY;
     f.push("layer.weight", Tensor::from_f32(&[4, 8], v).unwrap());
     st::write(&nan, &f).unwrap();
+    let ints = dir.path().join("ints.safetensors");
+    let mut f = SafetensorsFile::default();
+    f.entries.push((
+        "w".into(),
+        Entry::Raw {
+            dtype: RawDType::I64,
+            shape: vec![2],
+            bytes: vec![0; 16],
+        },
+    ));
+    st::write(&ints, &f).unwrap();
     let out = dir.path().join("never.safetensors");
     let missing = dir.path().join("missing.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -299,6 +310,10 @@ fn bad_inputs_fail_cleanly() {
         (
             vec![p(&input), "--pattern", "2:4", "--scope", "global"],
             "--scope global with --pattern 2:4",
+        ),
+        (
+            vec![p(&ints), "--sparsity", "0.5"],
+            "no f32, f16 or bf16 tensor among the file's 1 tensors (other dtypes pass through unpruned: w (I64))",
         ),
         (
             vec![p(&nan), "--sparsity", "0.5"],

@@ -113,6 +113,23 @@ pub fn prune_checkpoint(input: &SafetensorsFile, spec: &PruneSpec) -> Result<Pru
             Entry::Raw { .. } => None,
         })
         .collect();
+    if floats.is_empty() {
+        let others: Vec<String> = input
+            .entries
+            .iter()
+            .take(5)
+            .filter_map(|(n, e)| match e {
+                Entry::Raw { dtype, .. } => Some(format!("{n} ({dtype:?})")),
+                Entry::Tensor(_) => None,
+            })
+            .collect();
+        let more = if input.entries.len() > 5 { ", ..." } else { "" };
+        return Err(Error::NothingSelected(format!(
+            "no f32, f16 or bf16 tensor among the file's {} tensors (other dtypes pass through unpruned: {}{more})",
+            input.entries.len(),
+            others.join(", ")
+        )));
+    }
     let names: Vec<(&str, &[usize])> = floats.iter().map(|(_, n, t)| (*n, t.shape())).collect();
     let selected = spec.scope.select(&names)?;
     let vals: Vec<Vec<f32>> = floats

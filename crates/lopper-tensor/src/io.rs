@@ -2,5 +2,6 @@
 mod atomic;
 pub mod npy;
 pub mod safetensors;
+mod st_header;
 
 pub use atomic::write_atomic;

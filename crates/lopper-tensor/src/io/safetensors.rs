@@ -73,7 +73,24 @@ fn fmt_err(path: &Path, detail: impl Into<String>) -> Error {
 
 /// Parses safetensors bytes; `path` only names the source in errors.
 pub fn from_bytes(buf: &[u8], path: &Path) -> Result<SafetensorsFile> {
-    let st = SafeTensors::deserialize(buf).map_err(|e| fmt_err(path, e.to_string()))?;
+    if let Some(name) = super::st_header::duplicate(buf) {
+        return Err(fmt_err(
+            path,
+            format!("tensor {name:?} appears twice in the header"),
+        ));
+    }
+    let st = SafeTensors::deserialize(buf).map_err(|e| {
+        // the crate's message may not name the tensor: find the one at fault
+        let why = super::st_header::explain(buf).unwrap_or_default();
+        fmt_err(
+            path,
+            if why.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e}: {why}")
+            },
+        )
+    })?;
     let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| fmt_err(path, e.to_string()))?;
     let mut entries = Vec::new();
     for name in meta.offset_keys() {
@@ -225,6 +242,52 @@ mod tests {
         let cut = &bytes[..bytes.len() - 10];
         assert!(matches!(from_bytes(cut, &p), Err(Error::Format { .. })));
         assert!(read(&dir.path().join("missing")).is_err());
+    }
+
+    /// A file from a header (JSON text) and `data` bytes.
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn header_errors_name_the_tensor() {
+        let p = Path::new("h.safetensors");
+        let err = |h: &str, data: &[u8]| from_bytes(&file(h, data), p).unwrap_err().to_string();
+        // a byte length that does not match dtype x shape
+        let e = err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[8,28]}}"#,
+            &[0; 28],
+        );
+        assert!(e.contains("h.safetensors"), "{e}");
+        assert!(e.contains("tensor \"w\" (F32 [2, 3]): data_offsets [8, 28] hold 20 bytes, its dtype and shape need 24"), "{e}");
+        // offsets past the data
+        let e = err(
+            r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            &[0; 8],
+        );
+        assert!(
+            e.contains("tensor \"w\"") && e.contains("outside the 8 bytes"),
+            "{e}"
+        );
+        // a name given twice, even with identical entries (the parser keeps one silently)
+        let e = err(
+            r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            &[0; 4],
+        );
+        assert!(e.contains("tensor \"w\" appears twice"), "{e}");
+        // a good hand-made file still reads
+        let f = from_bytes(
+            &file(
+                r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                &1f32.to_le_bytes(),
+            ),
+            p,
+        )
+        .unwrap();
+        assert_eq!(f.tensor("w").unwrap().to_f32_vec(), vec![1.0]);
     }
 
     #[test]
