@@ -475,7 +475,12 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
         other => {
             return Err(ck(
                 &mpath,
-                format!("key version is {other:?}; this build reads version {VERSION}"),
+                match other {
+                    Some(v) => format!("key version is {v}; this build reads version {VERSION}"),
+                    None => format!(
+                        "key version is missing or not a number; this build reads version {VERSION}"
+                    ),
+                },
             ));
         }
     }

@@ -483,3 +483,56 @@ fn stages_are_checked_against_the_model_when_built() {
         }
     }
 }
+
+#[test]
+fn range_errors_point_at_their_own_key() {
+    let with_opt = |extra: &str| BASE.replace("lr = 1e-3", &format!("lr = 1e-3\n{extra}"));
+    for (text, key) in [
+        (with_opt("eps = -1e-8"), "optimizer.eps"),
+        (with_opt("weight_decay = -0.1"), "optimizer.weight_decay"),
+        (
+            BASE.replace("kind = \"adamw\"", "kind = \"sgd\"\nmomentum = 1.5"),
+            "optimizer.momentum",
+        ),
+        (
+            format!(
+                "{BASE}\n[[stage]]\nkind = \"gradual_magnitude\"\nsparsity = 0.5\ninitial = 0.8\nstart = 1\nend = 4\nevery = 1\n"
+            ),
+            "stage[0].initial",
+        ),
+    ] {
+        let (line, k, detail) = recipe_err(&text);
+        assert_eq!(k, key, "{detail}");
+        let field = key.rsplit('.').next().unwrap();
+        let want = text
+            .lines()
+            .position(|l| l.starts_with(&format!("{field} =")))
+            .unwrap()
+            + 1;
+        assert_eq!(line, want, "{key}: {detail}");
+    }
+    // a folder given as the recipe
+    let dir = tempfile::tempdir().unwrap();
+    let e = Recipe::from_file(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("is a folder, not a recipe file"), "{e}");
+}
+
+#[test]
+fn a_data_file_too_short_points_at_data_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tiny.txt");
+    std::fs::write(&f, "too short").unwrap();
+    let text = BASE.replace(
+        "kind = \"text\"",
+        &format!("kind = \"text\"\npath = {:?}", f.to_str().unwrap()),
+    );
+    let r = Recipe::from_str(&text, "t.toml").unwrap();
+    match r.build() {
+        Err(Error::Recipe { key, detail, .. }) => {
+            assert_eq!(key, "data.path", "{detail}");
+            assert!(detail.contains("shorter than one window"), "{detail}");
+        }
+        Err(e) => panic!("not a recipe error: {e}"),
+        Ok(_) => panic!("built"),
+    }
+}

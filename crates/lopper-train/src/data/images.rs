@@ -200,6 +200,14 @@ impl ImageSource {
                 train.name, train.rows
             )));
         }
+        for (what, set) in [("training", &train), ("validation", &val)] {
+            if set.rows == 0 {
+                return Err(DataError::Invalid(format!(
+                    "images {}: the {what} set has no rows",
+                    set.name
+                )));
+            }
+        }
         if batch == 0 || batch > train.rows || val.rows == 0 {
             return Err(DataError::Invalid(format!(
                 "images {}: batch {batch} must be in 1..={} (training rows), and validation {} needs rows (has {})",
@@ -343,6 +351,25 @@ mod tests {
             assert_eq!(e, (0..10).collect::<Vec<_>>());
         }
         assert_ne!(all[..10], all[10..], "epochs are reshuffled");
+    }
+
+    #[test]
+    fn an_empty_set_is_named_not_a_batch_range() {
+        let e = ImageSource::new(toy(0, 2), toy(3, 2), 8, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("the training set has no rows"), "{e}");
+        let e = ImageSource::new(toy(5, 2), toy(0, 2), 4, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("the validation set has no rows"), "{e}");
+        let e = ImageSource::new(toy(5, 2), toy(3, 2), 8, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("batch 8 must be in 1..=5"), "{e}");
     }
 
     #[test]

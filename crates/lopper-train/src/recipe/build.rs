@@ -208,7 +208,7 @@ impl Recipe {
                     val_batches: d.val_batches.unwrap_or(defaults::VAL_BATCHES),
                 },
             )
-            .map_err(|e| data_err("kind", e))?;
+            .map_err(|e| data_err(if d.path.is_some() { "path" } else { "kind" }, e))?;
             let mut gpt = Gpt::new(GptConfig {
                 vocab: m.vocab.unwrap_or(defaults::VOCAB),
                 ctx,
@@ -230,7 +230,8 @@ impl Recipe {
                     None => digits_embedded().map_err(|e| data_err("kind", e))?,
                 };
                 let f = d.val_fraction.unwrap_or(defaults::DIGITS_VAL_FRACTION);
-                ImageSource::split_from(&imgs, f, batch, s.seed).map_err(|e| data_err("kind", e))?
+                let key = if d.path.is_some() { "path" } else { "kind" };
+                ImageSource::split_from(&imgs, f, batch, s.seed).map_err(|e| data_err(key, e))?
             }
             kind => {
                 let dir = d

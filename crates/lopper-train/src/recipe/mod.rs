@@ -68,6 +68,12 @@ impl Recipe {
     /// Reads and parses the recipe at `path` (errors name the path).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Recipe> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Err(io(
+                path,
+                std::io::Error::other("is a folder, not a recipe file"),
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
         Recipe::from_str(&text, &path.display().to_string())
     }

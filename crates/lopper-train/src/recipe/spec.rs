@@ -606,6 +606,39 @@ impl Checker<'_> {
                 format!("[{b1}, {b2}]: both must be in [0, 1)"),
             ));
         }
+        // the optimizers' own ranges, checked here so that the error points at the key
+        let unit = |x: f32| x.is_finite() && (0.0..1.0).contains(&x);
+        let ranges = [
+            (
+                "eps",
+                o.eps,
+                o.eps.is_some_and(|x| !(x.is_finite() && x > 0.0)),
+                "> 0",
+            ),
+            (
+                "weight_decay",
+                o.weight_decay,
+                o.weight_decay.is_some_and(|x| !(x.is_finite() && x >= 0.0)),
+                ">= 0",
+            ),
+            (
+                "momentum",
+                o.momentum,
+                o.momentum.is_some_and(|x| !unit(x)),
+                "in [0, 1)",
+            ),
+            (
+                "dampening",
+                o.dampening,
+                o.dampening.is_some_and(|x| !unit(x)),
+                "in [0, 1)",
+            ),
+        ];
+        for (k, v, bad, want) in ranges {
+            if let (true, Some(v)) = (bad, v) {
+                return Err(self.err(&keys(&["optimizer", k]), format!("{v} must be {want}")));
+            }
+        }
         let s = &r.schedule;
         match s.kind.as_str() {
             "constant" => self.only(
@@ -711,6 +744,14 @@ impl Checker<'_> {
                     {
                         return Err(self.err(&kp(k), format!("{x} is outside [0, 1]")));
                     }
+                }
+                if let (Some(i), Some(f)) = (s.initial, s.sparsity)
+                    && i > f
+                {
+                    return Err(self.err(
+                        &kp("initial"),
+                        format!("{i} is above the final sparsity {f}"),
+                    ));
                 }
                 if let Some(e) = s.exponent
                     && !(e.is_finite() && e > 0.0)
