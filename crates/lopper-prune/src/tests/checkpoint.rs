@@ -80,14 +80,27 @@ fn rows_pattern_and_description() {
 }
 
 #[test]
-fn non_finite_values_do_not_poison_the_accounting() {
+fn non_finite_values_are_an_error_naming_the_tensor() {
+    // a NaN or infinite weight has no place in a ranking (it used to be kept as the "largest"):
+    // the checkpoint is refused, naming the tensor and where its first bad value is
     let mut f = SafetensorsFile::default();
-    let v = vec![f32::NAN, 1.0, 2.0, 3.0, -4.0, 0.0, 0.5, f32::INFINITY];
+    f.push(
+        "ok",
+        Tensor::from_f32(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+    );
+    let v = vec![1.0, f32::NAN, 2.0, 3.0, -4.0, 0.0, 0.5, f32::INFINITY];
     f.push("w", Tensor::from_f32(&[2, 4], v).unwrap());
-    let p = prune_checkpoint(&f, &spec(None, "magnitude", "2:4", 0)).unwrap();
-    // NaN and inf rank as the largest; the kept magnitude counts finite values only
-    let w = p.file.tensor("w").unwrap().to_f32_vec();
-    assert!(w[0].is_nan() && w[7].is_infinite() && w[3] == 3.0 && w[4] == -4.0);
-    let km = p.report.totals.kept_magnitude;
-    assert!((km - 7.0 / 10.5).abs() < 1e-12, "{km}");
+    for pattern in ["2:4", "unstructured"] {
+        let sp = if pattern == "2:4" { None } else { Some(0.5) };
+        let e = prune_checkpoint(&f, &spec(sp, "magnitude", pattern, 0)).unwrap_err();
+        assert!(
+            matches!(e, crate::Error::Pattern { ref tensor, .. } if tensor == "w"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("2 NaN or infinite values (the first at flat index 1)"),
+            "{e}"
+        );
+    }
 }
