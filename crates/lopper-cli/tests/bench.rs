@@ -119,6 +119,20 @@ fn fails_naming(args: &[&str], want: &[&str]) {
     }
 }
 
+/// The rows of a successful `--json` run (one object or an array).
+fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = lopper(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Array(v) => v,
+        v => vec![v],
+    }
+}
+
 const QUICK: [&str; 5] = ["--json", "--rounds", "1", "--min-time", "0"];
 
 #[test]
@@ -177,4 +191,89 @@ fn nonsense_arguments_name_the_option() {
         fails_naming(&a, &[opt]);
     }
     fails_naming(&["bench", "spmm", "--n", "0", "--rounds", "1"], &["--n"]);
+}
+
+#[test]
+fn matrix_market_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mm = "%%MatrixMarket matrix coordinate real general\n% c\n3 5 4\n1 1 2.5\n1 5 1\n3 2 -1\n2 3 4\n";
+    // by extension, and by the header under another extension
+    for name in ["m.mtx", "m.txt"] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, mm).unwrap();
+        let args = ["bench", "spmm", "--matrix", p.to_str().unwrap(), "--n", "3"];
+        let r = json_rows(&[&args[..], &QUICK[..]].concat());
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (
+                r[0]["rows"].as_u64(),
+                r[0]["cols"].as_u64(),
+                r[0]["nnz"].as_u64()
+            ),
+            (Some(3), Some(5), Some(4)),
+            "{name}"
+        );
+    }
+    let p = dir.path().join("bad.mtx");
+    std::fs::write(
+        &p,
+        "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n",
+    )
+    .unwrap();
+    fails_naming(
+        &["bench", "spmm", "--matrix", p.to_str().unwrap()],
+        &["bad.mtx:3:", "row 3 out of range"],
+    );
+}
+
+#[test]
+fn matrices_folder_filters_before_parsing_and_skips_symlinked_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("good.smtx"), "2, 3, 2\n0 1 2\n0 2\n").unwrap();
+    std::fs::write(
+        sub.join("other.mtx"),
+        "%%MatrixMarket matrix coordinate pattern general\n2 2 1\n1 2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.smtx"), "2, 3, 2\n0 1\n0\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = |filter: &'static str| {
+        let a = [
+            "bench",
+            "spmm",
+            "--matrices",
+            d,
+            "--filter",
+            filter,
+            "--n",
+            "2",
+        ];
+        [&a[..], &QUICK[..]].concat()
+    };
+    // the malformed file is excluded by the filter, so it is never read
+    let r = json_rows(&args("good"));
+    assert_eq!(r.len(), 1);
+    assert!(r[0]["matrix"].as_str().unwrap().ends_with("sub/good"));
+    // .mtx files are found too
+    assert_eq!(json_rows(&args("other"))[0]["cols"].as_u64(), Some(2));
+    fails_naming(&args("broken"), &["broken.smtx:2:"]);
+    #[cfg(unix)]
+    {
+        // a symlink back up would loop; a symlink to a file counts once
+        std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+        std::os::unix::fs::symlink(sub.join("good.smtx"), dir.path().join("link.smtx")).unwrap();
+        let mut names: Vec<String> = json_rows(&args("good"))
+            .iter()
+            .chain(json_rows(&args("link")).iter())
+            .map(|r| r["matrix"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names[0].ends_with("/link") && names[1].ends_with("sub/good"),
+            "{names:?}"
+        );
+    }
 }

@@ -1,16 +1,19 @@
 //! `lopper bench spmm` and `lopper bench spmm24`: the production CPU kernels against faer's dense GEMM
 //! of the same shape, timed in the same run (interleaved rounds, medians).
 //!
-//! Matrices: `--matrix FILE.smtx` (one), `--matrices DIR` (every .smtx below it), by default
-//! `../shared/dlmc` (or `$LOPPER_DLMC`) when present, else generated uniform-random and power-law-row
-//! patterns. Values are random in [-1, 1) (DLMC files carry patterns only).
+//! Matrices: `--matrix FILE` (one `.smtx`, or Matrix Market by its `.mtx` extension or its
+//! `%%MatrixMarket` header), `--matrices DIR` (every .smtx and .mtx below it, symlinked folders not
+//! followed), by default `../shared/dlmc` (or `$LOPPER_DLMC`) when present, else generated
+//! uniform-random and power-law-row patterns. Values are random in [-1, 1) (DLMC files carry patterns
+//! only; a Matrix Market file's values are replaced too).
 //!
 //! Arguments are checked before anything runs, and the bytes each benchmark needs before anything is
 //! allocated: a shape that cannot fit is an error naming it, not an allocation abort.
 use crate::CliError;
 use clap::{Args, Subcommand};
 use lopper_energy::steal::{STEAL_WARN, StealWindow, steal_warning};
-use lopper_sparse::{Csr, Sparse24, io::smtx, sddmm, spmm, spmm_24, spmm_t_with};
+use lopper_sparse::io::{mtx, smtx};
+use lopper_sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t_with};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -48,13 +51,14 @@ pub struct Common {
 
 #[derive(Args)]
 pub struct SpmmArgs {
-    /// One .smtx matrix.
+    /// One matrix: a DLMC .smtx pattern, or a Matrix Market coordinate file (by its .mtx extension or
+    /// its `%%MatrixMarket` header; its values are replaced by random ones like the patterns').
     #[arg(long, conflicts_with = "matrices")]
     pub matrix: Option<PathBuf>,
-    /// A folder searched recursively for .smtx files.
+    /// A folder searched recursively for .smtx and .mtx files (symlinked folders are not followed).
     #[arg(long)]
     pub matrices: Option<PathBuf>,
-    /// Only matrices whose path contains this text.
+    /// Only matrices whose path (or shortened name) contains this text; applied before files are read.
     #[arg(long)]
     pub filter: Option<String>,
     /// Columns of X (comma separated, positive).
@@ -415,25 +419,73 @@ fn row(
     }
 }
 
-fn find_smtx(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| CliError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for e in rd {
-        let p = e
-            .map_err(|source| CliError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        if p.is_dir() {
-            find_smtx(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "smtx") {
+/// The .smtx and .mtx files below `dir`. Symlinks to folders are not followed (they can loop);
+/// symlinks to files are kept.
+fn find_matrices(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Io { path, source }
+    };
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let p = e.path();
+        // `DirEntry::file_type` does not follow symlinks
+        if e.file_type().map_err(io(&p))?.is_dir() {
+            find_matrices(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "smtx" || x == "mtx") && !p.is_dir() {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// The name a matrix file is reported under: model/method/sparsity/layer, DLMC's long layer-name
+/// prefixes shortened.
+fn matrix_name(f: &Path) -> String {
+    let parts: Vec<String> = f
+        .iter()
+        .rev()
+        .take(4)
+        .map(|s| s.to_string_lossy().to_string())
+        .collect();
+    let name = parts
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("/")
+        .replace("body_encoder_layer_", "enc")
+        .replace("_fully_connected", "")
+        .replace("self_attention_multihead_attention_", "attn_")
+        .replace("magnitude_pruning", "magnitude");
+    let stem = name
+        .strip_suffix(".smtx")
+        .or_else(|| name.strip_suffix(".mtx"));
+    stem.unwrap_or(&name).to_string()
+}
+
+/// Reads a matrix file: Matrix Market when it ends in `.mtx` or starts with `%%MatrixMarket`, else
+/// `.smtx`. Values are random in [-1, 1) either way (the benchmark times patterns).
+fn read_matrix(f: &Path) -> Result<Csr, CliError> {
+    let text = std::fs::read_to_string(f).map_err(|source| CliError::Io {
+        path: f.to_path_buf(),
+        source,
+    })?;
+    let is_mtx = f.extension().is_some_and(|x| x.eq_ignore_ascii_case("mtx"))
+        || text
+            .get(..14)
+            .is_some_and(|h| h.eq_ignore_ascii_case("%%MatrixMarket"));
+    let pat = if is_mtx {
+        let (c, _) = mtx::parse(&text, f)?;
+        smtx::Pattern {
+            rows: c.rows(),
+            cols: c.cols(),
+            row_ptr: c.row_ptr().to_vec(),
+            col_idx: c.col_idx().to_vec(),
+        }
+    } else {
+        smtx::parse(&text, f)?
+    };
+    Ok(pat.with_random_values(1)?)
 }
 
 fn default_dlmc() -> Option<PathBuf> {
@@ -484,16 +536,24 @@ fn generated() -> Vec<(String, Csr)> {
 }
 
 fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
+    if a.n.is_empty() || a.n.contains(&0) {
+        return Err(CliError::Usage("--n needs positive column counts".into()));
+    }
+    let keep = |name: &str, path: &str| {
+        a.filter
+            .as_deref()
+            .is_none_or(|s| name.contains(s) || path.contains(s))
+    };
     let mut cases: Vec<(String, Csr)> = Vec::new();
     let files = if let Some(f) = &a.matrix {
         vec![f.clone()]
     } else if let Some(d) = a.matrices.clone().or_else(default_dlmc) {
         let mut v = Vec::new();
-        find_smtx(&d, &mut v)?;
+        find_matrices(&d, &mut v)?;
         v.sort();
         if v.is_empty() {
             return Err(CliError::Usage(format!(
-                "no .smtx files under {}",
+                "no .smtx or .mtx files under {}",
                 d.display()
             )));
         }
@@ -503,40 +563,20 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
             "lopper bench: no DLMC folder found (../shared/dlmc, $LOPPER_DLMC); using generated patterns"
         );
         cases = generated();
+        cases.retain(|(n, _)| keep(n, n));
         vec![]
     };
+    // the filter goes before parsing: a file it excludes is never read
     for f in files {
-        let pat = smtx::read(&f)?;
-        // model/method/sparsity/layer, with DLMC's long layer-name prefixes shortened
-        let parts: Vec<String> = f
-            .iter()
-            .rev()
-            .take(4)
-            .map(|s| s.to_string_lossy().to_string())
-            .collect();
-        let name = parts
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("/")
-            .replace("body_encoder_layer_", "enc")
-            .replace("_fully_connected", "")
-            .replace("self_attention_multihead_attention_", "attn_")
-            .replace("magnitude_pruning", "magnitude")
-            .trim_end_matches(".smtx")
-            .to_string();
-        cases.push((name, pat.with_random_values(1)?));
-    }
-    if let Some(s) = &a.filter {
-        cases.retain(|(n, _)| n.contains(s.as_str()));
+        let name = matrix_name(&f);
+        if keep(&name, &f.to_string_lossy()) {
+            cases.push((name, read_matrix(&f)?));
+        }
     }
     if cases.is_empty() {
         return Err(CliError::Usage(
             "no matrix left to benchmark (check --filter)".into(),
         ));
-    }
-    if a.n.is_empty() || a.n.contains(&0) {
-        return Err(CliError::Usage("--n needs positive column counts".into()));
     }
     // every shape is checked before the first is measured
     for (name, w) in &cases {
@@ -785,5 +825,11 @@ mod tests {
         assert_eq!(parse_mem_total(t), Some(24_576_000 * 1024));
         assert_eq!(parse_mem_total("MemFree: 5 kB\n"), None);
         assert_eq!(parse_mem_total("MemTotal: x kB\n"), None);
+    }
+
+    #[test]
+    fn matrix_names_drop_the_extension() {
+        assert_eq!(matrix_name(Path::new("a/b/c/d/e.smtx")), "b/c/d/e");
+        assert_eq!(matrix_name(Path::new("x.mtx")), "x");
     }
 }
