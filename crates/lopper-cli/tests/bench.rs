@@ -104,3 +104,176 @@ fn spmm24_json_and_bad_arguments() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.smtx:2"));
 }
+
+/// A failed run: not a success, no panic or abort, and stderr mentions every piece of `want`.
+fn fails_naming(args: &[&str], want: &[&str]) {
+    let out = lopper(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(c) if c != 0 && c != 101),
+        "{args:?}: status {:?}, stderr {err}",
+        out.status
+    );
+    for w in want {
+        assert!(err.contains(w), "{args:?}: stderr lacks {w:?}: {err}");
+    }
+}
+
+/// The rows of a successful `--json` run (one object or an array).
+fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = lopper(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Array(v) => v,
+        v => vec![v],
+    }
+}
+
+const QUICK: [&str; 5] = ["--json", "--rounds", "1", "--min-time", "0"];
+
+#[test]
+fn shapes_that_cannot_fit_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("wide.smtx");
+    // 4 x 4e9: its dense copy alone is 64 GB; with N = 1e6, X is 16 PB
+    std::fs::write(&p, "4, 4000000000, 5\n0 2 3 4 5\n0 2 1 3 0\n").unwrap();
+    let p = p.to_str().unwrap();
+    for kernel in ["spmm", "spmm_t", "sddmm"] {
+        let args = ["bench", "spmm", "--matrix", p, "--kernel", kernel];
+        let big = [&args[..], &["--n", "1000000"], &QUICK[..]].concat();
+        fails_naming(&big, &["wide", "4x4000000000", "N = 1000000", "bytes"]);
+        let over = [&args[..], &["--n", "100000000000"], &QUICK[..]].concat();
+        fails_naming(&over, &["4x4000000000", "overflow"]);
+    }
+    let s24 = |m: &'static str, k: &'static str, n: &'static str| {
+        let a = ["bench", "spmm24", "--m", m, "--k", k, "--n", n];
+        [&a[..], &QUICK[..]].concat()
+    };
+    fails_naming(
+        &s24("1000000", "1000000", "512"),
+        &["1000000x1000000", "bytes"],
+    );
+    fails_naming(
+        &s24("18446744073709551615", "4", "4"),
+        &["18446744073709551615x4", "overflow"],
+    );
+    fails_naming(
+        &s24("4294967296", "4294967296", "4"),
+        &["4294967296x4294967296", "overflow"],
+    );
+}
+
+#[test]
+fn nonsense_arguments_name_the_option() {
+    let s24 = ["bench", "spmm24", "--m", "8", "--k", "16", "--n", "4"];
+    let with = |extra: &[&'static str]| [&s24[..], &["--json"], extra].concat();
+    fails_naming(&with(&["--rounds", "0"]), &["--rounds"]);
+    for t in [
+        "--min-time=NaN",
+        "--min-time=inf",
+        "--min-time=1e300",
+        "--min-time=-1",
+    ] {
+        fails_naming(&with(&["--rounds", "1", t]), &["--min-time"]);
+    }
+    fails_naming(
+        &with(&["--rounds", "1", "--threads", "100000"]),
+        &["--threads"],
+    );
+    for opt in ["--m", "--k", "--n"] {
+        let mut a = [&s24[..], &QUICK[..]].concat();
+        let i = a.iter().position(|x| x == &opt).unwrap();
+        a[i + 1] = "0";
+        fails_naming(&a, &[opt]);
+    }
+    fails_naming(&["bench", "spmm", "--n", "0", "--rounds", "1"], &["--n"]);
+}
+
+#[test]
+fn matrix_market_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mm = "%%MatrixMarket matrix coordinate real general\n% c\n3 5 4\n1 1 2.5\n1 5 1\n3 2 -1\n2 3 4\n";
+    // by extension, and by the header under another extension
+    for name in ["m.mtx", "m.txt"] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, mm).unwrap();
+        let args = ["bench", "spmm", "--matrix", p.to_str().unwrap(), "--n", "3"];
+        let r = json_rows(&[&args[..], &QUICK[..]].concat());
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (
+                r[0]["rows"].as_u64(),
+                r[0]["cols"].as_u64(),
+                r[0]["nnz"].as_u64()
+            ),
+            (Some(3), Some(5), Some(4)),
+            "{name}"
+        );
+    }
+    let p = dir.path().join("bad.mtx");
+    std::fs::write(
+        &p,
+        "%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n",
+    )
+    .unwrap();
+    fails_naming(
+        &["bench", "spmm", "--matrix", p.to_str().unwrap()],
+        &["bad.mtx:3:", "row 3 out of range"],
+    );
+}
+
+#[test]
+fn matrices_folder_filters_before_parsing_and_skips_symlinked_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("good.smtx"), "2, 3, 2\n0 1 2\n0 2\n").unwrap();
+    std::fs::write(
+        sub.join("other.mtx"),
+        "%%MatrixMarket matrix coordinate pattern general\n2 2 1\n1 2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.smtx"), "2, 3, 2\n0 1\n0\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = |filter: &'static str| {
+        let a = [
+            "bench",
+            "spmm",
+            "--matrices",
+            d,
+            "--filter",
+            filter,
+            "--n",
+            "2",
+        ];
+        [&a[..], &QUICK[..]].concat()
+    };
+    // the malformed file is excluded by the filter, so it is never read
+    let r = json_rows(&args("good"));
+    assert_eq!(r.len(), 1);
+    assert!(r[0]["matrix"].as_str().unwrap().ends_with("sub/good"));
+    // .mtx files are found too
+    assert_eq!(json_rows(&args("other"))[0]["cols"].as_u64(), Some(2));
+    fails_naming(&args("broken"), &["broken.smtx:2:"]);
+    #[cfg(unix)]
+    {
+        // a symlink back up would loop; a symlink to a file counts once
+        std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+        std::os::unix::fs::symlink(sub.join("good.smtx"), dir.path().join("link.smtx")).unwrap();
+        let mut names: Vec<String> = json_rows(&args("good"))
+            .iter()
+            .chain(json_rows(&args("link")).iter())
+            .map(|r| r["matrix"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names[0].ends_with("/link") && names[1].ends_with("sub/good"),
+            "{names:?}"
+        );
+    }
+}

@@ -1,13 +1,19 @@
 //! `lopper bench spmm` and `lopper bench spmm24`: the production CPU kernels against faer's dense GEMM
 //! of the same shape, timed in the same run (interleaved rounds, medians).
 //!
-//! Matrices: `--matrix FILE.smtx` (one), `--matrices DIR` (every .smtx below it), by default
-//! `../shared/dlmc` (or `$LOPPER_DLMC`) when present, else generated uniform-random and power-law-row
-//! patterns. Values are random in [-1, 1) (DLMC files carry patterns only).
+//! Matrices: `--matrix FILE` (one `.smtx`, or Matrix Market by its `.mtx` extension or its
+//! `%%MatrixMarket` header), `--matrices DIR` (every .smtx and .mtx below it, symlinked folders not
+//! followed), by default `../shared/dlmc` (or `$LOPPER_DLMC`) when present, else generated
+//! uniform-random and power-law-row patterns. Values are random in [-1, 1) (DLMC files carry patterns
+//! only; a Matrix Market file's values are replaced too).
+//!
+//! Arguments are checked before anything runs, and the bytes each benchmark needs before anything is
+//! allocated: a shape that cannot fit is an error naming it, not an allocation abort.
 use crate::CliError;
 use clap::{Args, Subcommand};
 use lopper_energy::steal::{STEAL_WARN, StealWindow, steal_warning};
-use lopper_sparse::{Csr, Sparse24, io::smtx, sddmm, spmm, spmm_24, spmm_t_with};
+use lopper_sparse::io::{mtx, smtx};
+use lopper_sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t_with};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -22,16 +28,21 @@ pub enum BenchCmd {
     Spmm24(Spmm24Args),
 }
 
+/// Most timed rounds `--rounds` accepts.
+const MAX_ROUNDS: usize = 1000;
+/// Most seconds `--min-time` accepts.
+const MAX_MIN_TIME: f64 = 60.0;
+
 #[derive(Args, Clone)]
 pub struct Common {
-    /// Threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    /// Threads (0 = all cores; at most max(64, 8 x the cores)).
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
-    /// Timed rounds; each round times sparse then dense (interleaved), medians are reported.
-    #[arg(long, default_value_t = 7)]
+    /// Timed rounds (1 to 1000); each round times sparse then dense (interleaved), medians are reported.
+    #[arg(long, default_value_t = 7, value_parser = parse_rounds)]
     pub rounds: usize,
-    /// Minimum seconds per timed sample (calls are repeated to reach it).
-    #[arg(long, default_value_t = 0.02)]
+    /// Minimum seconds per timed sample, 0 to 60 (calls are repeated to reach it).
+    #[arg(long, default_value_t = 0.02, value_parser = parse_min_time)]
     pub min_time: f64,
     /// Print JSON instead of the table (one object for one matrix/shape, else an array).
     #[arg(long)]
@@ -40,17 +51,18 @@ pub struct Common {
 
 #[derive(Args)]
 pub struct SpmmArgs {
-    /// One .smtx matrix.
+    /// One matrix: a DLMC .smtx pattern, or a Matrix Market coordinate file (by its .mtx extension or
+    /// its `%%MatrixMarket` header; its values are replaced by random ones like the patterns').
     #[arg(long, conflicts_with = "matrices")]
     pub matrix: Option<PathBuf>,
-    /// A folder searched recursively for .smtx files.
+    /// A folder searched recursively for .smtx and .mtx files (symlinked folders are not followed).
     #[arg(long)]
     pub matrices: Option<PathBuf>,
-    /// Only matrices whose path contains this text.
+    /// Only matrices whose path (or shortened name) contains this text; applied before files are read.
     #[arg(long)]
     pub filter: Option<String>,
-    /// Columns of X (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    /// Columns of X (comma separated, positive).
+    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = parse_positive)]
     pub n: Vec<usize>,
     /// Which product: `spmm` (Y = W X), `spmm_t` (Y = W^T X, cached transpose), `sddmm` (A B^T at
     /// W's pattern, A (M, N), B (K, N)). The dense baseline is the GEMM of the same shape.
@@ -62,11 +74,14 @@ pub struct SpmmArgs {
 
 #[derive(Args)]
 pub struct Spmm24Args {
-    #[arg(long, default_value_t = 3072)]
+    /// Rows of W (positive).
+    #[arg(long, default_value_t = 3072, value_parser = parse_positive)]
     pub m: usize,
-    #[arg(long, default_value_t = 768)]
+    /// Columns of W and rows of X (a positive multiple of 4).
+    #[arg(long, default_value_t = 768, value_parser = parse_positive)]
     pub k: usize,
-    #[arg(long, default_value_t = 512)]
+    /// Columns of X (positive).
+    #[arg(long, default_value_t = 512, value_parser = parse_positive)]
     pub n: usize,
     #[command(flatten)]
     pub common: Common,
@@ -95,6 +110,143 @@ pub struct Row {
     /// timed (`/proc/stat` steal); `null` where unknown (no `/proc/stat`, or a window shorter than
     /// one clock tick). Above 2% the table says its times are distorted.
     pub cpu_steal: Option<f64>,
+}
+
+/// `--m`, `--k`, `--n`: a positive integer.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be positive".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--rounds`: 1 to [`MAX_ROUNDS`].
+fn parse_rounds(s: &str) -> Result<usize, String> {
+    let v = s.parse::<usize>().map_err(|e| e.to_string())?;
+    if !(1..=MAX_ROUNDS).contains(&v) {
+        return Err(format!("must be 1 to {MAX_ROUNDS}"));
+    }
+    Ok(v)
+}
+
+/// `--min-time`: finite seconds from 0 to [`MAX_MIN_TIME`].
+fn parse_min_time(s: &str) -> Result<f64, String> {
+    let v = s.parse::<f64>().map_err(|e| e.to_string())?;
+    if !(0.0..=MAX_MIN_TIME).contains(&v) {
+        return Err(format!("must be 0 to {MAX_MIN_TIME} seconds"));
+    }
+    Ok(v)
+}
+
+/// `--threads`: 0 (all cores) up to max(64, 8 x the available cores).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let v = s.parse::<usize>().map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = 64.max(8 * cores);
+    if v > max {
+        return Err(format!(
+            "at most {max} (64 or 8 x the {cores} available cores), or 0 for all cores"
+        ));
+    }
+    Ok(v)
+}
+
+/// Bytes of buffers given as (bytes per element, dimensions); `None` when the total overflows.
+fn bytes_of(bufs: &[(usize, &[usize])]) -> Option<usize> {
+    bufs.iter().try_fold(0usize, |acc, &(size, dims)| {
+        dims.iter()
+            .try_fold(size, |a, &d| a.checked_mul(d))?
+            .checked_add(acc)
+    })
+}
+
+/// The machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`), if readable.
+fn mem_total() -> Option<u64> {
+    parse_mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of `/proc/meminfo` text, in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut t = line["MemTotal:".len()..].split_whitespace();
+    let v: u64 = t.next()?.parse().ok()?;
+    let unit = match t.next() {
+        None => 1,
+        Some("kB") => 1024,
+        Some(_) => return None,
+    };
+    v.checked_mul(unit)
+}
+
+/// Refuses a benchmark (`what` names its shape) whose buffers take `bytes` (`None`: overflowed).
+/// Every bench path calls this before it allocates anything.
+fn check_fits(what: &str, bytes: Option<usize>) -> Result<(), CliError> {
+    check_fits_in(what, bytes, mem_total())
+}
+
+/// [`check_fits`] against `mem` bytes of memory; when unknown, the buffers must be reservable at once.
+fn check_fits_in(what: &str, bytes: Option<usize>, mem: Option<u64>) -> Result<(), CliError> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let Some(bytes) = bytes else {
+        return Err(CliError::Usage(format!(
+            "{what}: the buffers it needs overflow the address space ({} bits); use a smaller shape",
+            usize::BITS
+        )));
+    };
+    match mem {
+        Some(mem) if bytes as u64 > mem => Err(CliError::Usage(format!(
+            "{what}: needs {bytes} bytes ({:.1} GiB) of buffers, more than this machine's memory \
+             ({mem} bytes, {:.1} GiB); use a smaller shape",
+            bytes as f64 / GIB,
+            mem as f64 / GIB
+        ))),
+        Some(_) => Ok(()),
+        None => Vec::<u8>::new().try_reserve_exact(bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "{what}: cannot allocate the {bytes} bytes ({:.1} GiB) of buffers it needs: {e}",
+                bytes as f64 / GIB
+            ))
+        }),
+    }
+}
+
+/// Bytes [`measure_csr`] allocates for `w` with `n` columns: the dense copy of W, the transpose,
+/// the operands and both results.
+fn csr_bytes(w: &Csr, n: usize, kernel: &str) -> Option<usize> {
+    let (m, k, nnz) = (w.rows(), w.cols(), w.nnz());
+    let (xr, yr) = match kernel {
+        "spmm" => (k, m),
+        "spmm_t" => (m, k),
+        _ => (m, m),
+    };
+    let sddmm = kernel == "sddmm";
+    let b = if sddmm { k } else { 0 };
+    let (ys, yd) = if sddmm {
+        (&[nnz][..], &[m, k][..])
+    } else {
+        (&[yr, n][..], &[yr, n][..])
+    };
+    bytes_of(&[
+        (4, &[m, k]),  // dense W
+        (12, &[nnz]),  // transpose: indices, values, permutation
+        (8, &[k + 1]), // transpose offsets
+        (4, &[xr, n]), // X (A for sddmm)
+        (4, &[b, n]),  // B (sddmm)
+        (4, ys),       // sparse result
+        (4, yd),       // dense result
+        (4, ys),       // dense result at the pattern (or its copy)
+    ])
+}
+
+/// What [`check_fits`] names for a CSR benchmark.
+fn csr_what(name: &str, w: &Csr, n: usize, kernel: &str) -> String {
+    format!(
+        "bench spmm --kernel {kernel}: {name} ({}x{}, {} non-zeros) with N = {n}",
+        w.rows(),
+        w.cols(),
+        w.nnz()
+    )
 }
 
 pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
@@ -127,7 +279,7 @@ fn time_pair(c: &Common, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64,
     let steal = StealWindow::start();
     let mut sa = Vec::with_capacity(c.rounds);
     let mut sb = Vec::with_capacity(c.rounds);
-    for _ in 0..c.rounds.max(1) {
+    for _ in 0..c.rounds {
         let t = Instant::now();
         for _ in 0..ka {
             a();
@@ -148,6 +300,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Result<Row, CliError> {
+    check_fits(&csr_what(name, w, n, kernel), csr_bytes(w, n, kernel))?;
     let (m, k) = (w.rows(), w.cols());
     let p = par(c.threads);
     let wd = w.to_dense();
@@ -158,7 +311,7 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
         _ => (m, m),
     };
     let x = Tensor::rand_uniform(&[xr, n], -1.0, 1.0, 7);
-    let b = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 8);
+    let b = Tensor::rand_uniform(&[if kernel == "sddmm" { k } else { 0 }, n], -1.0, 1.0, 8);
     let (xd, bd) = (x.as_f32()?, b.as_f32()?);
     let wt = w.transpose();
     let mut ys = vec![0.0f32; if kernel == "sddmm" { w.nnz() } else { yr * n }];
@@ -254,37 +407,85 @@ fn row(
         rows: m,
         cols: k,
         nnz,
-        sparsity: 1.0 - nnz as f64 / (m * k).max(1) as f64,
+        sparsity: 1.0 - nnz as f64 / (m as f64 * k as f64).max(1.0),
         n,
         threads: par(c.threads).threads(),
         sparse_ms: ts * 1e3,
         dense_ms: td * 1e3,
         speedup: td / ts,
         effective_gflops: 2.0 * nnz as f64 * n as f64 / ts / 1e9,
-        dense_gflops: 2.0 * (m * k * n) as f64 / td / 1e9,
+        dense_gflops: 2.0 * m as f64 * k as f64 * n as f64 / td / 1e9,
         cpu_steal,
     }
 }
 
-fn find_smtx(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| CliError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for e in rd {
-        let p = e
-            .map_err(|source| CliError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        if p.is_dir() {
-            find_smtx(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "smtx") {
+/// The .smtx and .mtx files below `dir`. Symlinks to folders are not followed (they can loop);
+/// symlinks to files are kept.
+fn find_matrices(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CliError::Io { path, source }
+    };
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let p = e.path();
+        // `DirEntry::file_type` does not follow symlinks
+        if e.file_type().map_err(io(&p))?.is_dir() {
+            find_matrices(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "smtx" || x == "mtx") && !p.is_dir() {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// The name a matrix file is reported under: model/method/sparsity/layer, DLMC's long layer-name
+/// prefixes shortened.
+fn matrix_name(f: &Path) -> String {
+    let parts: Vec<String> = f
+        .iter()
+        .rev()
+        .take(4)
+        .map(|s| s.to_string_lossy().to_string())
+        .collect();
+    let name = parts
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("/")
+        .replace("body_encoder_layer_", "enc")
+        .replace("_fully_connected", "")
+        .replace("self_attention_multihead_attention_", "attn_")
+        .replace("magnitude_pruning", "magnitude");
+    let stem = name
+        .strip_suffix(".smtx")
+        .or_else(|| name.strip_suffix(".mtx"));
+    stem.unwrap_or(&name).to_string()
+}
+
+/// Reads a matrix file: Matrix Market when it ends in `.mtx` or starts with `%%MatrixMarket`, else
+/// `.smtx`. Values are random in [-1, 1) either way (the benchmark times patterns).
+fn read_matrix(f: &Path) -> Result<Csr, CliError> {
+    let text = std::fs::read_to_string(f).map_err(|source| CliError::Io {
+        path: f.to_path_buf(),
+        source,
+    })?;
+    let is_mtx = f.extension().is_some_and(|x| x.eq_ignore_ascii_case("mtx"))
+        || text
+            .get(..14)
+            .is_some_and(|h| h.eq_ignore_ascii_case("%%MatrixMarket"));
+    let pat = if is_mtx {
+        let (c, _) = mtx::parse(&text, f)?;
+        smtx::Pattern {
+            rows: c.rows(),
+            cols: c.cols(),
+            row_ptr: c.row_ptr().to_vec(),
+            col_idx: c.col_idx().to_vec(),
+        }
+    } else {
+        smtx::parse(&text, f)?
+    };
+    Ok(pat.with_random_values(1)?)
 }
 
 fn default_dlmc() -> Option<PathBuf> {
@@ -335,16 +536,24 @@ fn generated() -> Vec<(String, Csr)> {
 }
 
 fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
+    if a.n.is_empty() || a.n.contains(&0) {
+        return Err(CliError::Usage("--n needs positive column counts".into()));
+    }
+    let keep = |name: &str, path: &str| {
+        a.filter
+            .as_deref()
+            .is_none_or(|s| name.contains(s) || path.contains(s))
+    };
     let mut cases: Vec<(String, Csr)> = Vec::new();
     let files = if let Some(f) = &a.matrix {
         vec![f.clone()]
     } else if let Some(d) = a.matrices.clone().or_else(default_dlmc) {
         let mut v = Vec::new();
-        find_smtx(&d, &mut v)?;
+        find_matrices(&d, &mut v)?;
         v.sort();
         if v.is_empty() {
             return Err(CliError::Usage(format!(
-                "no .smtx files under {}",
+                "no .smtx or .mtx files under {}",
                 d.display()
             )));
         }
@@ -354,40 +563,26 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
             "lopper bench: no DLMC folder found (../shared/dlmc, $LOPPER_DLMC); using generated patterns"
         );
         cases = generated();
+        cases.retain(|(n, _)| keep(n, n));
         vec![]
     };
+    // the filter goes before parsing: a file it excludes is never read
     for f in files {
-        let pat = smtx::read(&f)?;
-        // model/method/sparsity/layer, with DLMC's long layer-name prefixes shortened
-        let parts: Vec<String> = f
-            .iter()
-            .rev()
-            .take(4)
-            .map(|s| s.to_string_lossy().to_string())
-            .collect();
-        let name = parts
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("/")
-            .replace("body_encoder_layer_", "enc")
-            .replace("_fully_connected", "")
-            .replace("self_attention_multihead_attention_", "attn_")
-            .replace("magnitude_pruning", "magnitude")
-            .trim_end_matches(".smtx")
-            .to_string();
-        cases.push((name, pat.with_random_values(1)?));
-    }
-    if let Some(s) = &a.filter {
-        cases.retain(|(n, _)| n.contains(s.as_str()));
+        let name = matrix_name(&f);
+        if keep(&name, &f.to_string_lossy()) {
+            cases.push((name, read_matrix(&f)?));
+        }
     }
     if cases.is_empty() {
         return Err(CliError::Usage(
             "no matrix left to benchmark (check --filter)".into(),
         ));
     }
-    if a.n.is_empty() || a.n.contains(&0) {
-        return Err(CliError::Usage("--n needs positive column counts".into()));
+    // every shape is checked before the first is measured
+    for (name, w) in &cases {
+        for &n in &a.n {
+            check_fits(&csr_what(name, w, n, &a.kernel), csr_bytes(w, n, &a.kernel))?;
+        }
     }
     let mut rows = Vec::new();
     for (name, w) in &cases {
@@ -409,6 +604,20 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
             "--k must be a multiple of 4 and --m, --n positive (got {m}x{k}x{n})"
         )));
     }
+    // dense W, its 2:4 values and metadata, W again from the 2:4, X, both results
+    let bytes = bytes_of(&[
+        (4, &[m, k]),
+        (4, &[m, k / 2]),
+        (2, &[m, k.div_ceil(16)]),
+        (4, &[m, k]),
+        (4, &[k, n]),
+        (4, &[m, n]),
+        (4, &[m, n]),
+    ]);
+    check_fits(
+        &format!("bench spmm24: W {m}x{k} (2:4) with N = {n}"),
+        bytes,
+    )?;
     let c = &a.common;
     let wd = Tensor::rand_uniform(&[m, k], -1.0, 1.0, 3);
     let w = Sparse24::from_tensor_prune(&wd)?;
@@ -564,4 +773,63 @@ fn emit(rows: &[Row], c: &Common, single: bool) -> Result<(), CliError> {
         println!("{w}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_parsers_refuse_nonsense() {
+        assert_eq!(parse_positive("3"), Ok(3));
+        assert!(parse_positive("0").unwrap_err().contains("positive"));
+        assert!(parse_positive("-1").is_err());
+        assert_eq!(parse_rounds("1"), Ok(1));
+        assert!(parse_rounds("0").unwrap_err().contains("1 to 1000"));
+        assert!(parse_rounds("18446744073709551615").is_err());
+        assert_eq!(parse_min_time("0"), Ok(0.0));
+        assert_eq!(parse_min_time("60"), Ok(60.0));
+        for bad in ["NaN", "inf", "-inf", "1e300", "60.5", "-0.1"] {
+            assert!(parse_min_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_threads("0"), Ok(0));
+        assert_eq!(parse_threads("64"), Ok(64));
+        assert!(parse_threads("100000").unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn sizes_that_overflow_or_exceed_memory_are_refused() {
+        assert_eq!(bytes_of(&[(4, &[2, 3]), (2, &[5])]), Some(34));
+        assert_eq!(bytes_of(&[(4, &[usize::MAX, 4])]), None);
+        assert_eq!(bytes_of(&[(4, &[1 << 61]), (4, &[1 << 61])]), None);
+        let e = check_fits_in("W 4x4", None, Some(1 << 30)).unwrap_err();
+        assert!(e.to_string().contains("W 4x4: ") && e.to_string().contains("overflow"));
+        let e = check_fits_in("W 4x4", Some(2000), Some(1000)).unwrap_err();
+        assert!(e.to_string().contains("W 4x4: needs 2000 bytes"), "{e}");
+        assert!(e.to_string().contains("(1000 bytes"), "{e}");
+        assert!(check_fits_in("W", Some(1000), Some(1000)).is_ok());
+        assert!(check_fits_in("W", Some(1000), None).is_ok());
+        let e = check_fits_in("W", Some(usize::MAX), None).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate"), "{e}");
+        // the CSR benchmark counts dense W, X and both results
+        let w = Csr::from_parts(4, 4_000_000_000, vec![0, 1, 1, 1, 1], vec![7], vec![1.0]).unwrap();
+        let b = csr_bytes(&w, 4, "spmm").unwrap();
+        assert!(b >= 4 * 4 * 4_000_000_000 + 4 * 4_000_000_000 * 4, "{b}");
+        assert_eq!(csr_bytes(&w, 1 << 62, "spmm"), None);
+        assert!(csr_bytes(&w, 4, "sddmm").unwrap() > 2 * 4 * 4 * 4_000_000_000);
+    }
+
+    #[test]
+    fn meminfo_total() {
+        let t = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(parse_mem_total(t), Some(24_576_000 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 5 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: x kB\n"), None);
+    }
+
+    #[test]
+    fn matrix_names_drop_the_extension() {
+        assert_eq!(matrix_name(Path::new("a/b/c/d/e.smtx")), "b/c/d/e");
+        assert_eq!(matrix_name(Path::new("x.mtx")), "x");
+    }
 }

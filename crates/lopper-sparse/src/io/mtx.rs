@@ -94,7 +94,9 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
             format!("symmetric matrix must be square, got {rows}x{cols}"),
         ));
     }
-    let mut trip: Vec<(u32, u32, f32, usize)> = Vec::with_capacity(nnz * 2);
+    // the header's count is not trusted for the allocation: an entry takes at least 4 bytes of text
+    let cap = nnz.min(text.len() / 4);
+    let mut trip: Vec<(u32, u32, f32, usize)> = Vec::with_capacity(cap.saturating_mul(2));
     let mut count = 0;
     for (ln, line) in data {
         let t: Vec<&str> = line.split_whitespace().collect();
@@ -160,7 +162,17 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
             ));
         }
     }
-    let mut row_ptr = vec![0usize; rows + 1];
+    let mut row_ptr = Vec::new();
+    rows.checked_add(1)
+        .and_then(|n| row_ptr.try_reserve_exact(n).ok())
+        .ok_or_else(|| {
+            err(
+                path,
+                sl,
+                format!("{rows} rows: the row offsets do not fit in memory"),
+            )
+        })?;
+    row_ptr.resize(rows + 1, 0usize);
     for &(i, ..) in &trip {
         row_ptr[i as usize + 1] += 1;
     }
@@ -169,10 +181,9 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
     }
     let col_idx = trip.iter().map(|t| t.1).collect();
     let values = trip.iter().map(|t| t.2).collect();
-    Ok((
-        Csr::from_parts(rows, cols, row_ptr, col_idx, values)?,
-        field,
-    ))
+    let csr = Csr::from_parts(rows, cols, row_ptr, col_idx, values)
+        .map_err(|e| err(path, sl, e.to_string()))?;
+    Ok((csr, field))
 }
 
 /// Reads a Matrix Market file.
@@ -278,6 +289,18 @@ mod tests {
         assert!(
             e("%%MatrixMarket matrix coordinate real symmetric\n2 2 1\n1 2 1\n")
                 .contains("above the diagonal")
+        );
+        // sizes from the size line are not allocated blindly
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n2 2 4611686018427387904\n1 1 1\n")
+                .contains(":2:")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n18446744073709551615 1 0\n")
+                .contains(":2: malformed Matrix Market file: 18446744073709551615 rows")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate pattern general\n1 4294967296 0\n").contains(":2:")
         );
     }
 }

@@ -57,7 +57,9 @@ fn numbers<T: std::str::FromStr>(path: &Path, line: usize, s: &str) -> Result<Ve
         .collect()
 }
 
-/// Parses `.smtx` text; `path` names the source in errors. The pattern is validated as CSR.
+/// Parses `.smtx` text; `path` names the source in errors. The pattern is validated as CSR, each
+/// violation reported at the line it comes from (2: row offsets, 3: column indices) and its row.
+/// Lines after the indices must be blank.
 pub fn parse(text: &str, path: &Path) -> Result<Pattern> {
     let mut lines = text.lines();
     let header = lines.next().ok_or_else(|| err(path, 1, "empty file"))?;
@@ -69,23 +71,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Pattern> {
             format!("expected `rows, cols, nnz`, got {} numbers", h.len()),
         ));
     };
+    if cols > u32::MAX as usize {
+        return Err(err(
+            path,
+            1,
+            format!("{cols} columns exceed u32 column indices"),
+        ));
+    }
     let row_ptr: Vec<usize> = numbers(path, 2, lines.next().unwrap_or(""))?;
-    if row_ptr.len() != rows + 1 {
+    if Some(row_ptr.len()) != rows.checked_add(1) {
         return Err(err(
             path,
             2,
             format!(
                 "{} row offsets, expected rows + 1 = {}",
                 row_ptr.len(),
-                rows + 1
+                rows as u128 + 1
             ),
         ));
     }
-    let col_idx: Vec<u32> = if nnz == 0 {
-        Vec::new()
-    } else {
-        numbers(path, 3, lines.next().unwrap_or(""))?
-    };
+    check_offsets(path, &row_ptr, nnz)?;
+    let col_idx: Vec<u32> = numbers(path, 3, lines.next().unwrap_or(""))?;
     if col_idx.len() != nnz {
         return Err(err(
             path,
@@ -93,14 +99,92 @@ pub fn parse(text: &str, path: &Path) -> Result<Pattern> {
             format!("{} column indices, header says nnz = {nnz}", col_idx.len()),
         ));
     }
-    Csr::from_parts(rows, cols, row_ptr.clone(), col_idx.clone(), vec![0.0; nnz])
-        .map_err(|e| err(path, 0, e.to_string()))?;
+    check_columns(path, &row_ptr, &col_idx, cols)?;
+    if let Some((i, l)) = lines.enumerate().find(|(_, l)| !l.trim().is_empty()) {
+        let l = l.trim();
+        let shown: String = l.chars().take(40).collect();
+        let more = if shown.len() < l.len() { "..." } else { "" };
+        return Err(err(
+            path,
+            4 + i,
+            format!("unexpected text {shown:?}{more} after the column indices (line 3)"),
+        ));
+    }
     Ok(Pattern {
         rows,
         cols,
         row_ptr,
         col_idx,
     })
+}
+
+/// Line 2: offsets start at 0, never decrease and end at `nnz`.
+fn check_offsets(path: &Path, rp: &[usize], nnz: usize) -> Result<()> {
+    if rp[0] != 0 {
+        return Err(err(
+            path,
+            2,
+            format!("first row offset is {}, expected 0", rp[0]),
+        ));
+    }
+    if let Some(i) = (1..rp.len()).find(|&i| rp[i] < rp[i - 1]) {
+        return Err(err(
+            path,
+            2,
+            format!(
+                "row offsets decrease at row {}: {} then {}",
+                i - 1,
+                rp[i - 1],
+                rp[i]
+            ),
+        ));
+    }
+    let last = rp[rp.len() - 1];
+    if last != nnz {
+        return Err(err(
+            path,
+            2,
+            format!("last row offset is {last}, header says nnz = {nnz}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Line 3: each row's column indices are below `cols`, increasing and distinct (offsets checked).
+fn check_columns(path: &Path, rp: &[usize], ci: &[u32], cols: usize) -> Result<()> {
+    for (i, w) in rp.windows(2).enumerate() {
+        let row = &ci[w[0]..w[1]];
+        for (p, &j) in row.iter().enumerate() {
+            if j as usize >= cols {
+                return Err(err(
+                    path,
+                    3,
+                    format!(
+                        "row {i}: column index {j} (entry {}) out of range (cols = {cols})",
+                        w[0] + p
+                    ),
+                ));
+            }
+            if p > 0 && row[p - 1] >= j {
+                let what = if row[p - 1] == j {
+                    "duplicate"
+                } else {
+                    "unsorted"
+                };
+                return Err(err(
+                    path,
+                    3,
+                    format!(
+                        "row {i}: {what} column indices {} then {j} (entries {} and {})",
+                        row[p - 1],
+                        w[0] + p - 1,
+                        w[0] + p
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a `.smtx` file.
@@ -153,5 +237,58 @@ mod tests {
         assert!(e("2, 5, 3\n0 2 3\n1 4\n").contains(":3:"));
         assert!(e("2, 5, 3\n0 2 3\n1 9 0\n").contains("out of range"));
         assert!(e("2, 5, 3\n0 2 3\n1 x 0\n").contains("\"x\""));
+    }
+
+    #[test]
+    fn structure_errors_name_their_line_and_row() {
+        let p = Path::new("s.smtx");
+        let e = |s: &str| parse(s, p).unwrap_err().to_string();
+        let has = |s: &str, want: &[&str]| {
+            let m = e(s);
+            for w in want {
+                assert!(m.contains(w), "{m:?} lacks {w:?}");
+            }
+        };
+        // offsets (line 2): not starting at 0, decreasing, not ending at nnz
+        has(
+            "2, 5, 3\n1 2 3\n1 4 0\n",
+            &["s.smtx:2:", "first row offset is 1"],
+        );
+        has(
+            "3, 5, 3\n0 2 1 3\n1 4 0\n",
+            &["s.smtx:2:", "decrease at row 1: 2 then 1"],
+        );
+        has(
+            "2, 5, 3\n0 2 2\n1 4 0\n",
+            &["s.smtx:2:", "last row offset is 2"],
+        );
+        // indices (line 3): out of range, unsorted, duplicate, with the row
+        has(
+            "2, 5, 3\n0 2 3\n1 4 5\n",
+            &["s.smtx:3:", "row 1: column index 5", "out of range"],
+        );
+        has(
+            "2, 5, 3\n0 2 3\n4 1 0\n",
+            &["s.smtx:3:", "row 0: unsorted column indices 4 then 1"],
+        );
+        has(
+            "2, 5, 3\n0 1 3\n0 2 2\n",
+            &["s.smtx:3:", "row 1: duplicate column indices 2 then 2"],
+        );
+        // header (line 1): columns beyond u32, rows + 1 overflowing
+        has("1, 4294967296, 0\n0 0\n", &["s.smtx:1:", "u32"]);
+        has(
+            "18446744073709551615, 1, 0\n0\n",
+            &["s.smtx:2:", "18446744073709551616"],
+        );
+        // trailing text after the indices: an error at its line; blank lines are fine
+        has(
+            "2, 5, 3\n0 2 3\n1 4 0\nfoo bar\n",
+            &["s.smtx:4:", "\"foo bar\""],
+        );
+        has("2, 5, 3\n0 2 3\n1 4 0\n\n \n7\n", &["s.smtx:6:", "\"7\""]);
+        has("3, 3, 0\n0 0 0 0\n\nx\n", &["s.smtx:4:"]);
+        assert_eq!(parse("2, 5, 3\n0 2 3\n1 4 0\n\n  \n", p).unwrap().nnz(), 3);
+        assert_eq!(parse("3, 3, 0\n0 0 0 0", p).unwrap().nnz(), 0);
     }
 }
