@@ -5,10 +5,20 @@ use crate::{Error, Result};
 
 /// This machine's physical memory in bytes (`MemTotal` of /proc/meminfo); `None` where unknown.
 pub fn physical_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of /proc/meminfo text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut t = line["MemTotal:".len()..].split_whitespace();
+    let v: u64 = t.next()?.parse().ok()?;
+    let unit = match t.next() {
+        None => 1,
+        Some("kB") => 1024,
+        Some(_) => return None,
+    };
+    v.checked_mul(unit)
 }
 
 /// `count` elements of `elem_bytes` each: an error when the product overflows or exceeds the
@@ -94,5 +104,9 @@ mod tests {
         }
         assert_eq!(zeros_f32("small", 5).unwrap(), vec![0.0; 5]);
         assert_eq!(human(1536), "1.5 KiB");
+        let t = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(mem_total(t), Some(24_576_000 * 1024));
+        assert_eq!(mem_total("MemFree: 5 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: x kB\n"), None);
     }
 }

@@ -142,11 +142,10 @@ fn parse_min_time(s: &str) -> Result<f64, String> {
 /// `--threads`: 0 (all cores) up to max(64, 8 x the available cores).
 fn parse_threads(s: &str) -> Result<usize, String> {
     let v = s.parse::<usize>().map_err(|e| e.to_string())?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let max = 64.max(8 * cores);
+    let max = super::train::max_threads();
     if v > max {
         return Err(format!(
-            "at most {max} (64 or 8 x the {cores} available cores), or 0 for all cores"
+            "at most {max} on this machine (8 per core, at least 64), or 0 for all cores"
         ));
     }
     Ok(v)
@@ -161,28 +160,10 @@ fn bytes_of(bufs: &[(usize, &[usize])]) -> Option<usize> {
     })
 }
 
-/// The machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`), if readable.
-fn mem_total() -> Option<u64> {
-    parse_mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
-}
-
-/// `MemTotal` of `/proc/meminfo` text, in bytes.
-fn parse_mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut t = line["MemTotal:".len()..].split_whitespace();
-    let v: u64 = t.next()?.parse().ok()?;
-    let unit = match t.next() {
-        None => 1,
-        Some("kB") => 1024,
-        Some(_) => return None,
-    };
-    v.checked_mul(unit)
-}
-
 /// Refuses a benchmark (`what` names its shape) whose buffers take `bytes` (`None`: overflowed).
 /// Every bench path calls this before it allocates anything.
 fn check_fits(what: &str, bytes: Option<usize>) -> Result<(), CliError> {
-    check_fits_in(what, bytes, mem_total())
+    check_fits_in(what, bytes, lopper_tensor::mem::physical_memory())
 }
 
 /// [`check_fits`] against `mem` bytes of memory; when unknown, the buffers must be reservable at once.
@@ -817,14 +798,6 @@ mod tests {
         assert!(b >= 4 * 4 * 4_000_000_000 + 4 * 4_000_000_000 * 4, "{b}");
         assert_eq!(csr_bytes(&w, 1 << 62, "spmm"), None);
         assert!(csr_bytes(&w, 4, "sddmm").unwrap() > 2 * 4 * 4 * 4_000_000_000);
-    }
-
-    #[test]
-    fn meminfo_total() {
-        let t = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
-        assert_eq!(parse_mem_total(t), Some(24_576_000 * 1024));
-        assert_eq!(parse_mem_total("MemFree: 5 kB\n"), None);
-        assert_eq!(parse_mem_total("MemTotal: x kB\n"), None);
     }
 
     #[test]
