@@ -277,3 +277,29 @@ fn matrices_folder_filters_before_parsing_and_skips_symlinked_folders() {
         );
     }
 }
+
+#[test]
+fn a_matrix_with_no_stored_entry_is_not_benchmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.smtx");
+    std::fs::write(&f, "4, 4, 0\n0 0 0 0 0\n\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lopper"))
+        .args([
+            "bench",
+            "spmm",
+            "--matrix",
+            f.to_str().unwrap(),
+            "--n",
+            "4",
+            "--rounds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("empty (4x4, 0 non-zeros): no stored entry, nothing to benchmark"),
+        "{err}"
+    );
+}

@@ -232,7 +232,18 @@ fn bad_input_fails_cleanly_without_output() {
         ),
         (vec![s(&truncated), "--rank", "2"], "truncated.safetensors"),
         (vec![s(&missing), "--rank", "2"], "missing.safetensors"),
-        (vec![s(&good), "--rank", "0"], "--rank 0: "),
+        (
+            vec![s(&good), "--rank", "0"],
+            "--rank 0: rank must be at least 1",
+        ),
+        (
+            vec![s(&good), "--rank", "2", "--seed", "3"],
+            "--seed applies to --method rsvd only",
+        ),
+        (
+            vec![s(&good), "--rank", "2", "--oversample", "1000000000"],
+            "--oversample applies to --method rsvd only",
+        ),
         (vec![s(&good), "--energy", "1.5"], "energy fraction"),
         (vec![s(&good), "--ratio", "-0.5"], "ratio"),
         (
@@ -310,4 +321,39 @@ fn a_compressed_store_is_expanded_first() {
     assert_eq!(t.shape(), &[24, 16]);
     // no CSR parts and no store manifest in the output
     assert!(f.entries.iter().all(|(n, _)| !n.contains(".csr_")));
+    // a factor store is not compressed again; pruning one drops its (now stale) manifest
+    let factors = dir.path().join("factors.safetensors");
+    let o = lopper(&[
+        "compress",
+        s(&good),
+        "-o",
+        s(&factors),
+        "--rank",
+        "2",
+        "--store",
+        "factors",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = dir.path().join("again.safetensors");
+    let o = lopper(&["compress", s(&factors), "-o", s(&again), "--rank", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("already a low-rank factor store"),
+        "{err}"
+    );
+    assert!(!again.exists());
+    let pruned = dir.path().join("pruned.safetensors");
+    let o = lopper(&["prune", s(&factors), "-o", s(&pruned), "--sparsity", "0.5"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("manifest of the input's low-rank factors is dropped"),
+        "{out}"
+    );
+    assert!(
+        !st::read(&pruned)
+            .unwrap()
+            .metadata
+            .contains_key("lopper.lowrank")
+    );
 }

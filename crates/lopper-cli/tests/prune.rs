@@ -304,6 +304,10 @@ fn bad_inputs_fail_cleanly() {
             "magnitude and random",
         ),
         (
+            vec![p(&input), "--sparsity", "0.5", "--seed", "7"],
+            "--seed applies to --method random only",
+        ),
+        (
             vec![p(&input), "--sparsity", "0.5", "--min-density", "0.1"],
             "--min-density 0.1 applies to --scope global only",
         ),
@@ -374,4 +378,42 @@ fn a_closed_stdout_ends_inspect_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "stderr: {err}");
     assert_ne!(out.status.code(), Some(101), "stderr: {err}");
+}
+
+#[test]
+fn notes_say_what_the_numbers_hide() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = checkpoint(dir.path());
+    let out = dir.path().join("g.safetensors");
+    // global scope with a floor above the budget: the achieved sparsity is said
+    let o = lopper(&[
+        "prune",
+        p(&input),
+        "-o",
+        p(&out),
+        "--sparsity",
+        "0.5",
+        "--scope",
+        "global",
+        "--min-density",
+        "0.9",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("note: the pruned tensors reach sparsity 0.0938, not 0.5000"),
+        "{text}"
+    );
+    assert!(text.contains("(--min-density 0.9 keeps more)"), "{text}");
+    // inspect notes NaN and infinite values
+    let nan = dir.path().join("nan.safetensors");
+    let mut f = SafetensorsFile::default();
+    f.push("w", Tensor::from_f32(&[2, 2], vec![f32::NAN; 4]).unwrap());
+    st::write(&nan, &f).unwrap();
+    let o = lopper(&["inspect", p(&nan)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("note: w holds 4 NaN or infinite values (of 4)"),
+        "{text}"
+    );
 }

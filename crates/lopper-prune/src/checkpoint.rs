@@ -234,6 +234,8 @@ pub struct TensorInfo {
     pub n_of_4: Option<usize>,
     /// How it is stored: `dense`, `csr` or `nm` (compressed stores), `raw` for non-float.
     pub layout: String,
+    /// NaN or infinite elements (float tensors only; a trained weight has none).
+    pub non_finite: Option<usize>,
 }
 
 /// Description of a file.
@@ -297,6 +299,7 @@ pub fn describe(file: &SafetensorsFile, path: &str) -> Result<Description> {
                         _ => "dense",
                     }
                     .into(),
+                    non_finite: Some(v.iter().filter(|x| !x.is_finite()).count()),
                 }
             }
             Entry::Raw { dtype, shape, .. } => TensorInfo {
@@ -309,6 +312,7 @@ pub fn describe(file: &SafetensorsFile, path: &str) -> Result<Description> {
                 is_2_4: false,
                 n_of_4: None,
                 layout: "raw".into(),
+                non_finite: None,
             },
         });
     }

@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A buffer whose size comes from a file or an argument cannot fit in memory ([`crate::mem`]).
+    #[error("{0}")]
+    Memory(String),
     /// A file is not in the format it claims to be in.
     #[error("{}: malformed {format} file: {detail}", path.display())]
     Format {

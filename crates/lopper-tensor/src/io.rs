@@ -4,4 +4,4 @@ pub mod npy;
 pub mod safetensors;
 mod st_header;
 
-pub use atomic::write_atomic;
+pub use atomic::{check_output, write_atomic};

@@ -25,13 +25,10 @@ fn mem_total(meminfo: &str) -> Option<u64> {
 /// physical memory. `what` names the buffer (e.g. "h.0.mlp.fc.weight expanded to dense").
 pub fn check_bytes(what: &str, count: usize, elem_bytes: usize) -> Result<()> {
     let too_big = |need: String| {
-        Error::invalid(
-            "allocation",
-            format!(
-                "{what} needs {need}, more than this machine's memory ({})",
-                physical_memory().map_or("unknown".into(), human)
-            ),
-        )
+        Error::Memory(format!(
+            "{what} needs {need}, more than this machine's memory ({})",
+            physical_memory().map_or("unknown".into(), human)
+        ))
     };
     let bytes = count
         .checked_mul(elem_bytes)
@@ -48,10 +45,9 @@ pub fn elements(what: &str, shape: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| {
-            Error::invalid(
-                "allocation",
-                format!("{what}: shape {shape:?} has more elements than fit in memory"),
-            )
+            Error::Memory(format!(
+                "{what}: shape {shape:?} has more elements than fit in memory"
+            ))
         })
 }
 
@@ -61,7 +57,7 @@ pub fn zeros_f32(what: &str, n: usize) -> Result<Vec<f32>> {
     check_bytes(what, n, 4)?;
     let mut v = Vec::new();
     v.try_reserve_exact(n)
-        .map_err(|e| Error::invalid("allocation", format!("{what}: {n} floats: {e}")))?;
+        .map_err(|e| Error::Memory(format!("{what}: {n} floats: {e}")))?;
     v.resize(n, 0.0);
     Ok(v)
 }

@@ -554,6 +554,26 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
             cases.push((name, read_matrix(&f)?));
         }
     }
+    // a matrix with no stored entry (or no rows or columns) has no work to time: a speedup of it
+    // would mean nothing
+    let empty: Vec<String> = cases
+        .iter()
+        .filter(|(_, w)| w.nnz() == 0)
+        .map(|(n, w)| format!("{n} ({}x{}, {} non-zeros)", w.rows(), w.cols(), w.nnz()))
+        .collect();
+    if !empty.is_empty() {
+        if a.matrix.is_some() {
+            return Err(CliError::Usage(format!(
+                "{}: no stored entry, nothing to benchmark",
+                empty[0]
+            )));
+        }
+        eprintln!(
+            "lopper bench: skipped, no stored entry: {}",
+            empty.join(", ")
+        );
+        cases.retain(|(_, w)| w.nnz() > 0);
+    }
     if cases.is_empty() {
         return Err(CliError::Usage(
             "no matrix left to benchmark (check --filter)".into(),

@@ -64,15 +64,15 @@ pub struct Args {
     /// Output layout.
     #[arg(long, value_enum, default_value = "dense")]
     pub store: StoreArg,
-    /// rsvd: oversampling columns.
-    #[arg(long, default_value_t = 10)]
-    pub oversample: usize,
-    /// rsvd: power iterations.
-    #[arg(long, default_value_t = 2)]
-    pub power_iters: usize,
-    /// rsvd: seed of the Gaussian sketch.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// rsvd only: oversampling columns [default: 10].
+    #[arg(long)]
+    pub oversample: Option<usize>,
+    /// rsvd only: power iterations, at most 64 [default: 2].
+    #[arg(long)]
+    pub power_iters: Option<usize>,
+    /// rsvd only: seed of the Gaussian sketch [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 fn regex(flag: &str, re: &Option<String>) -> Result<Option<regex::Regex>, CliError> {
@@ -80,6 +80,9 @@ fn regex(flag: &str, re: &Option<String>) -> Result<Option<regex::Regex>, CliErr
         .map(|s| regex::Regex::new(s).map_err(|e| CliError::Usage(format!("{flag} {s:?}: {e}"))))
         .transpose()
 }
+
+/// The metadata key of a factor store's manifest (`--store factors`).
+pub const LOWRANK_KEY: &str = "lopper.lowrank";
 
 /// The most power iterations `--power-iters` accepts.
 const MAX_POWER_ITERS: usize = 64;
@@ -96,26 +99,53 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ));
         }
     };
-    let rule = rule
-        .validate()
-        .map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
-    if args.power_iters > MAX_POWER_ITERS {
-        return Err(CliError::Usage(format!(
-            "--power-iters {}: at most {MAX_POWER_ITERS} (2 to 7 are usual; each one is two more passes over the matrix)",
-            args.power_iters
-        )));
-    }
+    let rule = rule.validate().map_err(|e| {
+        // the rule's own complaint, without the library's "RankRule: invalid argument" prefix
+        let detail = match &e {
+            lopper_lowrank::Error::Invalid { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
+        CliError::Usage(format!("{flag}: {detail}"))
+    })?;
     let method = match args.method {
-        MethodArg::Svd => Method::Svd,
-        MethodArg::Rsvd => Method::Rsvd(RsvdParams {
-            oversample: args.oversample,
-            power_iters: args.power_iters,
-            seed: args.seed,
-        }),
+        MethodArg::Svd => {
+            // the sketch's options mean nothing to the exact SVD: refuse rather than ignore them
+            let given = [
+                ("--oversample", args.oversample.is_some()),
+                ("--power-iters", args.power_iters.is_some()),
+                ("--seed", args.seed.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                return Err(CliError::Usage(format!(
+                    "{flag} applies to --method rsvd only (svd is exact and has no sketch)"
+                )));
+            }
+            Method::Svd
+        }
+        MethodArg::Rsvd => {
+            let power_iters = args.power_iters.unwrap_or(2);
+            if power_iters > MAX_POWER_ITERS {
+                return Err(CliError::Usage(format!(
+                    "--power-iters {power_iters}: at most {MAX_POWER_ITERS} (2 to 7 are usual; each one is two more passes over the matrix)"
+                )));
+            }
+            Method::Rsvd(RsvdParams {
+                oversample: args.oversample.unwrap_or(10),
+                power_iters,
+                seed: args.seed.unwrap_or(0),
+            })
+        }
     };
     let include = regex("--include", &args.include)?;
     let exclude = regex("--exclude", &args.exclude)?;
+    lopper_tensor::io::check_output(&args.output)?; // before the SVDs, not after
     let input = lopper_prune::store::load(&args.input)?;
+    if input.metadata.contains_key(LOWRANK_KEY) {
+        return Err(CliError::Usage(format!(
+            "{}: already a low-rank factor store (metadata {LOWRANK_KEY}); compress the original dense file instead",
+            args.input.display()
+        )));
+    }
     let par = Par::rayon();
 
     let mut out = SafetensorsFile {
@@ -204,7 +234,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     if matches!(args.store, StoreArg::Factors) {
         out.metadata.insert(
-            "lopper.lowrank".into(),
+            LOWRANK_KEY.into(),
             serde_json::Value::Object(manifest).to_string(),
         );
     }

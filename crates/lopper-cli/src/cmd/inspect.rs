@@ -58,6 +58,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             t.layout
         );
     }
+    for t in &d.tensors {
+        if let Some(k) = t.non_finite.filter(|&k| k > 0) {
+            println!(
+                "note: {} holds {k} NaN or infinite values (of {}); its density counts them as non-zero",
+                t.name, t.numel
+            );
+        }
+    }
     println!(
         "total: {} float tensors, {} elements, {} non-zero, density {:.4}, {} of them 2:4-valid",
         d.float_tensors, d.numel, d.nonzeros, d.density, d.valid_2_4

@@ -68,9 +68,9 @@ pub struct Args {
     /// Output layout.
     #[arg(long, value_enum, default_value = "dense")]
     pub store: StoreArg,
-    /// Seed of --method random.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of --method random (only) [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// With an N:M pattern: also search an ASP-style channel permutation per tensor and report
     /// the fraction of |w| kept with and without it (the output itself is not permuted).
     #[arg(long)]
@@ -88,6 +88,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::Usage(format!(
             "--min-density {} applies to --scope global only (per layer, every tensor already reaches the sparsity)",
             args.min_density
+        )));
+    }
+    if args.seed.is_some() && !args.method.eq_ignore_ascii_case("random") {
+        return Err(CliError::Usage(format!(
+            "--seed applies to --method random only ({} is deterministic)",
+            args.method
         )));
     }
     let gran = lopper_prune::granularity::parse(&args.pattern)?;
@@ -114,7 +120,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         method: args.method.clone(),
         pattern: args.pattern.clone(),
         scope,
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         compressed: matches!(args.store, StoreArg::Compressed),
         permute_report: args.permute_report,
     };
@@ -122,8 +128,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(s) = args.sparsity {
         lopper_prune::check_sparsity(s)?;
     }
+    lopper_tensor::io::check_output(&args.output)?;
     let input = store::load(&args.input)?;
-    let pruned = prune_checkpoint(&input, &spec)?;
+    let mut pruned = prune_checkpoint(&input, &spec)?;
+    // a factor store's manifest describes the factors before pruning (rank, error): drop it
+    let stale = pruned
+        .file
+        .metadata
+        .remove(super::compress::LOWRANK_KEY)
+        .is_some();
     lopper_tensor::io::safetensors::write(&args.output, &pruned.file)?;
     if args.json {
         let v = serde_json::json!({
@@ -146,7 +159,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         args.output.display(),
         args.method,
         pruned.pattern,
-        pruned.sparsity
+        pruned.sparsity + 0.0 // -0 prints as 0
     );
     let w = pruned
         .report
@@ -188,6 +201,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
         100.0 * tt.flops_saved,
         input.entries.len() - tt.tensors
     );
+    if stale {
+        println!(
+            "note: the {} manifest of the input's low-rank factors is dropped (pruning changes them); the factors are now plain tensors",
+            super::compress::LOWRANK_KEY
+        );
+    }
+    let achieved = 1.0 - tt.density;
+    if (achieved - pruned.sparsity).abs() > 0.01 && tt.numel > 0 {
+        println!(
+            "note: the pruned tensors reach sparsity {achieved:.4}, not {:.4}{}",
+            pruned.sparsity,
+            if args.min_density > 0.0 {
+                format!(" (--min-density {} keeps more)", args.min_density)
+            } else {
+                String::new()
+            }
+        );
+    }
     for t in pruned
         .report
         .tensors

@@ -94,6 +94,9 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
             format!("symmetric matrix must be square, got {rows}x{cols}"),
         ));
     }
+    // the row offsets (rows + 1 of them) are allocated whatever the entries: check them first
+    lopper_tensor::mem::check_bytes(&format!("{rows} rows"), rows.saturating_add(1), 8)
+        .map_err(|e| err(path, sl, e.to_string()))?;
     // the header's count is not trusted for the allocation: an entry takes at least 4 bytes of text
     let cap = nnz.min(text.len() / 4);
     let mut trip: Vec<(u32, u32, f32, usize)> = Vec::with_capacity(cap.saturating_mul(2));
@@ -297,10 +300,17 @@ mod tests {
         );
         assert!(
             e("%%MatrixMarket matrix coordinate real general\n18446744073709551615 1 0\n")
-                .contains(":2: malformed Matrix Market file: 18446744073709551615 rows")
+                .contains(":2: malformed Matrix Market file: 18446744073709551615 rows needs")
         );
         assert!(
             e("%%MatrixMarket matrix coordinate pattern general\n1 4294967296 0\n").contains(":2:")
         );
+        if lopper_tensor::mem::physical_memory().is_some() {
+            // 2^60 rows: 8 EiB of row offsets, refused at the size line
+            assert!(
+                e("%%MatrixMarket matrix coordinate real general\n1152921504606846976 4 1\n1 1 1\n")
+                    .contains(":2: malformed Matrix Market file: 1152921504606846976 rows needs 8.0 EiB"),
+            );
+        }
     }
 }

@@ -51,6 +51,12 @@ where
     Ok(())
 }
 
+/// Checks, before any work is spent, that [`write_atomic`] could write `path`: absent, a regular
+/// file, or a link to one (the folder's writability is only known when writing).
+pub fn check_output(path: &Path) -> Result<()> {
+    target_of(path).map(|_| ())
+}
+
 /// Where a write to `path` goes: `path` itself when it is absent or a regular file, the file a
 /// symbolic link points to, and an error for anything else.
 fn target_of(path: &Path) -> Result<std::path::PathBuf> {
