@@ -438,10 +438,9 @@ fn matrix_name(f: &Path) -> String {
         .replace("_fully_connected", "")
         .replace("self_attention_multihead_attention_", "attn_")
         .replace("magnitude_pruning", "magnitude");
-    let stem = name
-        .strip_suffix(".smtx")
-        .or_else(|| name.strip_suffix(".mtx"));
-    stem.unwrap_or(&name).to_string()
+    // .smtx (DLMC's own files) loses its extension; a Matrix Market file keeps `.mtx`, so that
+    // `a.smtx` and `a.mtx` in one folder stay two rows
+    name.strip_suffix(".smtx").unwrap_or(&name).to_string()
 }
 
 /// Reads a matrix file: Matrix Market when it ends in `.mtx` or starts with `%%MatrixMarket`, else
@@ -821,8 +820,12 @@ mod tests {
     }
 
     #[test]
-    fn matrix_names_drop_the_extension() {
+    fn matrix_names_drop_the_smtx_extension() {
         assert_eq!(matrix_name(Path::new("a/b/c/d/e.smtx")), "b/c/d/e");
-        assert_eq!(matrix_name(Path::new("x.mtx")), "x");
+        assert_eq!(matrix_name(Path::new("x.mtx")), "x.mtx");
+        assert_ne!(
+            matrix_name(Path::new("m/good.smtx")),
+            matrix_name(Path::new("m/good.mtx"))
+        );
     }
 }
