@@ -483,3 +483,157 @@ fn absurd_thread_counts_are_refused_before_any_work() {
     // nothing was written
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn recipe_paths_that_are_not_files_say_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let mut cases = vec![(dir.path().to_path_buf(), "is a folder, not a recipe file")];
+    if made.is_ok_and(|s| s.success()) {
+        cases.push((fifo, "is not a regular file"));
+    }
+    for (p, want) in cases {
+        let o = lopper_in(dir.path(), &["train", "--recipe", s(&p), "--out", s(&out)]);
+        assert!(!o.status.success(), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("--recipe {}: {want}", s(&p))),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn bad_output_folders_fail_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = write(dir.path(), "gpt.toml", GPT);
+    let f = write(dir.path(), "afile", "x");
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+    let under_file = f.join("sub");
+    for (args, want) in [
+        (
+            vec!["train", "--recipe", s(&g), "--out", s(&under_file)],
+            format!(
+                "--out {}: {} is a file, not a folder",
+                s(&under_file),
+                s(&f)
+            ),
+        ),
+        (
+            vec!["train", "--recipe", s(&g), "--out", s(&dangling)],
+            format!("--out {}: is a symbolic link to nothing", s(&dangling)),
+        ),
+        (
+            vec!["demo", "--quick", "--out", s(&under_file)],
+            format!(
+                "--out {}: {} is a file, not a folder",
+                s(&under_file),
+                s(&f)
+            ),
+        ),
+    ] {
+        let o = lopper_in(dir.path(), &args);
+        assert!(!o.status.success(), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert!(!err.contains("training"), "{args:?}: {err}");
+    }
+    // OUT/checkpoints in the way: named as part of --out, before training
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    write(&out, "checkpoints", "x");
+    let o = lopper_in(
+        dir.path(),
+        &[
+            "train",
+            "--recipe",
+            s(&g),
+            "--out",
+            s(&out),
+            "--checkpoint-every",
+            "2",
+        ],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("--out {}: checkpoint folder", s(&out))),
+        "{err}"
+    );
+    assert!(!err.contains("training"), "{err}");
+    // a recipe's checkpoint_dir that is a file: its file, line and key, before the first recipe
+    // of a compare trains
+    let ck = GPT.replace(
+        "eval_every = 2\n",
+        &format!(
+            "eval_every = 2\ncheckpoint_every = 2\ncheckpoint_dir = {:?}\n",
+            s(&f)
+        ),
+    );
+    let line = 1 + ck
+        .lines()
+        .position(|l| l.starts_with("checkpoint_dir"))
+        .unwrap();
+    let b = write(dir.path(), "ck.toml", &ck.replace("tiny-gpt", "tiny-ck"));
+    let out2 = dir.path().join("out2");
+    let o = lopper_in(dir.path(), &["compare", s(&g), s(&b), "--out", s(&out2)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("ck.toml:{line}: train.checkpoint_dir:")),
+        "{err}"
+    );
+    assert!(!err.contains("training"), "{err}");
+    assert!(!out2.exists());
+}
+
+#[test]
+fn a_run_into_a_used_folder_keeps_the_earlier_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = write(dir.path(), "gpt.toml", GPT);
+    let out = dir.path().join("out");
+    let ck = out.join("checkpoints");
+    // an earlier run left step 4 and 5; the new 3-step run keeps its own newest 2 and those
+    let run = |steps: &str| {
+        let o = lopper_in(
+            dir.path(),
+            &[
+                "train",
+                "--recipe",
+                s(&r),
+                "--out",
+                s(&out),
+                "--checkpoint-every",
+                "1",
+                "--steps",
+                steps,
+                "--quiet",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    run("5");
+    let names = || {
+        let mut v: Vec<String> = leftovers(&ck)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(), ["step-00000004", "step-00000005"]);
+    run("3");
+    assert_eq!(
+        names(),
+        [
+            "step-00000002",
+            "step-00000003",
+            "step-00000004",
+            "step-00000005"
+        ]
+    );
+}

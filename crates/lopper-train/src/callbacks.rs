@@ -92,9 +92,8 @@ impl Callback for EarlyStopping {
 
 /// Saves a checkpoint every `every` steps, and after the run's last step, into
 /// `{dir}/step-{steps:08}` (the trainer saves it, see [`Callback::checkpoint_request`]) and keeps
-/// the newest `keep_last` of them by step number (0: all). Stateless: old checkpoints are found
-/// by listing `dir` (so a fresh run into a directory holding a longer run's checkpoints prunes by
-/// step number across both: use a new directory per run).
+/// the newest `keep_last` of the checkpoints this instance saved (0: all). Checkpoints already in
+/// `dir` (an earlier run, or the one a run resumed from) are never removed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpointing {
     /// Folder of the `step-XXXXXXXX` checkpoint directories.
@@ -105,6 +104,8 @@ pub struct Checkpointing {
     pub keep_last: usize,
     /// The run's total steps, seen at `on_begin`.
     total: u64,
+    /// The checkpoints this instance saved, oldest first (the only ones it removes).
+    saved: Vec<PathBuf>,
 }
 
 impl Checkpointing {
@@ -118,6 +119,7 @@ impl Checkpointing {
             every,
             keep_last,
             total: 0,
+            saved: Vec::new(),
         })
     }
 
@@ -161,13 +163,20 @@ impl Callback for Checkpointing {
     fn on_checkpoint(&mut self, ctx: &mut Ctx<'_>, path: &Path) -> Result<()> {
         ctx.log
             .event(ctx.step, self.name(), format!("saved {}", path.display()));
+        // `path` is the manifest: the checkpoint is the folder checkpoint_request named
+        let dir = self.dir.join(format!("step-{:08}", ctx.step));
+        if !self.saved.contains(&dir) {
+            self.saved.push(dir);
+        }
         if self.keep_last == 0 {
             return Ok(());
         }
-        let all = Self::list(&self.dir);
-        let drop = all.len().saturating_sub(self.keep_last);
-        for (_, p) in &all[..drop] {
-            std::fs::remove_dir_all(p).map_err(|e| crate::io(p, e))?;
+        let drop = self.saved.len().saturating_sub(self.keep_last);
+        let old: Vec<PathBuf> = self.saved.drain(..drop).collect();
+        for p in old {
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(|e| crate::io(&p, e))?;
+            }
             ctx.log
                 .event(ctx.step, self.name(), format!("removed {}", p.display()));
         }

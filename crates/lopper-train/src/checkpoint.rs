@@ -451,6 +451,34 @@ pub fn save(dir: &Path, trainer: &mut Trainer, recipe_hash: Option<&str>) -> Res
     Ok(mpath)
 }
 
+/// Whether `dir` is, or can be created as, a folder, without creating anything: the path and
+/// its nearest existing ancestor must be folders (or links to folders). The error says what is in
+/// the way (a file, a dangling link), for the caller to prefix with the option or key.
+pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
+    if dir.as_os_str().is_empty() {
+        return Err("empty path".into());
+    }
+    for p in dir.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        let Ok(link) = std::fs::symlink_metadata(p) else {
+            continue; // not there yet: created with its parents
+        };
+        let what = if p == dir {
+            String::new()
+        } else {
+            format!("{} ", p.display())
+        };
+        return match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(format!("{what}is a file, not a folder")),
+            Err(_) if link.file_type().is_symlink() => {
+                Err(format!("{what}is a symbolic link to nothing"))
+            }
+            Err(e) => Err(format!("{what}{e}")),
+        };
+    }
+    Ok(())
+}
+
 /// Reads and validates a manifest (a checkpoint directory or its `manifest.json`).
 pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
     let mpath = if path.is_dir() {

@@ -536,3 +536,156 @@ fn a_data_file_too_short_points_at_data_path() {
         Ok(_) => panic!("built"),
     }
 }
+
+/// (key, detail) of a recipe error from `Recipe::build`; panics on any other outcome.
+fn build_err(text: &str) -> (String, String) {
+    let r = Recipe::from_str(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    match r.build() {
+        Err(Error::Recipe { key, detail, .. }) => (key, detail),
+        Err(e) => panic!("not a recipe error: {e}"),
+        Ok(_) => panic!("built:\n{text}"),
+    }
+}
+
+#[test]
+fn runs_beyond_the_machines_memory_are_refused_at_their_key() {
+    if lopper_tensor::mem::physical_memory().is_none() {
+        return; // nothing to compare with
+    }
+    let digits = std::fs::read_to_string(recipes_dir().join("digits.toml")).unwrap();
+    for (text, key) in [
+        (
+            BASE.replace("batch = 2", "batch = 100000000000"),
+            "data.batch",
+        ),
+        (
+            BASE.replace("val_batches = 1", "val_batches = 100000000000"),
+            "data.val_batches",
+        ),
+        (BASE.replace("width = 32", "width = 1000000"), "model.width"),
+        (
+            BASE.replace("width = 32", "width = 32\nvocab = 10000000000"),
+            "model.vocab",
+        ),
+        (
+            BASE.replace("layers = 1", "layers = 10000000"),
+            "model.layers",
+        ),
+        (
+            digits.replace("sizes = [64, 128, 10]", "sizes = [64, 1000000000, 10]"),
+            "model.sizes",
+        ),
+    ] {
+        let (k, detail) = build_err(&text);
+        assert_eq!(k, key, "{detail}");
+        assert!(
+            detail.contains("GiB") && detail.contains("more than this machine's memory"),
+            "{detail}"
+        );
+    }
+}
+
+#[test]
+fn options_without_their_feature_and_empty_folders_are_errors() {
+    let text = BASE.replace("[train]", "[train]\nearly_stopping_min_delta = 0.01");
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (
+            line_of(&text, "early_stopping_min_delta"),
+            "train.early_stopping_min_delta"
+        )
+    );
+    assert!(detail.contains("early_stopping_patience"), "{detail}");
+    let text = BASE.replace(
+        "[train]",
+        "[train]\ncheckpoint_every = 2\ncheckpoint_dir = \"\"",
+    );
+    let (line, key, _) = recipe_err(&text);
+    assert_eq!(
+        (line, key.as_str()),
+        (line_of(&text, "checkpoint_dir"), "train.checkpoint_dir")
+    );
+}
+
+#[test]
+fn a_checkpoint_dir_that_is_a_file_is_found_when_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("afile");
+    std::fs::write(&f, "x").unwrap();
+    for p in [f.clone(), f.join("sub")] {
+        let text = BASE.replace(
+            "[train]",
+            &format!(
+                "[train]\ncheckpoint_every = 2\ncheckpoint_dir = {:?}",
+                s(&p)
+            ),
+        );
+        let (key, detail) = build_err(&text);
+        assert_eq!(key, "train.checkpoint_dir", "{detail}");
+        assert!(detail.contains("is a file, not a folder"), "{detail}");
+    }
+    // a dangling link
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &link).unwrap();
+    let text = BASE.replace(
+        "[train]",
+        &format!(
+            "[train]\ncheckpoint_every = 2\ncheckpoint_dir = {:?}",
+            s(&link)
+        ),
+    );
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "train.checkpoint_dir", "{detail}");
+    assert!(detail.contains("symbolic link to nothing"), "{detail}");
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// An IDX file: magic, big-endian dimensions, bytes.
+fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn an_empty_idx_set_points_at_data_dir_and_a_batch_too_big_at_data_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |train_rows: u32| {
+        let n = train_rows as usize;
+        let files = [
+            (
+                "train-images-idx3-ubyte",
+                idx(0x803, &[train_rows, 2, 2], &vec![1; n * 4]),
+            ),
+            (
+                "train-labels-idx1-ubyte",
+                idx(0x801, &[train_rows], &vec![1; n]),
+            ),
+            ("t10k-images-idx3-ubyte", idx(0x803, &[3, 2, 2], &[2; 12])),
+            ("t10k-labels-idx1-ubyte", idx(0x801, &[3], &[0, 1, 2])),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+    };
+    let text = format!(
+        "name = \"i\"\n[model]\nkind = \"mlp\"\nsizes = [4, 10]\n[data]\nkind = \"idx\"\ndir = {:?}\nbatch = 4\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nsteps = 1\n",
+        s(dir.path())
+    );
+    write(0);
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "data.dir", "{detail}");
+    assert!(detail.contains("no rows"), "{detail}");
+    write(2);
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "data.batch", "{detail}");
+    write(4);
+    Recipe::from_str(&text, "t.toml").unwrap().build().unwrap();
+}

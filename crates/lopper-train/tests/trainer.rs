@@ -342,6 +342,30 @@ fn checkpointing_keeps_the_last_ones() {
 }
 
 #[test]
+fn checkpointing_removes_only_its_own_checkpoints() {
+    // an earlier run left steps 2 and 4 in the folder
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |steps| TrainConfig {
+        steps,
+        eval_every: 0,
+        eval_at_end: false,
+        ..Default::default()
+    };
+    let mut old = mlp_trainer(false, cfg(4), 1e-2);
+    old.add_callback(Box::new(Checkpointing::new(dir.path(), 2, 0).unwrap()));
+    old.run().unwrap();
+    let steps =
+        |d: &std::path::Path| -> Vec<u64> { Checkpointing::list(d).iter().map(|c| c.0).collect() };
+    assert_eq!(steps(dir.path()), vec![2, 4]);
+    // a new 3-step run into the same folder saves 1, 2 (over the old 2) and 3, removes its own 1,
+    // never the old 4
+    let mut t = mlp_trainer(false, cfg(3), 1e-2);
+    t.add_callback(Box::new(Checkpointing::new(dir.path(), 1, 2).unwrap()));
+    t.run().unwrap();
+    assert_eq!(steps(dir.path()), vec![2, 3, 4]);
+}
+
+#[test]
 fn evaluate_needs_validation_data() {
     struct NoVal;
     impl lopper_train::DataSource for NoVal {

@@ -36,7 +36,8 @@ pub struct Args {
     /// Continue from this checkpoint (a step-XXXXXXXX folder or its manifest) of the same recipe.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Save a checkpoint every N steps into OUT/checkpoints/, and one after the last step.
+    /// Save a checkpoint every N steps, and one after the last step, into the recipe's
+    /// train.checkpoint_dir when it names one, else into OUT/checkpoints/.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// rayon threads (0 = all cores).
@@ -81,9 +82,16 @@ impl RecipeSource {
     pub fn load(&self) -> Result<(Recipe, String), CliError> {
         let text = match (&self.path, self.text) {
             (Some(p), _) => {
-                if !p.is_file() {
+                let problem = match std::fs::metadata(p) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
+                    Err(_) => None, // the read below says why
+                    Ok(m) if m.is_dir() => Some("is a folder, not a recipe file"),
+                    Ok(m) if !m.is_file() => Some("is not a regular file"),
+                    Ok(_) => None,
+                };
+                if let Some(problem) = problem {
                     return Err(CliError::Usage(format!(
-                        "--recipe {}: no such file",
+                        "--recipe {}: {problem}",
                         p.display()
                     )));
                 }
@@ -106,8 +114,9 @@ impl RecipeSource {
 
 /// `--steps N`: the run takes `n` steps and keeps its shape: every key counted in steps
 /// (schedule warmup, train eval_every and log_every, stage start, end, at, every, delta_t) is
-/// scaled by `n / steps` (rounded; periods at least 1, steps inside the run). Returns what changed,
-/// as `key old -> new` (said on stderr: never silent).
+/// scaled by `n / steps` (rounded; periods at least 1, steps inside the run; `eval_every = 0`,
+/// evaluation at the end only, stays 0). Returns what changed, as `key old -> new` (said on
+/// stderr: never silent).
 pub fn scale_steps(spec: &mut RecipeSpec, n: u64) -> Vec<String> {
     let old = spec.train.steps.unwrap_or(n).max(1);
     let mut changes = vec![format!("train.steps {old} -> {n}")];
@@ -127,7 +136,9 @@ pub fn scale_steps(spec: &mut RecipeSpec, n: u64) -> Vec<String> {
         }
     };
     sc("schedule.warmup".into(), &mut spec.schedule.warmup, 0, last);
-    sc("train.eval_every".into(), &mut spec.train.eval_every, 1, n);
+    if spec.train.eval_every != Some(0) {
+        sc("train.eval_every".into(), &mut spec.train.eval_every, 1, n);
+    }
     sc("train.log_every".into(), &mut spec.train.log_every, 1, n);
     for (i, st) in spec.stage.iter_mut().enumerate() {
         let k = |key: &str| format!("stage[{i}].{key}");
@@ -188,15 +199,22 @@ pub fn check_threads(n: usize) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Refuses an output path that is an existing file, before any training is spent.
+/// Refuses an output path that is not a folder and cannot become one (a file, a file among its
+/// parents, a dangling link), before any training is spent; creates nothing.
 pub fn check_out_dir(out: &Path) -> Result<(), CliError> {
-    if out.exists() && !out.is_dir() {
-        return Err(CliError::Usage(format!(
-            "--out {}: exists and is not a folder",
+    lopper_train::checkpoint::check_folder(out)
+        .map_err(|e| CliError::Usage(format!("--out {}: {e}", out.display())))
+}
+
+/// Creates the output folder (with its parents) before any training; errors name `--out`.
+fn create_out_dir(out: &Path) -> Result<(), CliError> {
+    check_out_dir(out)?;
+    std::fs::create_dir_all(out).map_err(|e| {
+        CliError::Usage(format!(
+            "--out {}: cannot create the folder: {e}",
             out.display()
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// A bar on stderr when it is a terminal and `quiet` is off; hidden otherwise.
@@ -235,6 +253,45 @@ struct Prepared {
     name: String,
     hash: String,
     trainer: Trainer,
+    /// The checkpoint folder, when the run checkpoints, and who chose it.
+    ckpt: Option<(PathBuf, CkptOwner)>,
+}
+
+/// Who chose a checkpoint folder, for errors: `--out` (OUT/checkpoints) or the recipe's key.
+enum CkptOwner {
+    Out,
+    Recipe { file: String, line: usize },
+}
+
+impl Prepared {
+    /// Creates the checkpoint folder (before any training); errors name `--out` or the recipe's
+    /// `train.checkpoint_dir` with its line.
+    fn create_ckpt_dir(&self, out: &Path) -> Result<(), CliError> {
+        let Some((dir, owner)) = &self.ckpt else {
+            return Ok(());
+        };
+        let problem = match lopper_train::checkpoint::check_folder(dir) {
+            Ok(()) => match std::fs::create_dir_all(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("cannot create the folder: {e}"),
+            },
+            Err(e) => e,
+        };
+        Err(match owner {
+            CkptOwner::Out => CliError::Usage(format!(
+                "--out {}: checkpoint folder {}: {problem}",
+                out.display(),
+                dir.display()
+            )),
+            CkptOwner::Recipe { file, line } => lopper_train::Error::Recipe {
+                path: file.clone(),
+                line: *line,
+                key: "train.checkpoint_dir".into(),
+                detail: format!("{}: {problem}", dir.display()),
+            }
+            .into(),
+        })
+    }
 }
 
 /// Parses and builds one recipe with the overrides: `--steps` replaces `[train] steps` (so the
@@ -308,9 +365,32 @@ fn prepare(
     if let Some(every) = opts.checkpoint_every {
         train.checkpoint_every = Some(every);
     }
-    if train.checkpoint_every.is_some() && train.checkpoint_dir.is_none() {
-        train.checkpoint_dir = Some(ckpt_dir.display().to_string());
-    }
+    let ckpt = match (
+        train.checkpoint_every.is_some(),
+        train.checkpoint_dir.clone(),
+    ) {
+        (false, _) => None,
+        (true, Some(d)) => {
+            let line = Spans::new(&text).line(&lopper_train::recipe::spec::keys(&[
+                "train",
+                "checkpoint_dir",
+            ]));
+            let file = src.label.clone();
+            Some((PathBuf::from(d), CkptOwner::Recipe { file, line }))
+        }
+        (true, None) => {
+            // found now, not blamed on a train.checkpoint_dir the recipe does not have
+            if let Err(e) = lopper_train::checkpoint::check_folder(&ckpt_dir) {
+                return Err(CliError::Usage(format!(
+                    "--out {}: checkpoint folder {}: {e}",
+                    out.display(),
+                    ckpt_dir.display()
+                )));
+            }
+            train.checkpoint_dir = Some(ckpt_dir.display().to_string());
+            Some((ckpt_dir, CkptOwner::Out))
+        }
+    };
     let mut trainer = recipe.build()?;
     trainer.set_recipe_hash(Some(hash.clone()));
     if let Some(p) = &opts.resume {
@@ -320,6 +400,7 @@ fn prepare(
         name,
         hash,
         trainer,
+        ckpt,
     })
 }
 
@@ -350,8 +431,9 @@ fn figures(s: &RunSummary, params: usize, cpu_steal: Option<f64>) -> Figures {
     }
 }
 
-/// Trains `sources` one after another (all are parsed and built first, so a bad recipe fails
-/// before any training), then makes the report. Checkpoints, when asked, go under `out`.
+/// Trains `sources` one after another (all are parsed and built first, and `out` and every
+/// checkpoint folder created, so a bad recipe or folder fails before any training), then makes
+/// the report. Checkpoints, when asked, go under `out` unless a recipe names its own folder.
 pub fn run_all(
     command: &str,
     sources: &[RecipeSource],
@@ -371,6 +453,11 @@ pub fn run_all(
             "two recipes are named {:?}: give each variant its own name",
             w[0]
         )));
+    }
+    // every folder a run writes exists before the first step
+    create_out_dir(out)?;
+    for p in &prepared {
+        p.create_ckpt_dir(out)?;
     }
     let mut variants = Vec::with_capacity(prepared.len());
     let mut meter_reasons = Vec::new();
@@ -529,6 +616,22 @@ mod tests {
         let mut same = r.spec.clone();
         assert_eq!(scale_steps(&mut same, 240).len(), 1);
         assert_eq!(same, r.spec);
+    }
+
+    #[test]
+    fn eval_every_zero_stays_zero() {
+        // 0: evaluate only at the end, not a period to scale
+        let (r, _) = recipe(0);
+        for n in [1, 3, 240, 1000] {
+            let mut spec = r.spec.clone();
+            spec.train.eval_every = Some(0);
+            let changes = scale_steps(&mut spec, n);
+            assert_eq!(spec.train.eval_every, Some(0), "{n} steps");
+            assert!(
+                !changes.iter().any(|c| c.starts_with("train.eval_every")),
+                "{changes:?}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,15 @@ impl Recipe {
                 .checkpoint_dir
                 .clone()
                 .unwrap_or_else(|| format!("checkpoints/{}", s.name));
+            // a file in the way is found now, not after the first `every` steps
+            crate::checkpoint::check_folder(std::path::Path::new(&dir)).map_err(|e| {
+                let key = if t.checkpoint_dir.is_some() {
+                    "checkpoint_dir"
+                } else {
+                    "checkpoint_every"
+                };
+                self.err(&keys(&["train", key]), format!("{dir}: {e}"))
+            })?;
             let ck = Checkpointing::new(dir, every, t.checkpoint_keep.unwrap_or(2))
                 .map_err(|e| self.err(&keys(&["train", "checkpoint_every"]), e.to_string()))?;
             trainer.add_callback(Box::new(ck));
@@ -194,6 +203,7 @@ impl Recipe {
             |key: &str, e: crate::data::DataError| self.err(&keys(&["data", key]), e.to_string());
         if m.kind == "gpt" {
             let ctx = m.ctx.unwrap_or(1);
+            self.check_gpt_memory()?;
             let text = match &d.path {
                 Some(p) => TextData::from_file(p).map_err(|e| data_err("path", e))?,
                 None => TextData::embedded_kjv(),
@@ -245,8 +255,15 @@ impl Recipe {
                     mnist(&dir)
                 }
                 .map_err(|e| data_err(key, e))?;
+                // an empty set is the folder's fault, a batch outside 1..=rows the batch's
+                let rows = (pair.train.rows, pair.test.rows);
+                let key = if rows.0 > 0 && rows.1 > 0 && !(1..=rows.0).contains(&batch) {
+                    "batch"
+                } else {
+                    key
+                };
                 ImageSource::new(pair.train, pair.test, batch, s.seed)
-                    .map_err(|e| data_err("batch", e))?
+                    .map_err(|e| data_err(key, e))?
             }
         };
         let sizes = m.sizes.clone().unwrap_or_default();
@@ -257,6 +274,7 @@ impl Recipe {
                 format!("{sizes:?} does not fit the data: input {dim} features, {classes} classes"),
             ));
         }
+        self.check_mlp_memory(&sizes, batch, src.val().rows)?;
         let act = match m.activation.as_deref() {
             Some("gelu") => MlpActivation::Gelu,
             _ => MlpActivation::Relu,
@@ -265,6 +283,128 @@ impl Recipe {
             .map_err(|e| self.err(&keys(&["model", "sizes"]), e.to_string()))?;
         mlp.set_precision(precision(m.precision.as_deref()));
         Ok((Box::new(mlp), Box::new(src)))
+    }
+
+    /// Refuses a GPT run whose [`Need`] exceeds the physical memory (see [`Recipe::refuse`]).
+    fn check_gpt_memory(&self) -> Result<()> {
+        let (m, d) = (&self.spec.model, &self.spec.data);
+        let ctx = m.ctx.unwrap_or(1) as f64;
+        // the keys that size the run, their values and the smallest values they can take
+        let ctx_key = if d.context.is_some() {
+            "context"
+        } else {
+            "ctx"
+        };
+        let dims: [(&[&str], f64, f64); 7] = [
+            (
+                &["data", "batch"],
+                d.batch.unwrap_or(defaults::TEXT_BATCH) as f64,
+                1.0,
+            ),
+            (
+                &["data", "val_batches"],
+                d.val_batches.unwrap_or(defaults::VAL_BATCHES) as f64,
+                1.0,
+            ),
+            (&["data", ctx_key], d.context.map_or(ctx, |c| c as f64), 1.0),
+            (
+                &["model", "vocab"],
+                m.vocab.unwrap_or(defaults::VOCAB) as f64,
+                256.0,
+            ),
+            (&["model", "width"], m.width.unwrap_or(1) as f64, 1.0),
+            (&["model", "layers"], m.layers.unwrap_or(1) as f64, 1.0),
+            (&["model", "heads"], m.heads.unwrap_or(1) as f64, 1.0),
+        ];
+        let tied = m.tie_weights.unwrap_or(true);
+        let need = |x: &[f64]| {
+            let [b, vb, t, v, c, l, h] = [x[0], x[1], x[2], x[3], x[4], x[5], x[6]];
+            let pos = if d.context.is_some() { ctx } else { t };
+            let n = b * t;
+            Need {
+                // embeddings, per block qkv, proj, fc, fc_proj (12 C^2) with biases and
+                // LayerNorms, the final LayerNorm, an untied head
+                params: (v + pos) * c
+                    + l * (12.0 * c * c + 13.0 * c)
+                    + 2.0 * c
+                    + if tied { 0.0 } else { v * c },
+                // per block and token: the residual, ln1, qkv, attention output, res2, ln2,
+                // fc and gelu (16 C) and the attention probabilities (heads x t); logits,
+                // probabilities and their gradient; the backward's scratch (about 10 C)
+                acts: 4.0 * n * (l * (16.0 * c + h * t) + 3.0 * v + 10.0 * c),
+                // tokens and targets (u32) of one training batch and every validation batch
+                data: 8.0 * n * (vb + 1.0),
+            }
+        };
+        self.refuse(&dims, need)
+    }
+
+    /// Refuses an MLP run whose [`Need`] exceeds the physical memory (see [`Recipe::refuse`]).
+    fn check_mlp_memory(&self, sizes: &[usize], batch: usize, val_rows: usize) -> Result<()> {
+        let hidden: Vec<f64> = sizes[1..sizes.len() - 1]
+            .iter()
+            .map(|&h| h as f64)
+            .collect();
+        let (input, classes) = (sizes[0] as f64, sizes[sizes.len() - 1] as f64);
+        // `model.sizes` scales as a whole: its smallest is every hidden layer of width 1
+        let scale = hidden.iter().copied().fold(1.0, f64::max);
+        let dims: [(&[&str], f64, f64); 2] = [
+            (&["data", "batch"], batch as f64, 1.0),
+            (&["model", "sizes"], scale, 1.0),
+        ];
+        let val = val_rows as f64;
+        let need = |x: &[f64]| {
+            let (b, k) = (x[0], x[1] / scale);
+            let mut all = vec![input];
+            all.extend(hidden.iter().map(|h| (h * k).max(1.0)));
+            all.push(classes);
+            let params: f64 = all.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+            let widest = all.iter().copied().fold(0.0, f64::max);
+            Need {
+                params,
+                // per row: pre- and post-activation of every layer, the input, probabilities
+                // and two gradient buffers
+                acts: 4.0 * b * (2.0 * all[1..].iter().sum::<f64>() + 3.0 * widest),
+                // one training batch and the validation batches of features
+                data: 4.0 * (b + val) * input,
+            }
+        };
+        self.refuse(&dims, need)
+    }
+
+    /// An error when `need` of `dims` (key, value, smallest value) exceeds the physical memory,
+    /// at the key whose reduction to its smallest value saves the most (nothing where the memory
+    /// is unknown).
+    fn refuse(&self, dims: &[(&[&str], f64, f64)], need: impl Fn(&[f64]) -> Need) -> Result<()> {
+        let Some(mem) = lopper_tensor::mem::physical_memory() else {
+            return Ok(());
+        };
+        let x: Vec<f64> = dims.iter().map(|d| d.1).collect();
+        let n = need(&x);
+        if n.bytes() <= mem as f64 {
+            return Ok(());
+        }
+        let mut worst = (0, f64::NEG_INFINITY);
+        for (i, d) in dims.iter().enumerate() {
+            let mut y = x.clone();
+            y[i] = d.2.min(d.1);
+            let saved = n.bytes() - need(&y).bytes();
+            if saved > worst.1 {
+                worst = (i, saved);
+            }
+        }
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        Err(self.err(
+            &keys(dims[worst.0].0),
+            format!(
+                "the run would need about {:.1} GiB (weights, gradients and optimizer moments {:.1} GiB, activations {:.1} GiB, data batches {:.1} GiB), more than this machine's memory ({:.1} GiB)",
+                gib(n.bytes()),
+                gib(16.0 * n.params),
+                gib(n.acts),
+                gib(n.data),
+                gib(mem as f64)
+            ),
+        ))
     }
 
     /// The callback of stage `i` (named after its kind, or `name`; `{kind}.{i}` when the kind's
@@ -376,6 +516,23 @@ impl Recipe {
             }
         };
         Ok(cb)
+    }
+}
+
+/// A rough estimate of a run's memory, in elements and bytes (f64: no overflow).
+#[derive(Clone, Copy, Debug)]
+struct Need {
+    /// Parameters (each with its gradient and two AdamW moments: 16 bytes).
+    params: f64,
+    /// Bytes of the activations kept for the backward and of the backward's buffers.
+    acts: f64,
+    /// Bytes of the data batches.
+    data: f64,
+}
+
+impl Need {
+    fn bytes(&self) -> f64 {
+        16.0 * self.params + self.acts + self.data
     }
 }
 

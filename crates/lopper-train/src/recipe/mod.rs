@@ -68,11 +68,16 @@ impl Recipe {
     /// Reads and parses the recipe at `path` (errors name the path).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Recipe> {
         let path = path.as_ref();
-        if path.is_dir() {
-            return Err(io(
-                path,
-                std::io::Error::other("is a folder, not a recipe file"),
-            ));
+        // a folder or a FIFO is said as such (reading a FIFO would wait for a writer)
+        if let Ok(m) = std::fs::metadata(path)
+            && !m.is_file()
+        {
+            let what = if m.is_dir() {
+                "is a folder, not a recipe file"
+            } else {
+                "is not a regular file"
+            };
+            return Err(io(path, std::io::Error::other(what)));
         }
         let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
         Recipe::from_str(&text, &path.display().to_string())

@@ -369,6 +369,18 @@ impl Checker<'_> {
                 format!("{d} must be >= 0"),
             ));
         }
+        if t.early_stopping_patience.is_none() && t.early_stopping_min_delta.is_some() {
+            return Err(self.err(
+                &keys(&["train", "early_stopping_min_delta"]),
+                "applies only with train.early_stopping_patience",
+            ));
+        }
+        if t.checkpoint_dir.as_deref().is_some_and(|d| d.is_empty()) {
+            return Err(self.err(
+                &keys(&["train", "checkpoint_dir"]),
+                "empty: give a folder (default checkpoints/{name})",
+            ));
+        }
         if t.checkpoint_every.is_none() {
             for (k, p) in [
                 ("checkpoint_dir", t.checkpoint_dir.is_some()),
