@@ -58,16 +58,28 @@ impl LayerScope {
     /// The names of the selected layers of `model`, in the model's order. Errors (naming `stage`)
     /// on a malformed regex, a regex that matches no layer, or an empty selection.
     pub fn select(&self, model: &dyn Model, stage: &str) -> Result<Vec<String>> {
+        let sel = self
+            .selection(model)
+            .map_err(|e| invalid(stage, e.to_string()))?;
+        Ok(model
+            .linears()
+            .iter()
+            .zip(sel)
+            .filter(|(_, s)| *s)
+            .map(|(l, _)| l.name.clone())
+            .collect())
+    }
+
+    /// Which of `model`'s Linear layers (in order) are selected, with lopper-prune's typed
+    /// errors (a malformed regex, one that matches no layer, an empty selection) for callers that
+    /// point at the key at fault.
+    pub fn selection(&self, model: &dyn Model) -> lopper_prune::Result<Vec<bool>> {
         let mut scope = Scope::layer();
         if let Some(re) = &self.include {
-            scope = scope
-                .include(re)
-                .map_err(|e| invalid(stage, e.to_string()))?;
+            scope = scope.include(re)?;
         }
         if let Some(re) = &self.exclude {
-            scope = scope
-                .exclude(re)
-                .map_err(|e| invalid(stage, e.to_string()))?;
+            scope = scope.exclude(re)?;
         }
         let layers = model.linears();
         let shapes: Vec<[usize; 2]> = layers
@@ -79,15 +91,7 @@ impl LayerScope {
             .zip(&shapes)
             .map(|(l, s)| (l.name.as_str(), &s[..]))
             .collect();
-        let sel = scope
-            .select(&tensors)
-            .map_err(|e| invalid(stage, e.to_string()))?;
-        Ok(layers
-            .iter()
-            .zip(sel)
-            .filter(|(_, s)| *s)
-            .map(|(l, _)| l.name.clone())
-            .collect())
+        scope.select(&tensors)
     }
 }
 

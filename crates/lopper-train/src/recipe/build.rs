@@ -125,15 +125,6 @@ impl Recipe {
     /// stage's layers have K a multiple of 4, and a `lora` rank fits every selected layer.
     fn check_stages(&self, model: &dyn Model) -> Result<()> {
         let layers = model.linears();
-        let shapes: Vec<[usize; 2]> = layers
-            .iter()
-            .map(|l| [l.out_features(), l.in_features()])
-            .collect();
-        let tensors: Vec<(&str, &[usize])> = layers
-            .iter()
-            .zip(&shapes)
-            .map(|(l, s)| (l.name.as_str(), &s[..]))
-            .collect();
         for (i, st) in self.spec.stage.iter().enumerate() {
             let regex_key = if st.include.is_some() {
                 "include"
@@ -142,18 +133,19 @@ impl Recipe {
             } else {
                 "kind"
             };
-            let mut scope = lopper_prune::Scope::layer();
-            if let Some(re) = &st.include {
-                scope = scope
-                    .include(re)
-                    .map_err(|e| self.err(&stage_key(i, "include"), e.to_string()))?;
-            }
-            if let Some(re) = &st.exclude {
-                scope = scope
-                    .exclude(re)
-                    .map_err(|e| self.err(&stage_key(i, "exclude"), e.to_string()))?;
-            }
-            let sel = scope.select(&tensors).map_err(|e| match e {
+            let scope = LayerScope {
+                include: st.include.clone(),
+                exclude: st.exclude.clone(),
+            };
+            let sel = scope.selection(model).map_err(|e| match e {
+                lopper_prune::Error::Regex { ref pattern, .. } => {
+                    let key = if st.include.as_ref() == Some(pattern) {
+                        "include"
+                    } else {
+                        "exclude"
+                    };
+                    self.err(&stage_key(i, key), e.to_string())
+                }
                 lopper_prune::Error::NoMatch {
                     which,
                     pattern,
