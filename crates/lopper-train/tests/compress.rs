@@ -579,6 +579,44 @@ fn rigl_keeps_nnz_and_moves_connections() {
     }
 }
 
+/// The first event says how many mask updates the run will have, and says so when there is none
+/// (delta_t not below the end step): never a silent RigL that does nothing.
+#[test]
+fn rigl_announces_its_updates_and_their_absence() {
+    for (delta_t, end, total, expect) in [
+        (2, 9, 12, "4 updates: every 2 steps until step 9"),
+        (9, 9, 12, "no mask update in this run: delta_t = 9 is not below step 9"),
+        (5, 9, 4, "no mask update in this run: delta_t = 5 is not below step 4"),
+    ] {
+        let mut model = gpt(6);
+        let mut opt = Recorder::default();
+        let mut stage = Rigl::new(RiglConfig {
+            delta_t,
+            end: RiglEnd::Step(end),
+            ..rigl_cfg(Grow::Gradient)
+        })
+        .unwrap();
+        let mut run = Run {
+            model: &mut model,
+            opt: &mut opt,
+            log: RunLog::default(),
+            total,
+            lr: 0.05,
+        };
+        run.begin(&mut stage, 0).unwrap();
+        let first = &run.log.events[0].message;
+        assert!(first.contains(expect), "{first}");
+        let updates = (0..total).filter(|&t| stage.is_update_step(t)).count();
+        let said: usize = first
+            .split(" updates:")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(said, updates, "{first}");
+    }
+}
+
 #[test]
 fn rigl_grown_weights_start_at_zero_with_their_gradient() {
     let mut model = gpt(7);

@@ -367,17 +367,29 @@ impl Callback for Rigl {
             let values = layer_mut(ctx.model, &self.layers[i], &self.name)?.dense_weight();
             self.rebuild(ctx, i, &values, None, true)?;
         }
+        // update steps: the multiples of delta_t in 1..min(end, total)
+        let last = self.end_step.min(ctx.total_steps);
+        let updates = last.saturating_sub(1) / self.cfg.delta_t;
+        let when = if updates == 0 {
+            format!(
+                "no mask update in this run: delta_t = {} is not below step {last}, so the masks stay as drawn",
+                self.cfg.delta_t
+            )
+        } else {
+            format!(
+                "{updates} updates: every {} steps until step {}",
+                self.cfg.delta_t, self.end_step
+            )
+        };
         ctx.log.event(
             ctx.step,
             &self.name,
             format!(
-                "step {}: {} layers -> csr with {:?} masks at {} overall sparsity (updates every {} steps until step {})",
+                "step {}: {} layers -> csr with {:?} masks at {} overall sparsity ({when})",
                 ctx.step,
                 self.layers.len(),
                 self.cfg.layout,
                 pct(1.0 - kept as f64 / all.max(1) as f64),
-                self.cfg.delta_t,
-                self.end_step
             ),
         );
         Ok(())
