@@ -585,8 +585,18 @@ fn rigl_keeps_nnz_and_moves_connections() {
 fn rigl_announces_its_updates_and_their_absence() {
     for (delta_t, end, total, expect) in [
         (2, 9, 12, "4 updates: every 2 steps until step 9"),
-        (9, 9, 12, "no mask update in this run: delta_t = 9 is not below step 9"),
-        (5, 9, 4, "no mask update in this run: delta_t = 5 is not below step 4"),
+        (
+            9,
+            9,
+            12,
+            "no mask update in this run: delta_t = 9 is not below step 9",
+        ),
+        (
+            5,
+            9,
+            4,
+            "no mask update in this run: delta_t = 5 is not below step 4",
+        ),
     ] {
         let mut model = gpt(6);
         let mut opt = Recorder::default();

@@ -154,12 +154,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{} -> {}: {} {} at sparsity {:.4}",
+        "{} -> {}: {} {} at sparsity {}",
         args.input.display(),
         args.output.display(),
         args.method,
         pruned.pattern,
-        pruned.sparsity + 0.0 // -0 prints as 0
+        frac(pruned.sparsity)
     );
     let w = pruned
         .report
@@ -210,8 +210,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let achieved = 1.0 - tt.density;
     if (achieved - pruned.sparsity).abs() > 0.01 && tt.numel > 0 {
         println!(
-            "note: the pruned tensors reach sparsity {achieved:.4}, not {:.4}{}",
-            pruned.sparsity,
+            "note: the pruned tensors reach sparsity {}, not {}{}",
+            frac(achieved),
+            frac(pruned.sparsity),
             if args.min_density > 0.0 {
                 format!(" (--min-density {} keeps more)", args.min_density)
             } else {
@@ -240,4 +241,28 @@ pub fn run(args: Args) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// A fraction with 4 decimals, or in full where 4 would round it to 0 or 1 (0.99999 is not 1.0000).
+fn frac(x: f64) -> String {
+    let x = x + 0.0; // -0 prints as 0
+    let s = format!("{x:.4}");
+    if (s == "0.0000" || s == "1.0000") && x != 0.0 && x != 1.0 {
+        format!("{x}")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frac_never_rounds_to_the_ends() {
+        assert_eq!(super::frac(0.8), "0.8000");
+        assert_eq!(super::frac(2.0 / 3.0), "0.6667");
+        assert_eq!(super::frac(0.99999), "0.99999");
+        assert_eq!(super::frac(1e-6), "0.000001");
+        assert_eq!(super::frac(-0.0), "0.0000");
+        assert_eq!(super::frac(1.0), "1.0000");
+    }
 }
