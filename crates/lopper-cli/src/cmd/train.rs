@@ -206,10 +206,32 @@ pub fn check_out_dir(out: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--out {}: {e}", out.display())))
 }
 
-/// Creates the output folder (with its parents) before any training; errors name `--out`.
-fn create_out_dir(out: &Path) -> Result<(), CliError> {
+/// `create_dir_all(dir)`, adding the folders it made (outermost first) to `made`.
+fn create_dir_recorded(dir: &Path, made: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    made.extend(missing.into_iter().rev());
+    Ok(())
+}
+
+/// Removes the folders of `made` that are still empty, innermost first: a failed run leaves
+/// behind only what it wrote (a checkpoint folder holding checkpoints stays, for `--resume`).
+fn remove_empty(made: &[PathBuf]) {
+    for d in made.iter().rev() {
+        // fails, as meant, on a folder that is not empty
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// Creates the output folder (with its parents) before any training, adding the folders made to
+/// `made`; errors name `--out`.
+fn create_out_dir(out: &Path, made: &mut Vec<PathBuf>) -> Result<(), CliError> {
     check_out_dir(out)?;
-    std::fs::create_dir_all(out).map_err(|e| {
+    create_dir_recorded(out, made).map_err(|e| {
         CliError::Usage(format!(
             "--out {}: cannot create the folder: {e}",
             out.display()
@@ -266,12 +288,12 @@ enum CkptOwner {
 impl Prepared {
     /// Creates the checkpoint folder (before any training); errors name `--out` or the recipe's
     /// `train.checkpoint_dir` with its line.
-    fn create_ckpt_dir(&self, out: &Path) -> Result<(), CliError> {
+    fn create_ckpt_dir(&self, out: &Path, made: &mut Vec<PathBuf>) -> Result<(), CliError> {
         let Some((dir, owner)) = &self.ckpt else {
             return Ok(());
         };
         let problem = match lopper_train::checkpoint::check_folder(dir) {
-            Ok(()) => match std::fs::create_dir_all(dir) {
+            Ok(()) => match create_dir_recorded(dir, made) {
                 Ok(()) => return Ok(()),
                 Err(e) => format!("cannot create the folder: {e}"),
             },
@@ -454,11 +476,30 @@ pub fn run_all(
             w[0]
         )));
     }
-    // every folder a run writes exists before the first step
-    create_out_dir(out)?;
-    for p in &prepared {
-        p.create_ckpt_dir(out)?;
+    // every folder a run writes exists before the first step; on failure, those made and still
+    // empty are removed again
+    let mut made = Vec::new();
+    let r = create_out_dir(out, &mut made)
+        .and_then(|()| {
+            prepared
+                .iter()
+                .try_for_each(|p| p.create_ckpt_dir(out, &mut made))
+        })
+        .and_then(|()| train_prepared(command, prepared, sources, opts, threads));
+    if r.is_err() {
+        remove_empty(&made);
     }
+    r
+}
+
+/// The training loop of [`run_all`], once its folders exist.
+fn train_prepared(
+    command: &str,
+    prepared: Vec<Prepared>,
+    sources: &[RecipeSource],
+    opts: &RunOpts,
+    threads: usize,
+) -> Result<Report, CliError> {
     let mut variants = Vec::with_capacity(prepared.len());
     let mut meter_reasons = Vec::new();
     for (i, (mut p, src)) in prepared.into_iter().zip(sources).enumerate() {
@@ -564,6 +605,37 @@ mod tests {
     fn recipe(i: usize) -> (Recipe, String) {
         let (name, text) = RECIPES[i];
         RecipeSource::embedded(name, text).load().unwrap()
+    }
+
+    #[test]
+    fn a_failed_run_removes_only_the_empty_folders_it_made() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("a/b/out");
+        let ck = out.join("checkpoints");
+        let mut made = Vec::new();
+        create_dir_recorded(&out, &mut made).unwrap();
+        create_dir_recorded(&ck, &mut made).unwrap();
+        let want: Vec<PathBuf> = ["a", "a/b", "a/b/out", "a/b/out/checkpoints"]
+            .iter()
+            .map(|p| t.path().join(p))
+            .collect();
+        assert_eq!(made, want);
+        // all still empty: all go, the folder that was there stays
+        remove_empty(&made);
+        assert!(!t.path().join("a").exists());
+        assert!(t.path().is_dir());
+        // a checkpoint written before the failure keeps its folder and the folders above it
+        made.clear();
+        create_dir_recorded(&ck, &mut made).unwrap();
+        std::fs::write(ck.join("step-2.safetensors"), b"x").unwrap();
+        std::fs::create_dir(t.path().join("a/other")).unwrap(); // not made by the run: kept
+        remove_empty(&made);
+        assert!(ck.join("step-2.safetensors").is_file());
+        assert!(t.path().join("a/other").is_dir());
+        // a folder that existed before is not recorded
+        let mut again = Vec::new();
+        create_dir_recorded(&ck, &mut again).unwrap();
+        assert!(again.is_empty());
     }
 
     #[test]
