@@ -503,7 +503,8 @@ fn mnist_and_fashion_mnist_folders() {
         assert_eq!((pair.train.rows, pair.train.dim), (20, 16));
         assert_eq!((pair.test.rows, pair.test.dim), (7, 16));
         assert_eq!(pair.test.labels, vec![0, 1, 2, 3, 4, 5, 6]);
-        assert!(pair.train.name.ends_with("(train)"));
+        assert!(pair.train.name.ends_with("train-images-idx3-ubyte.gz)"));
+        assert!(pair.test.name.ends_with("t10k-images-idx3-ubyte)"));
     }
     std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
     match mnist(dir.path()) {

@@ -246,9 +246,15 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
 
 fn idx_dataset(dir: &Path, name: &str) -> Result<IdxPair, DataError> {
     let [tri, trl, tei, tel] = MNIST_FILES.map(|f| find(dir, f));
+    let (tri, tei) = (tri?, tei?);
+    // each set is named by the images file read (plain or .gz: logs say which)
+    let (trn, ten) = (
+        format!("{name} ({})", tri.display()),
+        format!("{name} ({})", tei.display()),
+    );
     Ok(IdxPair {
-        train: load_idx_pair(tri?, trl?, 10, format!("{name} (train)"))?,
-        test: load_idx_pair(tei?, tel?, 10, format!("{name} (test)"))?,
+        train: load_idx_pair(tri, trl?, 10, trn)?,
+        test: load_idx_pair(tei, tel?, 10, ten)?,
     })
 }
 
@@ -281,6 +287,36 @@ mod tests {
             parse_idx_labels(&[0, 0, 8, 1, 0, 0, 0, 0], "y").unwrap(),
             Vec::<u8>::new()
         );
+    }
+
+    #[test]
+    fn a_set_is_named_by_the_file_read_plain_before_gz() {
+        let t = tempfile::tempdir().unwrap();
+        let im = IdxImages {
+            count: 2,
+            rows: 1,
+            cols: 3,
+            pixels: vec![0, 1, 2, 3, 4, 5],
+        };
+        let (ib, lb) = (
+            encode_idx_images(&im).unwrap(),
+            encode_idx_labels(&[1, 7]).unwrap(),
+        );
+        for (f, b) in MNIST_FILES.iter().zip([&ib, &lb, &ib, &lb]) {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, b).unwrap();
+            std::fs::write(t.path().join(format!("{f}.gz")), gz.finish().unwrap()).unwrap();
+        }
+        let p = mnist(t.path()).unwrap();
+        let gz = t.path().join("train-images-idx3-ubyte.gz");
+        assert_eq!(p.train.name, format!("mnist ({})", gz.display()));
+        assert_eq!(p.train.labels, vec![1, 7]);
+        // a plain file beside the .gz is the one read, and the name says so
+        std::fs::write(t.path().join("train-images-idx3-ubyte"), &ib).unwrap();
+        let p = mnist(t.path()).unwrap();
+        let plain = t.path().join("train-images-idx3-ubyte");
+        assert_eq!(p.train.name, format!("mnist ({})", plain.display()));
+        assert!(p.test.name.ends_with("t10k-images-idx3-ubyte.gz)"));
     }
 
     #[test]
