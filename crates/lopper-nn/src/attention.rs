@@ -298,3 +298,205 @@ pub fn attention_backward_qkv(
         },
     )
 }
+
+impl AttnCache {
+    /// The probabilities buffer, sized for `len` elements (B*H*T*T), for [`seq_forward_t`].
+    pub(crate) fn probs_mut(&mut self, len: usize) -> &mut [f32] {
+        ensure(&mut self.att, len);
+        &mut self.att
+    }
+
+    /// The probabilities written by the last forward.
+    pub(crate) fn probs(&self) -> &[f32] {
+        &self.att
+    }
+}
+
+/// The views of head `h` in a feature-major sequence `x (F, t)` whose rows `f0 + h*hs ..` are the
+/// head's features: `(hs, t)`, row stride t.
+fn head_t(x: &[f32], f0: usize, h: usize, hs: usize, t: usize) -> MatRef<'_, f32> {
+    view(x, hs, (f0 + h * hs) * t, t, t)
+}
+
+/// Feature-major attention of one sequence (the layout the sparse products work in):
+/// `qkvt (3C, t)` holds q^T, k^T, v^T (rows 0..C, C..2C, 2C..3C; column = position);
+/// `yt (C, t) =` the output transposed; `att (H, t, t)` the probabilities (causal blocks written).
+/// The same products as [`attention_forward_qkv`], on transposed views:
+///   pre[i0..i1, 0..i1] = (q^T[:, i0..i1])^T k^T[:, 0..i1] / sqrt(hs);
+///   y^T[:, i0..i1] = v^T[:, 0..i1] att[i0..i1, 0..i1]^T.
+/// Single-threaded; lengths are the caller's to check.
+pub(crate) fn seq_forward_t(
+    qkvt: &[f32],
+    t: usize,
+    c: usize,
+    heads: usize,
+    att: &mut [f32],
+    yt: &mut [f32],
+) {
+    let hs = c / heads;
+    let scale = 1.0 / (hs as f32).sqrt();
+    for h in 0..heads {
+        let at = &mut att[h * t * t..(h + 1) * t * t];
+        let (qt, kt, vt) = (
+            head_t(qkvt, 0, h, hs, t),
+            head_t(qkvt, c, h, hs, t),
+            head_t(qkvt, 2 * c, h, hs, t),
+        );
+        for i0 in (0..t).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(t);
+            matmul(
+                view_mut(at, i1 - i0, i0 * t, i1, t),
+                Accum::Replace,
+                qt.subcols(i0, i1 - i0).transpose(),
+                kt.subcols(0, i1),
+                scale,
+                faer::Par::Seq,
+            );
+            for i in i0..i1 {
+                softmax_row(&mut at[i * t..i * t + i1], i + 1); // zeros j in i+1..i1
+            }
+            matmul(
+                view_mut(yt, hs, h * hs * t + i0, i1 - i0, t),
+                Accum::Replace,
+                vt.subcols(0, i1),
+                view(at, i1 - i0, i0 * t, i1, t).transpose(),
+                1.0,
+                faer::Par::Seq,
+            );
+        }
+    }
+}
+
+/// The backward of [`seq_forward_t`]: `dqkvt (3C, t) =` the gradient of qkvt given
+/// `dyt (C, t)`; `datt (t, t)` is scratch. Transposed forms of [`attention_backward_qkv`]'s
+/// products: dq^T = k^T dpre^T (per query block), dk^T = q^T dpre and dv^T = dy^T att (per key
+/// block, over the query rows that read it).
+pub(crate) fn seq_backward_t(
+    qkvt: &[f32],
+    dyt: &[f32],
+    t: usize,
+    c: usize,
+    heads: usize,
+    att: &[f32],
+    datt: &mut [f32],
+    dqkvt: &mut [f32],
+) {
+    let hs = c / heads;
+    let scale = 1.0 / (hs as f32).sqrt();
+    for h in 0..heads {
+        let at = &att[h * t * t..(h + 1) * t * t];
+        let (qt, kt, vt, dy) = (
+            head_t(qkvt, 0, h, hs, t),
+            head_t(qkvt, c, h, hs, t),
+            head_t(qkvt, 2 * c, h, hs, t),
+            head_t(dyt, 0, h, hs, t),
+        );
+        for i0 in (0..t).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(t);
+            // datt[i0..i1, 0..i1] = dy[i0..i1] v[0..i1]^T
+            matmul(
+                view_mut(datt, i1 - i0, i0 * t, i1, t),
+                Accum::Replace,
+                dy.subcols(i0, i1 - i0).transpose(),
+                vt.subcols(0, i1),
+                1.0,
+                faer::Par::Seq,
+            );
+            for i in i0..i1 {
+                softmax_backward_row(&at[i * t..i * t + i1], &mut datt[i * t..i * t + i1], i + 1);
+            }
+            // dq^T[:, i0..i1] = scale k^T[:, 0..i1] dpre[i0..i1, 0..i1]^T
+            matmul(
+                view_mut(dqkvt, hs, h * hs * t + i0, i1 - i0, t),
+                Accum::Replace,
+                kt.subcols(0, i1),
+                view(datt, i1 - i0, i0 * t, i1, t).transpose(),
+                scale,
+                faer::Par::Seq,
+            );
+        }
+        for j0 in (0..t).step_by(BLOCK) {
+            let j1 = (j0 + BLOCK).min(t);
+            // dk^T[:, j0..j1] = scale q^T[:, j0..t] dpre[j0..t, j0..j1]
+            matmul(
+                view_mut(dqkvt, hs, (c + h * hs) * t + j0, j1 - j0, t),
+                Accum::Replace,
+                qt.subcols(j0, t - j0),
+                view(datt, t - j0, j0 * t + j0, j1 - j0, t),
+                scale,
+                faer::Par::Seq,
+            );
+            // dv^T[:, j0..j1] = dy^T[:, j0..t] att[j0..t, j0..j1]
+            matmul(
+                view_mut(dqkvt, hs, (2 * c + h * hs) * t + j0, j1 - j0, t),
+                Accum::Replace,
+                dy.subcols(j0, t - j0),
+                view(at, t - j0, j0 * t + j0, j1 - j0, t),
+                1.0,
+                faer::Par::Seq,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod seq_t_tests {
+    use super::*;
+
+    /// Feature-major attention of each sequence equals the row-major attention, forward and
+    /// backward, at a length that is not a multiple of the causal block.
+    #[test]
+    fn feature_major_sequences_match_the_row_major_attention() {
+        let (b, t, c, heads) = (2, BLOCK + 7, 12, 3);
+        let n = b * t;
+        let qkv: Vec<f32> = (0..n * 3 * c)
+            .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 1.5)
+            .collect();
+        let dout: Vec<f32> = (0..n * c)
+            .map(|i| (i * 53 % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let s = AttnShape {
+            b,
+            t,
+            c,
+            heads,
+            par: Par::Seq,
+        };
+        let (mut y, mut dqkv, mut cache) =
+            (vec![0.0; n * c], vec![0.0; n * 3 * c], AttnCache::default());
+        attention_forward(&qkv, s, &mut y, &mut cache).unwrap();
+        attention_backward(&dout, s, &mut cache, &mut dqkv).unwrap();
+        // (F, t) of sequence bi from the row-major (n, F)
+        let tr = |x: &[f32], f: usize, bi: usize| -> Vec<f32> {
+            (0..f * t)
+                .map(|e| x[(bi * t + e % t) * f + e / t])
+                .collect()
+        };
+        for bi in 0..b {
+            let qt = tr(&qkv, 3 * c, bi);
+            let (mut att, mut yt) = (vec![f32::NAN; heads * t * t], vec![0.0; c * t]);
+            seq_forward_t(&qt, t, c, heads, &mut att, &mut yt);
+            let mut dqt = vec![0.0; 3 * c * t];
+            let mut datt = vec![f32::NAN; t * t];
+            seq_backward_t(
+                &qt,
+                &tr(&dout, c, bi),
+                t,
+                c,
+                heads,
+                &att,
+                &mut datt,
+                &mut dqt,
+            );
+            for (what, got, want) in [
+                ("y", &yt, tr(&y, c, bi)),
+                ("dqkv", &dqt, tr(&dqkv, 3 * c, bi)),
+            ] {
+                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-6 + 4.0 * t as f32 * f32::EPSILON * w.abs().max(1.0);
+                    assert!((g - w).abs() <= tol, "{what}[{e}] batch {bi}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! Then lnf = LN(res_L); logits (N, V) = lnf wte^T (tied) or lnf Whead^T; loss = mean CE.
 use crate::activation::{gelu_backward_par, gelu_forward_par};
 use crate::attention::{AttnCache, AttnShape, attention_backward_qkv, attention_forward_qkv};
+use crate::attn_panels::{self, AttnBufs, AttnSaved};
 use crate::embedding::Embedding;
 use crate::error::{invalid, shape};
 use crate::flops::{Flops, StepFlops};
@@ -82,6 +83,11 @@ struct BlockActs {
     /// from a 64-byte boundary: see `panels::MlpSaved`).
     fm: bool,
     ln2t: Vec<f32>,
+    /// The attention half ran on sequence panels (ln1t, qkv and atty hold ln1^T (C, N), qkv^T
+    /// (3C, N) and y^T (C, N) sequence-major, from a 64-byte boundary: see
+    /// `attn_panels::AttnSaved`).
+    fa: bool,
+    ln1t: Vec<f32>,
     /// bf16 mode: qkv and fch saved as bf16 (ln1, atty, ln2 and gelu are saved by the Linear
     /// layers that read them; the f32 buffers above stay empty).
     qkv_b: Vec<bf16>,
@@ -124,6 +130,8 @@ struct Acts {
     dlogits_t: Vec<f32>,
     /// Per-part buffers of the MLPs on panels.
     mlp: Vec<MlpBufs>,
+    /// Per-part buffers of the attention halves on sequence panels.
+    attn: Vec<AttnBufs>,
     tr: Transient,
 }
 
@@ -240,6 +248,7 @@ impl Gpt {
         for ba in &a.blocks {
             total += [
                 &ba.ln1, &ba.qkv, &ba.atty, &ba.res2, &ba.ln2, &ba.fch, &ba.gelu, &ba.ln2t,
+                &ba.ln1t,
             ]
             .into_iter()
             .map(f)
@@ -425,6 +434,7 @@ impl Gpt {
             }
             ensure(&mut ba.res2, n * c);
             ba.ln2t = Vec::new();
+            ba.ln1t = Vec::new();
             ba.qkv_b = Vec::new();
             ba.fch_b = Vec::new();
             for buf in [
@@ -508,6 +518,13 @@ impl Gpt {
                 ensure(&mut ba.fch, n * 4 * c);
                 ensure(&mut ba.gelu, n * 4 * c);
             }
+            // the attention half on sequence panels (qkv and proj Csr or 2:4, f32)
+            let fa = !bf && self.feature_major && blk.qkv.panel_native() && blk.proj.panel_native();
+            ba.fa = fa;
+            if !bf && !fa {
+                ensure(&mut ba.qkv, n * 3 * c);
+                ensure(&mut ba.atty, n * c);
+            }
             let tr = &mut a.tr;
             let (ln1, qkv, atty, ln2, fch, gelu) = if bf {
                 let t = tr;
@@ -531,12 +548,24 @@ impl Gpt {
             };
             blk.ln1
                 .forward(res, n, ln1, &mut ba.ln1_mean, &mut ba.ln1_rstd)?;
-            blk.qkv.forward(ln1, n, qkv)?; // qkv (N, 3C)
-            attention_forward_qkv(qkv, sh, atty, &mut ba.attn)?; // atty (N, C)
-            if bf {
-                round_into(qkv, &mut ba.qkv_b);
+            if fa {
+                // ln1^T, qkv^T and y^T saved sequence-major (see attn_panels::AttnSaved)
+                let saved = AttnSaved {
+                    xt: aligned(&mut ba.ln1t, n * c),
+                    qkvt: aligned(qkv, n * 3 * c),
+                    yt: aligned(atty, n * c),
+                };
+                let (q, p) = (&blk.qkv, &blk.proj);
+                let (cache, out) = (&mut ba.attn, &mut ba.res2);
+                attn_panels::attn_forward(q, p, ln1, sh, saved, cache, out, &mut a.attn, self.par)?;
+            } else {
+                blk.qkv.forward(ln1, n, qkv)?; // qkv (N, 3C)
+                attention_forward_qkv(qkv, sh, atty, &mut ba.attn)?; // atty (N, C)
+                if bf {
+                    round_into(qkv, &mut ba.qkv_b);
+                }
+                blk.proj.forward(atty, n, &mut ba.res2)?;
             }
-            blk.proj.forward(atty, n, &mut ba.res2)?;
             add_into(&mut ba.res2, res); // res2 = res + proj(atty)
             blk.ln2
                 .forward(&ba.res2, n, ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
@@ -669,9 +698,30 @@ impl Gpt {
                 .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;
             add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward
             // res2 = res + proj(atty)
-            blk.proj.backward(atty, &a.dres, n, &mut a.dc)?;
-            attention_backward_qkv(qkv, &a.dc, sh, &mut ba.attn, &mut a.d3c)?;
-            blk.qkv.backward(ln1, &a.d3c, n, &mut a.dc)?;
+            if ba.fa {
+                let saved = (
+                    aligned_ref(&ba.ln1t, n * c),
+                    aligned_ref(qkv, n * 3 * c),
+                    aligned_ref(atty, n * c),
+                );
+                let (q, p) = (&mut blk.qkv, &mut blk.proj);
+                let dx = &mut a.dc;
+                attn_panels::attn_backward(
+                    q,
+                    p,
+                    saved,
+                    &ba.attn,
+                    &a.dres,
+                    sh,
+                    dx,
+                    &mut a.attn,
+                    self.par,
+                )?;
+            } else {
+                blk.proj.backward(atty, &a.dres, n, &mut a.dc)?;
+                attention_backward_qkv(qkv, &a.dc, sh, &mut ba.attn, &mut a.d3c)?;
+                blk.qkv.backward(ln1, &a.d3c, n, &mut a.dc)?;
+            }
             blk.ln1
                 .backward(&a.res[l], &a.dc, &ba.ln1_mean, &ba.ln1_rstd, n, &mut a.dc2)?;
             add_into(&mut a.dres, &a.dc2); // dres = dres2 + LN1 backward

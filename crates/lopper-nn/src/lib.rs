@@ -16,6 +16,7 @@
 
 pub mod activation;
 pub mod attention;
+mod attn_panels;
 pub mod embedding;
 mod error;
 pub mod flops;
