@@ -266,7 +266,9 @@ impl Gpt {
     /// Whether a block whose two MLP layers are both sparse (Csr or 2:4, f32) runs its MLP whole
     /// per panel of 128 rows (`fc`, GELU and `mlp.proj` on feature-major (features, 128) panels that
     /// stay in cache: one transpose of the panel each way instead of one per sparse product and
-    /// operand). Default: true; false runs the two layers row-major.
+    /// operand), and whether a block whose qkv and attention proj are both sparse runs its attention
+    /// half per sequence on feature-major panels (`attn_panels`). Default: true; false runs these
+    /// layers row-major.
     pub fn set_feature_major(&mut self, on: bool) {
         self.feature_major = on;
     }
