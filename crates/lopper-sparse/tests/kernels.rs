@@ -2,7 +2,9 @@
 //! (one row, empty rows, N not a multiple of the tiles, all zeros, one heavy row), for every
 //! instruction-set clone this CPU has.
 use lopper_sparse::kernels::simd::{self, Isa};
-use lopper_sparse::{Csr, Sparse24, reference, sddmm, sddmm_add, spmm, spmm_24, spmm_t};
+use lopper_sparse::{
+    Csr, Sparse24, reference, sddmm, sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias, spmm_t,
+};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -103,6 +105,11 @@ proptest! {
             let mut y = vec![f32::NAN; m * n];
             spmm(&w, MatRef::new(&x, k, n).unwrap(), MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
             check(&y, &want, k, &format!("spmm {isa:?}"))?;
+            // with a bias per row, added as the rows are stored
+            let bias = dense(1, m, seed ^ 9);
+            let want_b: Vec<f64> = want.iter().enumerate().map(|(e, v)| v + bias[e / n] as f64).collect();
+            spmm_bias(&w, MatRef::new(&x, k, n).unwrap(), &bias, MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want_b, k + 1, &format!("spmm_bias {isa:?}"))?;
         }
     }
 
@@ -201,6 +208,11 @@ proptest! {
             let mut y = vec![f32::NAN; m * n];
             spmm_24(&w, MatRef::new(&x, k, n).unwrap(), MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
             check(&y, &want, k.max(1), &format!("spmm_24 {isa:?}"))?;
+            let bias = dense(1, m, seed ^ 9);
+            let want_b: Vec<f64> = want.iter().enumerate().map(|(e, v)| v + bias[e / n] as f64).collect();
+            y.fill(f32::NAN);
+            spmm_24_bias(&w, MatRef::new(&x, k, n).unwrap(), &bias, MatMut::new(&mut y, m, n).unwrap(), par_of(p)).unwrap();
+            check(&y, &want_b, k + 1, &format!("spmm_24_bias {isa:?}"))?;
         }
     }
 }
@@ -282,4 +294,29 @@ fn shape_errors_are_typed() {
         )
         .is_err()
     );
+    // a bias of the wrong length: an error naming both lengths, Y untouched
+    let mut y = vec![7.0; 12];
+    let e = spmm_bias(
+        &w,
+        MatRef::new(&dense(6, 3, 1), 6, 3).unwrap(),
+        &[0.0; 3],
+        MatMut::new(&mut y, 4, 3).unwrap(),
+        Par::Seq,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("bias has 3 values for 4 rows"),
+        "{e}"
+    );
+    assert_eq!(y, vec![7.0; 12]);
+    let mut y = vec![7.0; 6];
+    let e = spmm_24_bias(
+        &s,
+        MatRef::new(&dense(8, 3, 1), 8, 3).unwrap(),
+        &[0.0; 5],
+        MatMut::new(&mut y, 2, 3).unwrap(),
+        Par::Seq,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("spmm_24_bias"), "{e}");
 }

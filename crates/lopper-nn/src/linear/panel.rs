@@ -10,7 +10,7 @@ use crate::kernels::add_row_sums;
 use crate::util::ensure;
 use crate::{Precision, Result, Weight};
 use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{sddmm_add, spmm, spmm_24};
+use lopper_sparse::{sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias};
 use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
 
 /// One thread's parameter gradients of one layer over the panels it ran (zeroed by
@@ -91,12 +91,15 @@ impl Linear {
             return Ok(());
         }
         let (am, cm) = (MatRef::new(a, k, r)?, MatMut::new(c, m, r)?);
-        match &self.weight {
-            Weight::Csr { w, .. } => spmm(w, am, cm, Par::Seq)?,
-            Weight::Sparse24 { w, .. } => spmm_24(w, am, cm, Par::Seq)?,
+        // the bias is added as the kernels store each row
+        let bias = self.bias.as_ref().map(|(b, _)| b.as_slice());
+        match (&self.weight, bias) {
+            (Weight::Csr { w, .. }, Some(b)) => spmm_bias(w, am, b, cm, Par::Seq)?,
+            (Weight::Csr { w, .. }, None) => spmm(w, am, cm, Par::Seq)?,
+            (Weight::Sparse24 { w, .. }, Some(b)) => spmm_24_bias(w, am, b, cm, Par::Seq)?,
+            (Weight::Sparse24 { w, .. }, None) => spmm_24(w, am, cm, Par::Seq)?,
             _ => return Err(self.not_panel()),
         }
-        self.add_bias_t(c, r);
         Ok(())
     }
 

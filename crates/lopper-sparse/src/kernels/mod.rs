@@ -16,8 +16,8 @@ mod spmm;
 mod spmm24;
 
 pub use sddmm::{sddmm, sddmm_add};
-pub use spmm::{spmm, spmm_t, spmm_t_with};
-pub use spmm24::spmm_24;
+pub use spmm::{spmm, spmm_bias, spmm_t, spmm_t_with};
+pub use spmm24::{spmm_24, spmm_24_bias};
 
 /// Width (f32 lanes) of the register tile over N that the kernels use.
 pub const N_TILE: usize = 64;

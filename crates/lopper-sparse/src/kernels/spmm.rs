@@ -13,7 +13,30 @@ use crate::{Csr, CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
 
 /// `y = w x`: W (M, K) sparse, X (K, N), Y (M, N), overwritten.
-pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
+pub fn spmm(w: &Csr, x: MatRef<'_>, y: MatMut<'_>, par: Par) -> Result<()> {
+    spmm_impl(w, x, &[], y, par)
+}
+
+/// `y = w x + bias`: as [`spmm`], with `bias[i]` (M of them) added to every element of row i
+/// as the row is stored (no second pass over Y).
+pub fn spmm_bias(w: &Csr, x: MatRef<'_>, bias: &[f32], y: MatMut<'_>, par: Par) -> Result<()> {
+    check_bias("spmm_bias", w.rows(), bias)?;
+    spmm_impl(w, x, bias, y, par)
+}
+
+/// A bias must hold one value per row of W (an empty one is no bias).
+pub(crate) fn check_bias(op: &'static str, rows: usize, bias: &[f32]) -> Result<()> {
+    if bias.len() != rows {
+        return Err(shape_err(
+            op,
+            format!("bias has {} values for {rows} rows of W", bias.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// [`spmm`] with `bias` (one per row) or none (empty).
+fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) -> Result<()> {
     check_mm("spmm", (w.rows(), w.cols()), &x, &y)?;
     let n = x.cols();
     if n == 0 || w.rows() == 0 {
@@ -34,6 +57,7 @@ pub fn spmm(w: &Csr, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
                 rp,
                 ci,
                 v,
+                bias,
                 slab,
                 c.end - c.start,
                 yp,
@@ -71,16 +95,18 @@ pub fn spmm_t_with(wt: &CsrTranspose, x: MatRef<'_>, y: MatMut<'_>, par: Par) ->
     spmm(wt.csr(), x, y, par)
 }
 
-multiversion!(fn spmm_task(rp: &[usize], ci: &[u32], v: &[f32], slab: &[f32], sw: usize, y: SyncPtr,
-                           n: usize, r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
+multiversion!(fn spmm_task(rp: &[usize], ci: &[u32], v: &[f32], bias: &[f32], slab: &[f32], sw: usize,
+                           y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
 
 /// Rows r0..r1, columns c0..c1 of Y (row stride n) from `slab` = X[:, c0..c1] packed with row
-/// stride `sw = c1 - c0`.
+/// stride `sw = c1 - c0`, plus `bias[i]` on row i when `bias` is not empty.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn spmm_body<const FMA: bool>(
     rp: &[usize],
     ci: &[u32],
     v: &[f32],
+    bias: &[f32],
     slab: &[f32],
     sw: usize,
     y: SyncPtr,
@@ -93,6 +119,7 @@ fn spmm_body<const FMA: bool>(
     let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
     for i in r0..r1 {
         let (cols, vals) = (&ci[rp[i]..rp[i + 1]], &v[rp[i]..rp[i + 1]]);
+        let b = bias.get(i).copied().unwrap_or(0.0);
         // SAFETY: row i, columns c0..c1 of Y (n columns, row-major) belong to this task alone:
         // tasks are disjoint (row chunk x column block), and the range lies inside Y.
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0) };
@@ -101,26 +128,26 @@ fn spmm_body<const FMA: bool>(
         // index work per multiply-add of the 64-wide tile that AVX2 (16 registers) is limited to.
         if wide {
             while c + 128 <= sw {
-                tile::<FMA, 128>(cols, vals, slab, sw, c, &mut out[c..c + 128]);
+                tile::<FMA, 128>(cols, vals, slab, sw, c, b, &mut out[c..c + 128]);
                 c += 128;
             }
         }
         while c + 64 <= sw {
-            tile::<FMA, 64>(cols, vals, slab, sw, c, &mut out[c..c + 64]);
+            tile::<FMA, 64>(cols, vals, slab, sw, c, b, &mut out[c..c + 64]);
             c += 64;
         }
         while c + 16 <= sw {
-            tile::<FMA, 16>(cols, vals, slab, sw, c, &mut out[c..c + 16]);
+            tile::<FMA, 16>(cols, vals, slab, sw, c, b, &mut out[c..c + 16]);
             c += 16;
         }
         while c < sw {
-            tile::<FMA, 1>(cols, vals, slab, sw, c, &mut out[c..c + 1]);
+            tile::<FMA, 1>(cols, vals, slab, sw, c, b, &mut out[c..c + 1]);
             c += 1;
         }
     }
 }
 
-/// `out[0..T] = sum_p vals[p] * X[cols[p], c..c+T]`.
+/// `out[0..T] = sum_p vals[p] * X[cols[p], c..c+T] + b`.
 #[inline(always)]
 fn tile<const FMA: bool, const T: usize>(
     cols: &[u32],
@@ -128,6 +155,7 @@ fn tile<const FMA: bool, const T: usize>(
     x: &[f32],
     n: usize,
     c: usize,
+    b: f32,
     out: &mut [f32],
 ) {
     let mut a0 = [0.0f32; T];
@@ -154,6 +182,6 @@ fn tile<const FMA: bool, const T: usize>(
         }
     }
     for l in 0..T {
-        out[l] = a0[l] + a1[l];
+        out[l] = a0[l] + a1[l] + b;
     }
 }

@@ -15,14 +15,41 @@ use lopper_tensor::{MatMut, MatRef, Par};
 const MR: usize = 4;
 
 /// `y = w x`: W (M, K) 2:4, X (K, N), Y (M, N), overwritten.
-pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Result<()> {
+pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, y: MatMut<'_>, par: Par) -> Result<()> {
+    spmm_24_impl(w, x, &[], y, par)
+}
+
+/// `y = w x + bias`: as [`spmm_24`], with `bias[i]` (M of them) added to every element of row i
+/// as the row is stored (no second pass over Y).
+pub fn spmm_24_bias(
+    w: &Sparse24,
+    x: MatRef<'_>,
+    bias: &[f32],
+    y: MatMut<'_>,
+    par: Par,
+) -> Result<()> {
+    super::spmm::check_bias("spmm_24_bias", w.rows(), bias)?;
+    spmm_24_impl(w, x, bias, y, par)
+}
+
+/// [`spmm_24`] with `bias` (one per row) or none (empty).
+fn spmm_24_impl(
+    w: &Sparse24,
+    x: MatRef<'_>,
+    bias: &[f32],
+    mut y: MatMut<'_>,
+    par: Par,
+) -> Result<()> {
     check_mm("spmm_24", (w.rows(), w.cols()), &x, &y)?;
     let n = x.cols();
     if n == 0 || w.rows() == 0 {
         return Ok(());
     }
     if w.cols() == 0 {
-        y.data().fill(0.0);
+        let (m, d) = (w.rows(), y.data());
+        for i in 0..m {
+            d[i * n..(i + 1) * n].fill(bias.get(i).copied().unwrap_or(0.0));
+        }
         return Ok(());
     }
     let blocks = col_blocks(n, col_block(w.cols(), n));
@@ -40,6 +67,7 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
             spmm24_task(
                 v,
                 m,
+                bias,
                 slab,
                 k,
                 c.end - c.start,
@@ -54,15 +82,17 @@ pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, mut y: MatMut<'_>, par: Par) -> Resu
     Ok(())
 }
 
-multiversion!(fn spmm24_task(v: &[f32], m: &[u16], slab: &[f32], k: usize, sw: usize, y: SyncPtr,
-                             n: usize, r0: usize, r1: usize, c0: usize) => spmm24_body);
+multiversion!(fn spmm24_task(v: &[f32], m: &[u16], bias: &[f32], slab: &[f32], k: usize, sw: usize,
+                             y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize) => spmm24_body);
 
 /// Rows r0..r1, columns c0..c0+sw of Y (row stride n) from `slab` = X[:, c0..c0+sw] packed with
 /// row stride sw.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn spmm24_body<const FMA: bool>(
     v: &[f32],
     m: &[u16],
+    bias: &[f32],
     slab: &[f32],
     k: usize,
     sw: usize,
@@ -89,16 +119,15 @@ fn spmm24_body<const FMA: bool>(
         while i < r1 {
             let mr = (r1 - i).min(MR);
             match (mr, t) {
-                (4, 64) => tile::<FMA, 4, 64>(v, m, slab, k, sw, y, n, i, c, c0),
-                (4, 16) => tile::<FMA, 4, 16>(v, m, slab, k, sw, y, n, i, c, c0),
-                (4, _) => tile::<FMA, 4, 1>(v, m, slab, k, sw, y, n, i, c, c0),
+                (4, 64) => tile::<FMA, 4, 64>(v, m, bias, slab, k, sw, y, n, i, c, c0),
+                (4, 16) => tile::<FMA, 4, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0),
+                (4, _) => tile::<FMA, 4, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0),
                 (_, 64) => (i..i + mr)
-                    .for_each(|ii| tile::<FMA, 1, 64>(v, m, slab, k, sw, y, n, ii, c, c0)),
+                    .for_each(|ii| tile::<FMA, 1, 64>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
                 (_, 16) => (i..i + mr)
-                    .for_each(|ii| tile::<FMA, 1, 16>(v, m, slab, k, sw, y, n, ii, c, c0)),
-                _ => {
-                    (i..i + mr).for_each(|ii| tile::<FMA, 1, 1>(v, m, slab, k, sw, y, n, ii, c, c0))
-                }
+                    .for_each(|ii| tile::<FMA, 1, 16>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
+                _ => (i..i + mr)
+                    .for_each(|ii| tile::<FMA, 1, 1>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
             }
             i += mr;
         }
@@ -109,9 +138,11 @@ fn spmm24_body<const FMA: bool>(
 /// Y[i..i+R, c0+c..c0+c+T] = W[i..i+R, :] X[:, c0+c..c0+c+T], X read from the packed slab
 /// (row stride sw).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn tile<const FMA: bool, const R: usize, const T: usize>(
     v: &[f32],
     m: &[u16],
+    bias: &[f32],
     slab: &[f32],
     k: usize,
     sw: usize,
@@ -152,6 +183,9 @@ fn tile<const FMA: bool, const R: usize, const T: usize>(
     for r in 0..R {
         // SAFETY: rows i..i+R and columns c..c+T of Y belong to this task alone (disjoint grid).
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add((i + r) * n + c0 + c), T) };
-        out.copy_from_slice(&acc[r]);
+        let b = bias.get(i + r).copied().unwrap_or(0.0);
+        for l in 0..T {
+            out[l] = acc[r][l] + b;
+        }
     }
 }
