@@ -1,10 +1,10 @@
 //! `cargo xtask kernels [--sass]`: compiles every kernels/*.cu for sm_80 and sm_90a with
-//! `-Xptxas -v` into target/kernels/<file>.<arch>.cubin and prints, per kernel and arch, registers,
-//! shared memory, stack frame and spill stores/loads. Fails on any spill or stack use (local memory)
-//! unless the kernel is listed in [`ALLOW_LOCAL`], and on any ptxas warning. `--sass` also writes
-//! target/kernels/<file>.<arch>.sass (cuobjdump, from `cargo xtask nvcc --tools`) and prints, per
-//! kernel, the count of the instructions that matter (16-byte loads, async copies, ldmatrix, sparse
-//! tensor-core MMAs, local-memory traffic).
+//! `-Xptxas -v` into `target/kernels/<file>.<arch>.cubin` and prints, per kernel and arch,
+//! registers, shared memory, stack frame and spill stores/loads. Fails on any spill or stack use
+//! (local memory) unless the kernel is listed in [`ALLOW_LOCAL`], and on any ptxas warning.
+//! `--sass` also writes `target/kernels/<file>.<arch>.sass` (cuobjdump, from `cargo xtask nvcc
+//! --tools`) and prints, per kernel, the count of the instructions that matter (16-byte loads,
+//! async copies, ldmatrix, sparse tensor-core MMAs, local-memory traffic).
 use crate::{Res, nvcc, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -316,6 +316,10 @@ fn bad_inputs_fail_cleanly() {
             "--scope global with --pattern 2:4",
         ),
         (
+            vec![p(&input), "--sparsity", "0.5", "--permute-report"],
+            "--permute-report applies to N:M patterns only (--pattern unstructured",
+        ),
+        (
             vec![p(&ints), "--sparsity", "0.5"],
             "no f32, f16 or bf16 tensor among the file's 1 tensors (other dtypes pass through unpruned: w (I64))",
         ),

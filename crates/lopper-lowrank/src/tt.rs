@@ -19,7 +19,7 @@ pub struct TensorTrain {
     pub shape: Vec<usize>,
     /// TT ranks (r_0 = 1, r_1, ..., r_d = 1).
     pub ranks: Vec<usize>,
-    /// Cores, core k of shape (ranks[k], shape[k], ranks[k + 1]).
+    /// Cores, core k of shape `(ranks[k], shape[k], ranks[k + 1])`.
     pub cores: Vec<Vec<f32>>,
 }
 

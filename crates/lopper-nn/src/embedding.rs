@@ -83,7 +83,7 @@ impl Embedding {
         Ok(())
     }
 
-    /// dtable[ids[n]] `+=` dout[n].
+    /// `dtable[ids[n]] += dout[n]`.
     pub fn backward(&mut self, ids: &[u32], dout: &[f32]) -> Result<()> {
         self.check(ids, dout.len())?;
         let c = self.dim;

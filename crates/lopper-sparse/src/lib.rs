@@ -7,7 +7,8 @@
 //!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads.
 //! - [`io`]: DLMC `.smtx` and Matrix Market `.mtx` readers and writers.
 //! - [`kernels`]: rayon-parallel, nnz-balanced CPU kernels `spmm`, `spmm_t`, `sddmm` (and
-//!   `sddmm_add`, accumulating), `spmm_24`, each with an f64 dense reference in [`reference`].
+//!   `sddmm_add`, accumulating), `spmm_24`, each with an f64 dense reference in
+//!   [`reference`](mod@reference).
 mod csr;
 mod error;
 mod fragments;

@@ -33,7 +33,7 @@ pub fn spmm_t(w_dense: &[f32], m: usize, k: usize, x: &[f32], n: usize) -> Vec<f
     y
 }
 
-/// out[p] = A[i,:] . B[j,:] in f64 for each stored (i, j) of `pattern`. A (M, D), B (K, D).
+/// `out[p] = A[i,:] . B[j,:]` in f64 for each stored (i, j) of `pattern`. A (M, D), B (K, D).
 pub fn sddmm(pattern: &Csr, a: &[f32], b: &[f32], d: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(pattern.nnz());
     for i in 0..pattern.rows() {

@@ -2,8 +2,8 @@
 //!
 //! - [`Tensor`]: dense, row-major, contiguous, one of three dtypes ([`DType`]: f32, f16, bf16).
 //! - [`MatRef`] / [`MatMut`]: borrowed row-major matrix views that kernels take (faer style).
-//! - [`gemm`]: dense GEMM through `faer` (never hand-rolled), with transposed operands and an explicit
-//!   parallelism argument ([`Par`]).
+//! - [`gemm`](mod@gemm): dense GEMM through `faer` (never hand-rolled), with transposed operands
+//!   and an explicit parallelism argument ([`Par`]).
 //! - [`ops`]: the elementwise basics the sparse and nn crates need.
 //! - [`io`]: safetensors (all three dtypes, names and metadata kept) and `.npy` (f32, f16; C order), with
 //!   atomic writes (temp file + rename) so that a failed write never leaves a half-written file.

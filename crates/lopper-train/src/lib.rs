@@ -5,7 +5,7 @@
 //! - [`Optimizer`] ([`optim`]): SGD with momentum and AdamW, updating only stored values of sparse
 //!   weights and keeping masks true; state keyed by parameter name and remapped when a layer's
 //!   pattern changes.
-//! - [`LrSchedule`] ([`lr`]): constant, warmup, cosine.
+//! - [`LrSchedule`] ([`lr`]): constant, linear warmup then cosine or linear decay.
 //! - [`Callback`] ([`callback`]): compression stages, evaluation, early stopping, checkpoints,
 //!   energy metering, progress.
 //! - [`data`]: [`DataSource`] and loaders (byte text, UCI digits, IDX).

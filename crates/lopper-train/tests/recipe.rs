@@ -689,3 +689,19 @@ fn an_empty_idx_set_points_at_data_dir_and_a_batch_too_big_at_data_batch() {
     write(4);
     Recipe::from_str(&text, "t.toml").unwrap().build().unwrap();
 }
+
+#[test]
+fn a_digits_batch_above_the_training_rows_points_at_data_batch() {
+    // 1,797 embedded rows, 20% held out: 1,438 training rows
+    let text = "name = \"d\"\n[model]\nkind = \"mlp\"\nsizes = [64, 10]\n[data]\nkind = \"digits\"\nbatch = 5000\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nsteps = 1\n";
+    let (key, detail) = build_err(text);
+    assert_eq!(key, "data.batch", "{detail}");
+    assert!(
+        detail.contains("batch 5000 must be in 1..=1438"),
+        "{detail}"
+    );
+    Recipe::from_str(&text.replace("5000", "1438"), "t.toml")
+        .unwrap()
+        .build()
+        .unwrap();
+}

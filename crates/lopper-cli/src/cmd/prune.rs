@@ -103,6 +103,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
             gran.name()
         )));
     }
+    if args.permute_report && gran.fixed_density().is_none() {
+        return Err(CliError::Usage(format!(
+            "--permute-report applies to N:M patterns only (--pattern {} has no N:M groups to permute)",
+            gran.name()
+        )));
+    }
     let mut scope = match args.scope {
         ScopeArg::Layer => Scope::layer(),
         ScopeArg::Global => Scope::global(args.min_density)?,
@@ -230,9 +236,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "note: {} keeps none of its {} weights (sparsity {} rounds its share to 0)",
             t.name, t.numel, pruned.sparsity
         );
-    }
-    if args.permute_report && pruned.permutations.is_empty() {
-        println!("--permute-report applies to N:M patterns only");
     }
     for (name, p) in &pruned.permutations {
         println!(

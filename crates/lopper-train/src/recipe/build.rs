@@ -233,7 +233,14 @@ impl Recipe {
                 };
                 let f = d.val_fraction.unwrap_or(defaults::DIGITS_VAL_FRACTION);
                 let key = if d.path.is_some() { "path" } else { "kind" };
-                ImageSource::split_from(&imgs, f, batch, s.seed).map_err(|e| data_err(key, e))?
+                let (train, val) = imgs.split(f, s.seed).map_err(|e| data_err(key, e))?;
+                // a batch outside 1..=rows is the batch's fault, as for IDX sets
+                let key = if train.rows > 0 && val.rows > 0 && !(1..=train.rows).contains(&batch) {
+                    "batch"
+                } else {
+                    key
+                };
+                ImageSource::new(train, val, batch, s.seed).map_err(|e| data_err(key, e))?
             }
             kind => {
                 let dir = d
