@@ -85,7 +85,30 @@ impl GaloreAdam {
                 format!("lr = {}", params.lr),
             ));
         }
+        // Adam's constants: outside these ranges (NaN included) every update is NaN or diverges
+        let (b1, b2, eps, scale) = (params.beta1, params.beta2, params.eps, params.scale);
+        if !((0.0..1.0).contains(&b1)
+            && (0.0..1.0).contains(&b2)
+            && eps.is_finite()
+            && eps > 0.0
+            && scale.is_finite())
+        {
+            return Err(Error::invalid(
+                "GaloreAdam::new",
+                format!(
+                    "beta1 = {b1}, beta2 = {b2}, eps = {eps}, scale = {scale}: need betas in [0, 1), eps > 0 and a finite scale"
+                ),
+            ));
+        }
         let rank = params.rank.min(rows).min(cols);
+        // the two moments (r, N) and the projection (M, r), from claimed sizes: refused when they
+        // cannot fit, never an abort
+        let n = lopper_tensor::mem::elements("GaloreAdam::new", &[rank, rows.max(cols), 3])?;
+        lopper_tensor::mem::check_bytes(
+            &format!("GaloreAdam::new: rank-{rank} state of a {rows}x{cols} weight"),
+            n,
+            4,
+        )?;
         Ok(GaloreAdam {
             params,
             rows,
@@ -238,6 +261,60 @@ mod tests {
             l1 < 0.5 * stuck,
             "refreshing {l1} vs frozen subspace {stuck}"
         );
+    }
+
+    #[test]
+    fn adam_constants_out_of_range_are_errors() {
+        // these were accepted and turned every update into NaN
+        for p in [
+            GaloreParams {
+                beta1: f32::NAN,
+                ..Default::default()
+            },
+            GaloreParams {
+                beta2: 1.0,
+                ..Default::default()
+            },
+            GaloreParams {
+                eps: -1.0,
+                ..Default::default()
+            },
+            GaloreParams {
+                eps: 0.0,
+                ..Default::default()
+            },
+            GaloreParams {
+                scale: f32::INFINITY,
+                ..Default::default()
+            },
+        ] {
+            let e = GaloreAdam::new(4, 4, p).unwrap_err();
+            assert!(e.to_string().contains("need betas in [0, 1)"), "{e}");
+        }
+        assert!(GaloreAdam::new(4, 4, GaloreParams::default()).is_ok());
+    }
+
+    #[test]
+    fn state_beyond_memory_is_an_error() {
+        // rank 2^40 of a 2^40 x 2^40 weight: 2^80 floats of state; refused, not an abort
+        let p = GaloreParams {
+            rank: 1 << 40,
+            ..Default::default()
+        };
+        let e = GaloreAdam::new(1 << 40, 1 << 40, p).unwrap_err();
+        assert!(e.to_string().contains("GaloreAdam::new"), "{e}");
+        if lopper_tensor::mem::physical_memory().is_some_and(|m| m < 1 << 50) {
+            let p = GaloreParams {
+                rank: 1 << 20,
+                ..Default::default()
+            };
+            let e = GaloreAdam::new(1 << 20, 1 << 20, p).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("rank-1048576 state of a 1048576x1048576 weight"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

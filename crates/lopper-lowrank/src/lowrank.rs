@@ -50,7 +50,9 @@ fn mm(
 impl LowRank {
     /// Factors from U (rows, rank) and V (rank, cols), row-major; lengths are checked.
     pub fn new(rows: usize, rank: usize, cols: usize, u: Vec<f32>, v: Vec<f32>) -> Result<LowRank> {
-        if u.len() != rows * rank || v.len() != rank * cols {
+        // checked: claimed dimensions whose product overflows are a mismatch, not a panic (or,
+        // wrapped, a match of empty factors)
+        if rows.checked_mul(rank) != Some(u.len()) || rank.checked_mul(cols) != Some(v.len()) {
             return Err(Error::shape(
                 "LowRank::new",
                 format!(
@@ -344,6 +346,12 @@ mod tests {
         assert_eq!(lr.flops(10), 2 * 4 * 150 * 10);
         assert_eq!(lr.dense_flops(10), 2 * 5000 * 10);
         assert!(LowRank::new(3, 2, 3, vec![0.0; 5], vec![0.0; 6]).is_err());
+        // 2^32 x 2^32 wraps to 0 in usize: empty factors must not pass for a 2^32 x 0 layer
+        let e = LowRank::new(1 << 32, 1 << 32, 0, vec![], vec![]).unwrap_err();
+        assert!(
+            e.to_string().contains("LowRank::new: shape mismatch"),
+            "{e}"
+        );
         let x = vec![0.0; 7];
         assert!(
             lr.forward(MatRef::new(&x, 1, 7).unwrap(), Par::Seq)

@@ -154,7 +154,7 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
             vt: Vec::new(),
         });
     }
-    let l = (r + params.oversample).min(p);
+    let l = r.saturating_add(params.oversample).min(p);
     let fp = par.to_faer();
     let af = a.as_faer(); // (M, N)
 
@@ -309,6 +309,18 @@ mod tests {
         let got0 = rsvd(MatRef::new(&a, n, n).unwrap(), r, p0, Par::Seq).unwrap();
         let e0 = rel_frobenius_error(&a, &got0.reconstruct(Par::Seq).unwrap()).unwrap();
         assert!(e0 > e, "no power iterations {e0} vs two {e}");
+    }
+
+    #[test]
+    fn oversample_beyond_usize_is_clamped() {
+        // r + oversample overflowed (a panic in debug builds); the sketch is capped at min(M, N)
+        let a = randn(12, 1);
+        let p = RsvdParams {
+            oversample: usize::MAX,
+            ..Default::default()
+        };
+        let s = rsvd(MatRef::new(&a, 3, 4).unwrap(), 2, p, Par::Seq).unwrap();
+        assert_eq!(s.k, 2);
     }
 
     #[test]

@@ -54,11 +54,16 @@ impl TensorTrain {
     }
 }
 
+/// The product of `dims`; `None` when it overflows `usize` (no buffer has that many elements).
+pub(crate) fn numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
 /// TT-SVD of `x` (row-major, `shape` with d >= 2 modes) with relative tolerance `tol` (0 keeps
 /// the full ranks: exact up to rounding).
 pub fn tt_svd(x: &[f32], shape: &[usize], tol: f64, par: Par) -> Result<TensorTrain> {
     let d = shape.len();
-    if d < 2 || shape.contains(&0) || shape.iter().product::<usize>() != x.len() {
+    if d < 2 || shape.contains(&0) || numel(shape) != Some(x.len()) {
         return Err(Error::shape(
             "tt_svd",
             format!(
@@ -159,8 +164,8 @@ impl TtMatrix {
     ) -> Result<TtMatrix> {
         if row_dims.len() != col_dims.len()
             || row_dims.len() < 2
-            || row_dims.iter().product::<usize>() != w.rows()
-            || col_dims.iter().product::<usize>() != w.cols()
+            || numel(row_dims) != Some(w.rows())
+            || numel(col_dims) != Some(w.cols())
         {
             return Err(Error::shape(
                 "TtMatrix::from_matrix",
@@ -269,5 +274,12 @@ mod tests {
         assert!(TtMatrix::from_matrix(wm, &[3, 1], &[2, 3], 0.1, Par::Seq).is_err());
         assert!(tt_svd(&w, &[12], 0.1, Par::Seq).is_err());
         assert!(tt_svd(&w, &[3, 4], -0.1, Par::Seq).is_err());
+        // shapes whose product overflows: shape errors, not arithmetic panics
+        let e = tt_svd(&w, &[usize::MAX, 2], 0.0, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("tt_svd: shape mismatch"), "{e}");
+        let e = TtMatrix::from_matrix(wm, &[usize::MAX, 2], &[2, 2], 0.0, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("TtMatrix::from_matrix"), "{e}");
+        let e = crate::hosvd(&w, &[usize::MAX, 2, 3], &[1, 1, 1], Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("hosvd: shape mismatch"), "{e}");
     }
 }

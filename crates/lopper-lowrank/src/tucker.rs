@@ -110,9 +110,7 @@ fn leading_vectors(
 }
 
 fn check(op: &'static str, shape: &[usize], len: usize, ranks: &[usize]) -> Result<()> {
-    if !(3..=4).contains(&shape.len())
-        || shape.iter().product::<usize>() != len
-        || shape.contains(&0)
+    if !(3..=4).contains(&shape.len()) || crate::tt::numel(shape) != Some(len) || shape.contains(&0)
     {
         return Err(Error::shape(
             op,

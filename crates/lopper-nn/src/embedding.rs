@@ -67,6 +67,9 @@ impl Embedding {
     pub fn forward(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
         self.check(ids, out.len())?;
         let c = self.dim;
+        if c == 0 {
+            return Ok(()); // rows of width 0: nothing to move
+        }
         for (o, &i) in out.chunks_exact_mut(c).zip(ids) {
             o.copy_from_slice(&self.w[i as usize * c..(i as usize + 1) * c]);
         }
@@ -77,6 +80,9 @@ impl Embedding {
     pub fn forward_add(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
         self.check(ids, out.len())?;
         let c = self.dim;
+        if c == 0 {
+            return Ok(()); // rows of width 0: nothing to move
+        }
         for (o, &i) in out.chunks_exact_mut(c).zip(ids) {
             crate::util::add_into(o, &self.w[i as usize * c..(i as usize + 1) * c]);
         }
@@ -87,6 +93,9 @@ impl Embedding {
     pub fn backward(&mut self, ids: &[u32], dout: &[f32]) -> Result<()> {
         self.check(ids, dout.len())?;
         let c = self.dim;
+        if c == 0 {
+            return Ok(()); // rows of width 0: nothing to move
+        }
         for (d, &i) in dout.chunks_exact(c).zip(ids) {
             crate::util::add_into(&mut self.dw[i as usize * c..(i as usize + 1) * c], d);
         }

@@ -56,6 +56,27 @@ impl Default for GptConfig {
     }
 }
 
+impl GptConfig {
+    /// The number of parameters (weights and biases, LayerNorm included); `None` when it
+    /// overflows `usize`.
+    pub fn params(&self) -> Option<usize> {
+        let c = self.width;
+        let m = |a: usize, b: usize| a.checked_mul(b);
+        // per block: qkv 3C*C + 3C, proj C*C + C, fc 4C*C + 4C, mlp.proj 4C*C + C, two LayerNorms 4C
+        let block = m(m(c, c)?, 12)?.checked_add(m(c, 13)?)?;
+        let head = if self.tie_weights {
+            0
+        } else {
+            m(self.vocab, c)?
+        };
+        m(block, self.layers)?
+            .checked_add(m(self.vocab, c)?)?
+            .checked_add(m(self.ctx, c)?)?
+            .checked_add(m(c, 2)?)?
+            .checked_add(head)
+    }
+}
+
 struct Block {
     ln1: LayerNorm,
     qkv: Linear,
@@ -157,13 +178,26 @@ impl Gpt {
     /// A GPT initialized as GPT-2 (N(0, 0.02^2), residual projections scaled by 1/sqrt(2 layers),
     /// zero biases, unit LayerNorm), deterministic in `cfg.seed`.
     pub fn new(cfg: GptConfig) -> Result<Gpt> {
-        if cfg.heads == 0 || !cfg.width.is_multiple_of(cfg.heads) || cfg.vocab == 0 || cfg.ctx == 0
+        if cfg.heads == 0
+            || cfg.width == 0
+            || !cfg.width.is_multiple_of(cfg.heads)
+            || cfg.vocab == 0
+            || cfg.ctx == 0
         {
             return Err(invalid(
                 "gpt",
-                format!("bad config {cfg:?}: width must be a multiple of heads, vocab and ctx > 0"),
+                format!(
+                    "bad config {cfg:?}: width must be a positive multiple of heads, vocab and ctx > 0"
+                ),
             ));
         }
+        // weights and gradients (2 floats each) of sizes given as numbers: refused when they
+        // cannot fit, never an abort
+        let what = format!("gpt {cfg:?}: weights and gradients");
+        let params = cfg.params().ok_or_else(|| {
+            lopper_tensor::Error::Memory(format!("{what}: the parameter count overflows"))
+        })?;
+        lopper_tensor::mem::check_bytes(&what, params, 8)?;
         let (c, s) = (cfg.width, cfg.seed.wrapping_mul(1000));
         let pstd = 0.02 / (2.0 * cfg.layers.max(1) as f32).sqrt();
         let blocks = (0..cfg.layers)
@@ -395,6 +429,23 @@ impl Gpt {
         f
     }
 
+    /// An error when the activations of a (B, T) batch cannot fit in memory, before allocating
+    /// them. A lower bound, so that no batch that fits is refused: per token the residual stream
+    /// around every block, per block 4 C of saved buffers (f32 or bf16) and the attention row, and
+    /// the logits.
+    fn check_activations(&self, b: usize, t: usize) -> Result<()> {
+        let (c, l) = (self.cfg.width as u128, self.cfg.layers as u128);
+        let per_token =
+            (l + 1) * c + l * (4 * c + self.cfg.heads as u128 * t as u128) + self.cfg.vocab as u128;
+        let floats = per_token * b as u128 * t as u128;
+        let what = format!("gpt: activations of a {b}x{t} batch");
+        let floats = usize::try_from(floats).map_err(|_| {
+            lopper_tensor::Error::Memory(format!("{what}: {floats} floats overflow usize"))
+        })?;
+        lopper_tensor::mem::check_bytes(&what, floats, 4)?;
+        Ok(())
+    }
+
     fn alloc(&mut self, b: usize, t: usize) {
         let (c, v, n) = (self.cfg.width, self.cfg.vocab, b * t);
         let a = &mut self.a;
@@ -471,13 +522,20 @@ impl Gpt {
     /// Runs the model on `tokens` (B*T, row-major by batch) and returns the mean cross-entropy
     /// against `targets` (B*T). Activations are kept for [`Gpt::backward`].
     pub fn forward(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
-        let (c, v, n) = (self.cfg.width, self.cfg.vocab, b * t);
+        let (c, v) = (self.cfg.width, self.cfg.vocab);
         if t == 0 || t > self.cfg.ctx {
             return Err(invalid(
                 "gpt",
                 format!("context {t} must be in 1..={}", self.cfg.ctx),
             ));
         }
+        // an empty batch has no mean loss (it returned 0, and the backward after it panicked)
+        if b == 0 {
+            return Err(invalid("gpt", "batch size B must be at least 1"));
+        }
+        // saturating: a B*T that overflows matches no token buffer (wrapped, 2^63 * 2 matched an
+        // empty one; usize::MAX u32s fit in no slice)
+        let n = b.saturating_mul(t);
         if tokens.len() != n || targets.len() != n {
             return Err(shape(
                 "gpt",
@@ -489,6 +547,7 @@ impl Gpt {
             ));
         }
         if self.a.b != b || self.a.t != t || self.a.res.is_empty() {
+            self.check_activations(b, t)?;
             self.alloc(b, t);
         }
         self.ready = false;

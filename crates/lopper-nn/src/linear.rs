@@ -148,7 +148,13 @@ impl Linear {
         w: Vec<f32>,
         bias: Option<Vec<f32>>,
     ) -> Result<Linear> {
-        check_len(name, "weight", w.len(), in_features * out_features)?;
+        let want = in_features.checked_mul(out_features).ok_or_else(|| {
+            shape(
+                name,
+                format!("a {out_features}x{in_features} weight overflows usize"),
+            )
+        })?;
+        check_len(name, "weight", w.len(), want)?;
         if let Some(b) = &bias {
             check_len(name, "bias", b.len(), out_features)?;
         }
@@ -382,7 +388,7 @@ impl Linear {
     }
 
     fn check(&self, what: &str, len: usize, n: usize, width: usize) -> Result<()> {
-        if len != n * width {
+        if n.checked_mul(width) != Some(len) {
             return Err(shape(
                 &self.name,
                 format!("{what} has {len} elements, expected {n} rows x {width}"),

@@ -41,6 +41,16 @@ impl Mlp {
                 format!("sizes {sizes:?}: need at least in and out, all > 0"),
             ));
         }
+        // weights and their gradients (2 floats each) of sizes given as numbers: refused when
+        // they cannot fit, never an abort
+        let params = sizes.windows(2).try_fold(0usize, |acc, w| {
+            w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(acc)
+        });
+        let what = format!("mlp {sizes:?}: weights and gradients");
+        let params = params.ok_or_else(|| {
+            lopper_tensor::Error::Memory(format!("{what}: the parameter count overflows"))
+        })?;
+        lopper_tensor::mem::check_bytes(&what, params, 8)?;
         let layers = sizes
             .windows(2)
             .enumerate()
@@ -51,7 +61,8 @@ impl Mlp {
                     w[1],
                     true,
                     (2.0 / w[0] as f32).sqrt(),
-                    seed * 100 + i as u64,
+                    // wrapping, as in release builds: any seed is valid (u64::MAX panicked in debug)
+                    seed.wrapping_mul(100).wrapping_add(i as u64),
                 )
             })
             .collect();
@@ -121,7 +132,11 @@ impl Mlp {
     pub fn forward(&mut self, x: &[f32], targets: &[u32]) -> Result<f32> {
         let b = targets.len();
         let inw = self.layers[0].in_features();
-        if x.len() != b * inw {
+        // an empty batch has no mean loss (it returned 0, and the backward after it panicked)
+        if b == 0 {
+            return Err(invalid("mlp", "empty batch: need at least one target"));
+        }
+        if b.checked_mul(inw) != Some(x.len()) {
             return Err(shape(
                 "mlp",
                 format!("input has {} elements, expected {b} x {inw}", x.len()),

@@ -358,6 +358,10 @@ impl Weight {
                         format!("LoRA rank {r} must be in 1..={}", m.min(k)),
                     ));
                 }
+                // the update is (alpha / r) B A: a NaN or infinite alpha makes every output NaN
+                if !alpha.is_finite() {
+                    return Err(invalid(layer, format!("LoRA alpha {alpha} must be finite")));
+                }
                 let base = if *sparse_base {
                     let c = match self {
                         Weight::Masked { mask, .. } => Csr::from_mask(mat, mask)?,

@@ -185,6 +185,109 @@ fn bad_input_is_an_error_naming_the_layer() {
 }
 
 #[test]
+fn absurd_sizes_are_errors_not_overflow_panics_or_aborts() {
+    use lopper_nn::{Mlp, MlpActivation};
+    let small = GptConfig {
+        vocab: 10,
+        ctx: 4,
+        layers: 1,
+        heads: 2,
+        width: 8,
+        tie_weights: true,
+        seed: 0,
+    };
+    // parameter counts that overflow, or need more memory than any machine: refused up front
+    for cfg in [
+        GptConfig {
+            width: 1 << 40,
+            heads: 1,
+            ..small
+        },
+        GptConfig {
+            vocab: 1 << 40,
+            ..small
+        },
+        GptConfig {
+            ctx: 1 << 50,
+            ..small
+        },
+    ] {
+        let e = Gpt::new(cfg).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("weights and gradients"), "{e}");
+    }
+    assert_eq!(small.params(), Some(10 * 8 + 4 * 8 + 12 * 64 + 13 * 8 + 16));
+    let mut g = Gpt::new(small).unwrap();
+    // B * T overflows: a shape error (it panicked in debug, and wrapped to 0 in release)
+    let e = g.forward(&[], &[], 1 << 63, 2).unwrap_err().to_string();
+    assert!(e.contains("tokens"), "{e}");
+    let e = g.forward(&[1; 3], &[1; 3], usize::MAX, 2).unwrap_err();
+    assert!(e.to_string().contains("tokens"), "{e}");
+    // a Linear's n * width overflows: a shape error naming the layer
+    let mut l = Linear::from_dense("h.0.mlp.fc", 4, 2, vec![0.0; 8], None).unwrap();
+    let e = l.forward(&[], usize::MAX, &mut []).unwrap_err().to_string();
+    assert!(e.contains("h.0.mlp.fc: shape mismatch"), "{e}");
+    let e = Linear::from_dense("x", usize::MAX, 2, vec![], None)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.to_string().contains("overflows usize"), "{e}");
+    // MLP sizes that cannot fit, and the largest seed (`seed * 100` overflowed in debug)
+    let e = Mlp::new(&[1 << 40, 1 << 40], MlpActivation::Relu, 0)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.to_string().contains("weights and gradients"), "{e}");
+    assert!(Mlp::new(&[3, 2], MlpActivation::Relu, u64::MAX).is_ok());
+    // a LoRA alpha that would make every output NaN
+    let e = l
+        .set_kind(&WeightKind::Lora {
+            rank: 1,
+            alpha: f32::NAN,
+            sparse_base: false,
+            seed: 0,
+        })
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("h.0.mlp.fc") && e.to_string().contains("alpha"),
+        "{e}"
+    );
+}
+
+#[test]
+fn degenerate_sizes_are_errors_not_panics() {
+    use lopper_nn::embedding::Embedding;
+    use lopper_nn::{Mlp, MlpActivation};
+    // width 0 passed (0 is a multiple of any head count), then the embedding panicked
+    let cfg = GptConfig {
+        vocab: 10,
+        ctx: 4,
+        layers: 1,
+        heads: 2,
+        width: 0,
+        tie_weights: true,
+        seed: 0,
+    };
+    let e = Gpt::new(cfg).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("width must be a positive multiple of heads"),
+        "{e}"
+    );
+    // an empty batch returned a loss of 0 and the backward after it panicked
+    let mut g = Gpt::new(GptConfig { width: 8, ..cfg }).unwrap();
+    let e = g.forward(&[], &[], 0, 2).unwrap_err().to_string();
+    assert!(e.contains("batch size B must be at least 1"), "{e}");
+    assert!(g.backward().is_err(), "no forward ran");
+    let mut m = Mlp::new(&[4, 3, 2], MlpActivation::Relu, 0).unwrap();
+    let e = m.forward(&[], &[]).unwrap_err().to_string();
+    assert!(e.contains("empty batch"), "{e}");
+    assert!(m.backward().is_err(), "no forward ran");
+    // an embedding of width 0 moves nothing (it panicked on a chunk size of 0)
+    let mut emb = Embedding::new("e", 4, 0, 0.1, 0);
+    emb.forward(&[1, 2], &mut []).unwrap();
+    emb.forward_add(&[1, 2], &mut []).unwrap();
+    emb.backward(&[3], &[]).unwrap();
+    assert!(emb.forward(&[9], &mut []).is_err(), "ids are still checked");
+}
+
+#[test]
 fn gpt_sparse_model_matches_its_masked_twin_and_learns() {
     let cfg = GptConfig {
         vocab: 16,

@@ -7,7 +7,7 @@
 //! for groups), NaN scores as the largest. Structured units (rows, columns, blocks, heads,
 //! channels) score the sum of their elements' scores.
 use crate::param::{Mask, matrix_dims};
-use crate::{Error, Result};
+use crate::{Error, Result, check_sparsity};
 
 /// Turns scores into a keep-mask.
 pub trait Granularity {
@@ -24,7 +24,8 @@ pub trait Granularity {
     }
     /// Checks that the pattern fits a tensor of this shape.
     fn check(&self, name: &str, shape: &[usize]) -> Result<()>;
-    /// The keep-mask of a tensor at `sparsity` (ignored when [`Granularity::fixed_density`] is set).
+    /// The keep-mask of a tensor at `sparsity` (ignored when [`Granularity::fixed_density`] is set;
+    /// otherwise outside `[0, 1)` or NaN it is an error, see [`crate::check_sparsity`]).
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], sparsity: f64) -> Result<Mask>;
 }
 
@@ -46,7 +47,9 @@ pub fn topk_mask(scores: &[f32], k: usize) -> Mask {
 }
 
 fn check_len(name: &str, shape: &[usize], scores: &[f32]) -> Result<()> {
-    let n: usize = shape.iter().product();
+    let Some(n) = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        return Err(Error::pattern(name, shape, "shape overflows usize"));
+    };
     if n != scores.len() {
         return Err(Error::pattern(
             name,
@@ -95,6 +98,7 @@ impl Granularity for Unstructured {
         Ok(())
     }
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], s: f64) -> Result<Mask> {
+        check_sparsity(s)?;
         check_len(name, shape, scores)?;
         Ok(topk_mask(scores, kept_count(scores.len(), s)))
     }
@@ -113,6 +117,7 @@ impl Granularity for RowBalanced {
         Ok(())
     }
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], s: f64) -> Result<Mask> {
+        check_sparsity(s)?;
         check_len(name, shape, scores)?;
         let (_, c) = matrix_dims(shape);
         let mut m = Vec::with_capacity(scores.len());
@@ -169,8 +174,8 @@ impl Granularity for NM {
         Ok(())
     }
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], _: f64) -> Result<Mask> {
-        self.check(name, shape)?;
         check_len(name, shape, scores)?;
+        self.check(name, shape)?;
         let mut m = Vec::with_capacity(scores.len());
         for g in scores.chunks(self.m) {
             m.extend(topk_mask(g, self.n));
@@ -281,8 +286,9 @@ impl Granularity for AxisSlices {
         Ok(())
     }
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], s: f64) -> Result<Mask> {
-        self.check(name, shape)?;
+        check_sparsity(s)?;
         check_len(name, shape, scores)?;
+        self.check(name, shape)?;
         let dim = shape[self.axis];
         let stride: usize = shape[self.axis + 1..].iter().product();
         let units = self.units.unwrap_or(dim);
@@ -321,8 +327,9 @@ impl Granularity for Blocks {
         Ok(())
     }
     fn mask(&self, name: &str, shape: &[usize], scores: &[f32], s: f64) -> Result<Mask> {
-        self.check(name, shape)?;
+        check_sparsity(s)?;
         check_len(name, shape, scores)?;
+        self.check(name, shape)?;
         let (r, c) = matrix_dims(shape);
         let bc = c / self.w;
         let groups = (r / self.h) * bc;

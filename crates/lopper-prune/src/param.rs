@@ -111,11 +111,12 @@ impl<'a> ParamRef<'a> {
 pub type Mask = Vec<bool>;
 
 /// `(rows, cols)` of the matrix view of a shape: the last axis is the columns, all others the rows
-/// (a 1-D tensor is one row; a 0-D tensor one element).
+/// (a 1-D tensor is one row; a 0-D tensor one element). Rows that overflow `usize` saturate at
+/// `usize::MAX`, a count that no buffer holds, so that the length checks after it fail.
 pub fn matrix_dims(shape: &[usize]) -> (usize, usize) {
     match shape.split_last() {
         None => (1, 1),
-        Some((&c, rest)) => (rest.iter().product(), c),
+        Some((&c, rest)) => (rest.iter().fold(1usize, |a, &d| a.saturating_mul(d)), c),
     }
 }
 

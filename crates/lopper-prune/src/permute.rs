@@ -91,13 +91,13 @@ pub fn search_bounded(
     max_evals: u64,
 ) -> Result<Permutation> {
     let (rows, cols) = matrix_dims(shape);
-    if n == 0 || n >= m || !cols.is_multiple_of(m) || rows * cols != values.len() {
+    if n == 0 || n >= m || !cols.is_multiple_of(m) || rows.checked_mul(cols) != Some(values.len()) {
         return Err(Error::pattern(
             "<permute>",
             shape,
             format!(
                 "{n}:{m} permutation needs 1 <= N < M, a last axis multiple of M and {} values",
-                rows * cols
+                rows as u128 * cols as u128
             ),
         ));
     }
@@ -153,12 +153,22 @@ pub fn search_bounded(
 /// `out[:, j] = values[:, perm[j]]` for the matrix view of `shape`.
 pub fn permute_columns(values: &[f32], shape: &[usize], perm: &[usize]) -> Result<Vec<f32>> {
     let (rows, cols) = matrix_dims(shape);
+    // lengths first: `seen` is only allocated for a `cols` that `perm` really holds
+    if perm.len() != cols || rows.checked_mul(cols) != Some(values.len()) {
+        return Err(Error::pattern(
+            "<permute>",
+            shape,
+            format!(
+                "{} values and a permutation of {} for a {rows}x{cols} matrix",
+                values.len(),
+                perm.len()
+            ),
+        ));
+    }
     let mut seen = vec![false; cols];
-    if perm.len() != cols
-        || values.len() != rows * cols
-        || perm
-            .iter()
-            .any(|&p| p >= cols || std::mem::replace(&mut seen[p], true))
+    if perm
+        .iter()
+        .any(|&p| p >= cols || std::mem::replace(&mut seen[p], true))
     {
         return Err(Error::pattern(
             "<permute>",

@@ -183,6 +183,13 @@ pub fn compute_masks(
     }
     let global = match kind {
         ScopeKind::Global { min_density } if granularity.fixed_density().is_none() => {
+            // as `Scope::global` checks it (the enum can be built directly): NaN counted as 0
+            if !(0.0..=1.0).contains(&min_density) {
+                return Err(Error::invalid(
+                    "min density",
+                    format!("{min_density} is outside [0, 1]"),
+                ));
+            }
             if !granularity.is_elementwise() {
                 return Err(Error::invalid(
                     "scope",

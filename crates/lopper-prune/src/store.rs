@@ -276,7 +276,7 @@ fn read_index(e: Option<&Entry>, what: &str, path: &str) -> Result<Vec<usize>> {
             dtype: RawDType::I32,
             shape,
             bytes,
-        }) if shape.len() == 1 && bytes.len() == shape[0] * 4 => bytes
+        }) if shape.len() == 1 && shape[0].checked_mul(4) == Some(bytes.len()) => bytes
             .chunks_exact(4)
             .map(|b| {
                 usize::try_from(i32::from_le_bytes(b.try_into().expect("4 bytes")))
@@ -287,7 +287,7 @@ fn read_index(e: Option<&Entry>, what: &str, path: &str) -> Result<Vec<usize>> {
             dtype: RawDType::I64,
             shape,
             bytes,
-        }) if shape.len() == 1 && bytes.len() == shape[0] * 8 => bytes
+        }) if shape.len() == 1 && shape[0].checked_mul(8) == Some(bytes.len()) => bytes
             .chunks_exact(8)
             .map(|b| {
                 usize::try_from(i64::from_le_bytes(b.try_into().expect("8 bytes")))

@@ -46,15 +46,26 @@ impl Csr {
         })
     }
 
-    /// An empty (all zero) `rows x cols` matrix.
-    pub fn zeros(rows: usize, cols: usize) -> Csr {
-        Csr {
+    /// An empty (all zero) `rows x cols` matrix. Errors when `cols` exceeds the u32 column
+    /// indices or the `rows + 1` row offsets cannot fit in memory.
+    pub fn zeros(rows: usize, cols: usize) -> Result<Csr> {
+        if cols > u32::MAX as usize {
+            return Err(Error::InvalidCsr(format!(
+                "Csr::zeros: {cols} columns exceed u32 indices"
+            )));
+        }
+        let what = format!("Csr::zeros: row offsets of {rows} rows");
+        let n = rows
+            .checked_add(1)
+            .ok_or_else(|| lopper_tensor::Error::Memory(format!("{what}: rows + 1 overflows")))?;
+        lopper_tensor::mem::check_bytes(&what, n, std::mem::size_of::<usize>())?;
+        Ok(Csr {
             rows,
             cols,
-            row_ptr: vec![0; rows + 1],
+            row_ptr: vec![0; n],
             col_idx: Vec::new(),
             values: Vec::new(),
-        }
+        })
     }
 
     /// Keeps the entries with `|x| > threshold` (`threshold = 0` keeps every non-zero).
@@ -305,11 +316,12 @@ fn validate(rows: usize, cols: usize, rp: &[usize], ci: &[u32], nvals: usize) ->
     if cols > u32::MAX as usize {
         return e(format!("{cols} columns exceed u32 indices"));
     }
-    if rp.len() != rows + 1 {
+    // rows + 1 in u128: `rows = usize::MAX` is a length mismatch, not an overflow
+    if rp.len() as u128 != rows as u128 + 1 {
         return e(format!(
             "row_ptr has {} entries, expected rows + 1 = {}",
             rp.len(),
-            rows + 1
+            rows as u128 + 1
         ));
     }
     if rp[0] != 0 {
@@ -435,6 +447,13 @@ mod tests {
                 .to_string()
         };
         assert!(bad(vec![0, 1], vec![0]).contains("rows + 1"));
+        // rows + 1 overflows usize: a length mismatch, not an arithmetic panic
+        let e = Csr::from_parts(usize::MAX, 1, vec![], vec![], vec![]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("row_ptr has 0 entries, expected rows + 1 = 18446744073709551616"),
+            "{e}"
+        );
         assert!(bad(vec![1, 1, 1], vec![0]).contains("row_ptr[0]"));
         assert!(bad(vec![0, 2, 1], vec![0, 1]).contains("decreases at row 1"));
         assert!(bad(vec![0, 3, 1], vec![0]).contains("decreases at row 1"));
@@ -446,6 +465,32 @@ mod tests {
         assert!(Csr::from_dense(MatRef::new(&[1.0], 1, 1).unwrap(), -1.0).is_err());
         assert!(Csr::from_topk(MatRef::new(&[1.0], 1, 1).unwrap(), 2).is_err());
         assert!(Csr::from_mask(MatRef::new(&[1.0], 1, 1).unwrap(), &[]).is_err());
+    }
+
+    #[test]
+    fn zeros_checks_its_sizes() {
+        let z = Csr::zeros(3, 4).unwrap();
+        assert_eq!(
+            (z.rows(), z.cols(), z.nnz(), z.row_ptr()),
+            (3, 4, 0, &[0; 4][..])
+        );
+        // the documented invariant cols <= u32::MAX holds for this constructor too
+        let e = Csr::zeros(2, 1 << 33).unwrap_err();
+        assert!(
+            e.to_string().contains("8589934592 columns exceed u32"),
+            "{e}"
+        );
+        // rows + 1 overflows, or the offsets cannot fit: errors, not a panic or an abort
+        let e = Csr::zeros(usize::MAX, 1).unwrap_err();
+        assert!(e.to_string().contains("rows + 1 overflows"), "{e}");
+        if lopper_tensor::mem::physical_memory().is_some_and(|m| m < 1 << 60) {
+            let e = Csr::zeros(1 << 60, 1).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("row offsets of 1152921504606846976 rows"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

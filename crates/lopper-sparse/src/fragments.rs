@@ -106,11 +106,13 @@ impl Sparse24Fragments {
             )));
         }
         let (mt_n, kt_n) = Self::tiles(rows, cols);
-        if values.len() != mt_n * kt_n * 128 || meta.len() != mt_n * kt_n * 16 {
+        // in u128: claimed dimensions whose word counts overflow usize are a mismatch, not a panic
+        let tiles = mt_n as u128 * kt_n as u128;
+        if values.len() as u128 != tiles * 128 || meta.len() as u128 != tiles * 16 {
             return Err(Error::Invalid24(format!(
                 "{rows}x{cols} fragments need {} value and {} metadata words, got {} and {}",
-                mt_n * kt_n * 128,
-                mt_n * kt_n * 16,
+                tiles * 128,
+                tiles * 16,
                 values.len(),
                 meta.len()
             )));
@@ -164,7 +166,7 @@ impl Sparse24Fragments {
     /// `sparse24_spmm` does: per tile and lane, the four value registers, each decoded with the code
     /// that the metadata lane `4g + s` supplies; X rows past K read as zero, rows past M are dropped.
     pub fn spmm_emulated(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        if x.len() != self.cols * n {
+        if self.cols.checked_mul(n) != Some(x.len()) {
             return Err(Error::Shape {
                 op: "Sparse24Fragments::spmm_emulated",
                 detail: format!("X has {} elements, need {}x{n}", x.len(), self.cols),
@@ -304,7 +306,12 @@ mod tests {
     fn bad_parts() {
         assert!(Sparse24Fragments::from_parts(1, 6, vec![], vec![]).is_err());
         assert!(Sparse24Fragments::from_parts(1, 4, vec![0; 128], vec![0; 15]).is_err());
+        // word counts that overflow usize: an error, not an arithmetic panic
+        assert!(Sparse24Fragments::from_parts(usize::MAX, 4, vec![], vec![]).is_err());
+        assert!(Sparse24Fragments::from_parts(16, usize::MAX - 3, vec![], vec![]).is_err());
         let f = Sparse24Fragments::from_parts(1, 4, vec![0; 128], vec![0; 16]).unwrap();
+        let e = f.spmm_emulated(&[], usize::MAX).unwrap_err();
+        assert!(e.to_string().contains("spmm_emulated"), "{e}");
         assert!(
             f.to_sparse24()
                 .unwrap_err()

@@ -132,23 +132,20 @@ impl Sparse24 {
     ) -> Result<Sparse24> {
         check_k("Sparse24::from_parts", cols)?;
         let mw = meta_words(cols);
-        if values.len() != rows * cols / 2 {
+        // needs in u128: a claimed size whose product overflows usize is a mismatch, not a panic
+        let (need_v, need_m) = (rows as u128 * (cols / 2) as u128, rows as u128 * mw as u128);
+        if values.len() as u128 != need_v {
             return Err(shape_err(
                 "Sparse24::from_parts",
-                format!(
-                    "{} values for {rows}x{cols} (need {})",
-                    values.len(),
-                    rows * cols / 2
-                ),
+                format!("{} values for {rows}x{cols} (need {need_v})", values.len()),
             ));
         }
-        if meta.len() != rows * mw {
+        if meta.len() as u128 != need_m {
             return Err(shape_err(
                 "Sparse24::from_parts",
                 format!(
-                    "{} metadata words for {rows}x{cols} (need {})",
-                    meta.len(),
-                    rows * mw
+                    "{} metadata words for {rows}x{cols} (need {need_m})",
+                    meta.len()
                 ),
             ));
         }
@@ -158,7 +155,8 @@ impl Sparse24 {
             values,
             meta,
         };
-        for i in 0..rows {
+        // K = 0: no group to check (and no per-row loop over a claimed `rows`)
+        for i in 0..if cols == 0 { 0 } else { rows } {
             for g in 0..cols / 4 {
                 let (a, b) = s.indices(i, g);
                 if a >= b {
@@ -286,5 +284,21 @@ mod tests {
         assert!(Sparse24::from_parts(1, 4, vec![0.0; 2], vec![0b0101]).is_err()); // 1,1
         assert!(Sparse24::from_parts(1, 4, vec![0.0; 2], vec![0b1000 | 0x10]).is_err()); // stray bits
         assert!(Sparse24::from_parts(1, 4, vec![0.0; 3], vec![0b1000]).is_err());
+    }
+
+    #[test]
+    fn claimed_sizes_that_overflow_are_errors() {
+        // rows * cols wraps to 0 in usize: empty parts must not pass for a 2^62 x 64 matrix
+        let e = Sparse24::from_parts(1 << 62, 64, vec![], vec![]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("0 values for 4611686018427387904x64"),
+            "{e}"
+        );
+        let e = Sparse24::from_parts(usize::MAX, 4, vec![], vec![]).unwrap_err();
+        assert!(e.to_string().contains("Sparse24::from_parts"), "{e}");
+        // K = 0 holds nothing to check, whatever the rows: no walk over 2^60 rows
+        let s = Sparse24::from_parts(1 << 60, 0, vec![], vec![]).unwrap();
+        assert_eq!((s.rows(), s.cols()), (1 << 60, 0));
     }
 }

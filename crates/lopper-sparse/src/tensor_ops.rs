@@ -15,12 +15,43 @@ fn f32_view(x: &Tensor, op: &'static str) -> Result<Tensor> {
     Ok(x.to_f32())
 }
 
+/// The zeroed (rows, n) f32 output of `op`, once X's row count `x_rows` matched `need` (W's
+/// dimension): a shape error first, then a memory error for an output that cannot fit (X may hold
+/// no elements at all, (0, N), while the output is (M, N)), never an abort.
+fn output(
+    op: &'static str,
+    w: (usize, usize),
+    x_rows: usize,
+    need: usize,
+    rows: usize,
+    n: usize,
+) -> Result<Vec<f32>> {
+    if x_rows != need {
+        return Err(shape_err(
+            op,
+            format!("W is {}x{}, X has {x_rows} rows (need {need})", w.0, w.1),
+        ));
+    }
+    let len = lopper_tensor::mem::elements(op, &[rows, n])?;
+    Ok(lopper_tensor::mem::zeros_f32(
+        &format!("{op} output ({rows}x{n})"),
+        len,
+    )?)
+}
+
 impl Csr {
     /// `W X` for a dense X (K, N) of any dtype; returns (M, N) f32.
     pub fn matmul(&self, x: &Tensor, par: Par) -> Result<Tensor> {
         let x = f32_view(x, "Csr::matmul")?;
         let n = x.shape()[1];
-        let mut y = vec![0.0f32; self.rows() * n];
+        let mut y = output(
+            "Csr::matmul",
+            (self.rows(), self.cols()),
+            x.shape()[0],
+            self.cols(),
+            self.rows(),
+            n,
+        )?;
         spmm(
             self,
             x.mat("Csr::matmul")?,
@@ -34,7 +65,14 @@ impl Csr {
     pub fn matmul_t(&self, x: &Tensor, par: Par) -> Result<Tensor> {
         let x = f32_view(x, "Csr::matmul_t")?;
         let n = x.shape()[1];
-        let mut y = vec![0.0f32; self.cols() * n];
+        let mut y = output(
+            "Csr::matmul_t",
+            (self.rows(), self.cols()),
+            x.shape()[0],
+            self.rows(),
+            self.cols(),
+            n,
+        )?;
         spmm_t(
             self,
             x.mat("Csr::matmul_t")?,
@@ -68,7 +106,14 @@ impl Sparse24 {
     pub fn matmul(&self, x: &Tensor, par: Par) -> Result<Tensor> {
         let x = f32_view(x, "Sparse24::matmul")?;
         let n = x.shape()[1];
-        let mut y = vec![0.0f32; self.rows() * n];
+        let mut y = output(
+            "Sparse24::matmul",
+            (self.rows(), self.cols()),
+            x.shape()[0],
+            self.cols(),
+            self.rows(),
+            n,
+        )?;
         spmm_24(
             self,
             x.mat("Sparse24::matmul")?,
@@ -133,5 +178,44 @@ mod tests {
             csr.matmul(&Tensor::zeros(&[8], DType::F32), Par::Seq)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn mismatched_or_oversized_outputs_are_errors_before_allocating() {
+        let x = Tensor::zeros(&[3, 4], DType::F32);
+        let e = Csr::zeros(2, 5).unwrap().matmul(&x, Par::Seq).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Csr::matmul: shape mismatch: W is 2x5, X has 3 rows (need 5)"),
+            "{e}"
+        );
+        let e = Csr::zeros(2, 5)
+            .unwrap()
+            .matmul_t(&x, Par::Seq)
+            .unwrap_err();
+        assert!(e.to_string().contains("X has 3 rows (need 2)"), "{e}");
+        // X (0, 2^40) holds no element, but W X would be (2^20, 2^40): refused, not an abort
+        let x = Tensor::zeros(&[0, 1 << 40], DType::F32);
+        let e = Csr::zeros(1 << 20, 0)
+            .unwrap()
+            .matmul(&x, Par::Seq)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Csr::matmul output (1048576x1099511627776)"),
+            "{e}"
+        );
+        let e = Csr::zeros(0, 1 << 20)
+            .unwrap()
+            .matmul_t(&x, Par::Seq)
+            .unwrap_err();
+        assert!(e.to_string().contains("Csr::matmul_t output"), "{e}");
+        let s = Sparse24::from_parts(1 << 20, 0, vec![], vec![]).unwrap();
+        let e = s.matmul(&x, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("Sparse24::matmul output"), "{e}");
+        // a (2^40, 2^40) output overflows usize: an error too
+        let s = Sparse24::from_parts(1 << 40, 0, vec![], vec![]).unwrap();
+        let e = s.matmul(&x, Par::Seq).unwrap_err();
+        assert!(e.to_string().contains("Sparse24::matmul: shape"), "{e}");
     }
 }

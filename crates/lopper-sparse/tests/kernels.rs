@@ -219,7 +219,7 @@ proptest! {
 
 #[test]
 fn all_zero_and_empty_shapes() {
-    let w = Csr::zeros(5, 7);
+    let w = Csr::zeros(5, 7).unwrap();
     let x = dense(7, 33, 1);
     let mut y = vec![f32::NAN; 5 * 33];
     spmm(

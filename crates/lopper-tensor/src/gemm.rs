@@ -79,9 +79,17 @@ pub fn matmul(a: &Tensor, ta: Transpose, b: &Tensor, tb: Transpose, par: Par) ->
     let b32 = b.to_f32();
     let am = a32.mat("matmul")?;
     let bm = b32.mat("matmul")?;
-    let (m, _) = op_dims(&am, ta);
-    let (_, n) = op_dims(&bm, tb);
-    let mut out = vec![0.0f32; m * n];
+    let (m, k) = op_dims(&am, ta);
+    let (k2, n) = op_dims(&bm, tb);
+    if k != k2 {
+        return Err(Error::shape(
+            "matmul",
+            format!("op(a) is {m}x{k}, op(b) is {k2}x{n}"),
+        ));
+    }
+    // a (m, 0) times b (0, n) holds no element, yet the output is (m, n): checked, never an abort
+    let len = crate::mem::elements("matmul", &[m, n])?;
+    let mut out = crate::mem::zeros_f32(&format!("matmul output ({m}x{n})"), len)?;
     gemm(MatMut::new(&mut out, m, n)?, am, ta, bm, tb, 1.0, 0.0, par)?;
     Tensor::from_f32(&[m, n], out)
 }
@@ -158,5 +166,50 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("gemm"), "{err}");
+    }
+
+    #[test]
+    fn matmul_checks_shapes_then_the_output_size_before_allocating() {
+        let z = |s: &[usize]| Tensor::zeros(s, crate::DType::F32);
+        let e = matmul(
+            &z(&[2, 3]),
+            Transpose::No,
+            &z(&[2, 3]),
+            Transpose::No,
+            Par::Seq,
+        );
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("matmul: shape mismatch: op(a) is 2x3, op(b) is 2x3"),
+            "{e}"
+        );
+        // (2^20, 0) x (0, 2^40): no input element, a 4 EiB output: an error, not an abort
+        let e = matmul(
+            &z(&[1 << 20, 0]),
+            Transpose::No,
+            &z(&[0, 1 << 40]),
+            Transpose::No,
+            Par::Seq,
+        );
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("matmul output (1048576x1099511627776)"), "{e}");
+        // (2^33, 0) x (0, 2^33): the element count overflows usize
+        let e = matmul(
+            &z(&[1 << 33, 0]),
+            Transpose::No,
+            &z(&[0, 1 << 33]),
+            Transpose::No,
+            Par::Seq,
+        );
+        assert!(e.unwrap_err().to_string().contains("matmul: shape"));
+        let ok = matmul(
+            &z(&[3, 0]),
+            Transpose::No,
+            &z(&[0, 2]),
+            Transpose::No,
+            Par::Seq,
+        )
+        .unwrap();
+        assert_eq!(ok, z(&[3, 2]));
     }
 }

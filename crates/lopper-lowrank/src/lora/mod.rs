@@ -118,6 +118,15 @@ impl LoraAdapter {
                 format!("alpha = {alpha}"),
             ));
         }
+        // A (r, K) and B (M, r) from claimed sizes: refused when they cannot fit, never an abort
+        for (what, a, b) in [("A", rank, cols), ("B", rows, rank)] {
+            let n = lopper_tensor::mem::elements(&format!("LoraAdapter::new: {what}"), &[a, b])?;
+            lopper_tensor::mem::check_bytes(
+                &format!("LoraAdapter::new: {what} ({a}x{b}) of a rank-{rank} adapter"),
+                n,
+                4,
+            )?;
+        }
         let bound = 1.0 / (cols as f32).sqrt();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let a = (0..rank * cols)
@@ -141,6 +150,14 @@ impl LoraAdapter {
             return Err(Error::shape(
                 "LoraAdapter::from_parts",
                 format!("A is {r}x{k}, B is {m}x{r2}: ranks must agree and be >= 1"),
+            ));
+        }
+        // as in `new`: a NaN or infinite alpha (e.g. "NaN" in a file's metadata) would make every
+        // output NaN
+        if !alpha.is_finite() {
+            return Err(Error::invalid(
+                "LoraAdapter::from_parts",
+                format!("alpha = {alpha}"),
             ));
         }
         Ok(LoraAdapter {

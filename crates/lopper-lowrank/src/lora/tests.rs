@@ -154,3 +154,46 @@ fn sparse_base_matches_dense_and_round_trips() {
         .is_err()
     );
 }
+
+#[test]
+fn claimed_sizes_and_alpha_are_checked() {
+    // a rank of 2^62 for a 4x4 weight: A would be 2^64 floats; refused, not an abort
+    let e = LoraAdapter::new(4, 4, 1 << 62, 1.0, 0).unwrap_err();
+    assert!(e.to_string().contains("LoraAdapter::new: A"), "{e}");
+    if lopper_tensor::mem::physical_memory().is_some_and(|m| m < 1 << 50) {
+        let e = LoraAdapter::new(1 << 20, 1 << 20, 1 << 20, 1.0, 0).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("A (1048576x1048576) of a rank-1048576 adapter"),
+            "{e}"
+        );
+    }
+    // from_parts refused a NaN alpha only in `new`: now in both
+    let (a, b) = (
+        Tensor::zeros(&[1, 2], lopper_tensor::DType::F32),
+        Tensor::zeros(&[2, 1], lopper_tensor::DType::F32),
+    );
+    for alpha in [f32::NAN, f32::INFINITY] {
+        let e = LoraAdapter::from_parts(&a, &b, alpha).unwrap_err();
+        assert!(e.to_string().contains("alpha"), "{e}");
+    }
+    // a file whose metadata says alpha = NaN is an error naming the file and the adapter
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("adapter.safetensors");
+    let ad = LoraAdapter::from_parts(&a, &b, 2.0).unwrap();
+    save_adapters(&p, &[("layer", &ad)]).unwrap();
+    let mut f = lopper_tensor::io::safetensors::read(&p).unwrap();
+    let key = f
+        .metadata
+        .keys()
+        .find(|k| k.ends_with("lora_alpha"))
+        .unwrap()
+        .clone();
+    f.metadata.insert(key, "NaN".into());
+    lopper_tensor::io::safetensors::write(&p, &f).unwrap();
+    let e = load_adapters(&p, None).unwrap_err().to_string();
+    assert!(
+        e.contains("adapter.safetensors") && e.contains("alpha = NaN"),
+        "{e}"
+    );
+}

@@ -165,6 +165,78 @@ fn patterns_that_do_not_fit_are_typed_errors() {
 
 /// The k first indices in the ranking order: key descending (NaN as +inf; -0.0 below +0.0, as
 /// `total_cmp`), then index ascending; by a full sort.
+#[test]
+fn sparsity_outside_the_range_is_an_error_not_a_silent_mask() {
+    // before: NaN or 1.0 kept nothing (every weight removed), -0.5 or 1.5 kept all or nothing
+    let sc = [3.0f32, 1.0, 2.0, 4.0];
+    let grans: [Box<dyn Granularity>; 4] = [
+        Box::new(crate::granularity::Unstructured),
+        Box::new(RowBalanced),
+        Box::new(AxisSlices::rows()),
+        Box::new(Blocks { h: 1, w: 2 }),
+    ];
+    for g in &grans {
+        for s in [f64::NAN, -0.5, 1.0, 1.5, f64::INFINITY] {
+            let e = g.mask("w", &[2, 2], &sc, s).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Invalid {
+                        what: "sparsity",
+                        ..
+                    }
+                ),
+                "{} at {s}: {e}",
+                g.name()
+            );
+        }
+        assert_eq!(g.mask("w", &[2, 2], &sc, 0.5).unwrap().len(), 4);
+    }
+    // N:M ignores the sparsity (fixed density): still fine
+    assert!(
+        NM::new(1, 2)
+            .unwrap()
+            .mask("w", &[2, 2], &sc, f64::NAN)
+            .is_ok()
+    );
+}
+
+#[test]
+fn shapes_that_overflow_are_errors_not_panics() {
+    let sc = [3.0f32, 1.0, 2.0, 4.0];
+    let huge = [usize::MAX, 2, 4];
+    let grans: [Box<dyn Granularity>; 5] = [
+        Box::new(crate::granularity::Unstructured),
+        Box::new(RowBalanced),
+        Box::new(AxisSlices::rows()),
+        Box::new(Blocks { h: 1, w: 2 }),
+        Box::new(NM::new(2, 4).unwrap()),
+    ];
+    for g in &grans {
+        let e = g.mask("w", &huge, &sc, 0.5).unwrap_err();
+        assert!(
+            e.to_string().contains("shape overflows usize"),
+            "{}: {e}",
+            g.name()
+        );
+    }
+    assert_eq!(crate::param::matrix_dims(&huge), (usize::MAX, 4));
+    let e = crate::permute::search(&sc, &[1 << 33, 1 << 33, 4], 2, 4, 1).unwrap_err();
+    assert!(e.to_string().contains("permutation needs"), "{e}");
+    let e = crate::permute::permute_columns(&sc, &[usize::MAX, 2, 2], &[0, 1]).unwrap_err();
+    assert!(
+        e.to_string().contains("4 values and a permutation of 2"),
+        "{e}"
+    );
+    // a claimed last axis of 2^50 with a short permutation: an error before any allocation
+    let e = crate::permute::permute_columns(&sc, &[1, 1 << 50], &[0]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("permutation of 1 for a 1x1125899906842624"),
+        "{e}"
+    );
+}
+
 fn topk_reference(keys: &[f64], k: usize) -> Vec<usize> {
     let key = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
     let mut idx: Vec<usize> = (0..keys.len()).collect();

@@ -152,3 +152,23 @@ fn global_scope_needs_elementwise_or_fixed_pattern() {
         assert!(e.to_string().contains("sparsity"), "{e}");
     }
 }
+
+#[test]
+fn global_min_density_out_of_range_is_an_error() {
+    // `ScopeKind::Global` can be built without `Scope::global`'s check: NaN acted as 0 silently
+    let v = [3.0f32, 1.0, 2.0, 4.0];
+    let p = [ParamRef::new("w", &[2, 2], &v)];
+    let scores = [abs(&v)];
+    for min_density in [f64::NAN, -0.1, 5.0] {
+        let e = compute_masks(
+            &p,
+            &scores,
+            &[true],
+            &Unstructured,
+            ScopeKind::Global { min_density },
+            0.5,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("min density"), "{min_density}: {e}");
+    }
+}

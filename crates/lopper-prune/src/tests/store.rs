@@ -139,3 +139,31 @@ fn store_rejects_bad_input() {
             .contains("collides")
     );
 }
+
+#[test]
+fn index_entries_with_overflowing_shapes_are_errors() {
+    // a file built in memory (not read from disk, where the reader checks sizes) whose row
+    // offsets claim 2^62 I32 entries with no bytes: `2^62 * 4` wrapped to 0 and matched
+    let sh = [2, 4];
+    let mut f = SafetensorsFile::default();
+    f.push("w", Tensor::from_f32(&sh, pruned(&sh, 1, 2)).unwrap());
+    let want = BTreeMap::from([("w".to_string(), Want::Csr)]);
+    let mut c = store::compress(&f, &want).unwrap();
+    for dtype in [RawDType::I32, RawDType::I64] {
+        let (_, e) = c
+            .entries
+            .iter_mut()
+            .find(|(n, _)| n == "w.csr_row_ptr")
+            .unwrap();
+        *e = Entry::Raw {
+            dtype,
+            shape: vec![1 << 62],
+            bytes: vec![],
+        };
+        let err = store::decompress(&c, "mem").unwrap_err().to_string();
+        assert!(
+            err.contains("w.csr_row_ptr: expected a 1-D I32 or I64 tensor"),
+            "{err}"
+        );
+    }
+}

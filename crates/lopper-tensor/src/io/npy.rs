@@ -137,14 +137,35 @@ pub fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // version 1.0 has a u16 header length; a longer header (a shape of thousands of axes) takes
+    // version 2.0 and a u32, as NumPy does, instead of a truncated length
+    let pad = |prefix: usize, header: &str| {
+        let total = prefix + header.len() + 1;
+        total.next_multiple_of(64) - total
+    };
+    let v1 = header.len() + 1 + pad(10, &header) <= usize::from(u16::MAX);
+    let prefix = if v1 { 10 } else { 12 };
     // pad so that the data starts on a 64-byte boundary, ending with '\n'
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
+    header.push_str(&" ".repeat(pad(prefix, &header)));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + t.storage().as_bytes().len());
+    let hlen = u32::try_from(header.len()).map_err(|_| {
+        Error::invalid(
+            "npy::to_bytes",
+            format!(
+                "a header of {} bytes exceeds the format's u32 length",
+                header.len()
+            ),
+        )
+    })?;
+    let mut out = Vec::with_capacity(prefix + header.len() + t.storage().as_bytes().len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    if v1 {
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(hlen as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[2, 0]);
+        out.extend_from_slice(&hlen.to_le_bytes());
+    }
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(t.storage().as_bytes());
     Ok(out)
@@ -180,6 +201,21 @@ mod tests {
             }
         }
         assert!(to_bytes(&Tensor::zeros(&[2], DType::BF16)).is_err());
+    }
+
+    #[test]
+    fn headers_beyond_u16_are_written_as_version_2() {
+        // 30000 axes of length 1: a ~90 kB header, more than version 1.0's u16 length holds
+        let t = Tensor::from_f32(&vec![1; 30000], vec![2.5]).unwrap();
+        let b = to_bytes(&t).unwrap();
+        assert_eq!(&b[6..8], &[2, 0]);
+        assert_eq!((b.len() - 4) % 64, 0);
+        assert_eq!(from_bytes(&b, Path::new("long.npy")).unwrap(), t);
+        // a short header stays version 1.0
+        assert_eq!(
+            &to_bytes(&Tensor::zeros(&[3], DType::F32)).unwrap()[6..8],
+            &[1, 0]
+        );
     }
 
     #[test]

@@ -169,6 +169,13 @@ impl View for EntryView<'_> {
 pub fn to_bytes(file: &SafetensorsFile) -> Result<Vec<u8>> {
     let mut seen = std::collections::HashSet::new();
     for (n, _) in &file.entries {
+        // the header's key for the metadata map: a tensor under it makes an unreadable file
+        if n == "__metadata__" {
+            return Err(Error::invalid(
+                "safetensors::to_bytes",
+                "a tensor cannot be named \"__metadata__\" (the header's metadata key)",
+            ));
+        }
         if !seen.insert(n.as_str()) {
             return Err(Error::invalid(
                 "safetensors::to_bytes",
@@ -296,5 +303,19 @@ mod tests {
         f.push("w", Tensor::zeros(&[1], DType::F32));
         f.push("w", Tensor::zeros(&[1], DType::F32));
         assert!(to_bytes(&f).is_err());
+    }
+
+    #[test]
+    fn a_tensor_named_like_the_metadata_key_is_refused() {
+        // it was written, and the file could not be read back (with or without metadata)
+        for meta in [false, true] {
+            let mut f = SafetensorsFile::default();
+            if meta {
+                f.metadata.insert("format".into(), "pt".into());
+            }
+            f.push("__metadata__", Tensor::zeros(&[1], DType::F32));
+            let e = to_bytes(&f).unwrap_err().to_string();
+            assert!(e.contains("\"__metadata__\""), "{e}");
+        }
     }
 }
