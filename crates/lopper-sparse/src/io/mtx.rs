@@ -94,6 +94,16 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
             format!("symmetric matrix must be square, got {rows}x{cols}"),
         ));
     }
+    // entries keep their row and column as u32 (a Csr's column index; its transpose's too)
+    for (what, v) in [("rows", rows), ("columns", cols)] {
+        if v > u32::MAX as usize {
+            return Err(err(
+                path,
+                sl,
+                format!("{v} {what}: at most {} are supported", u32::MAX),
+            ));
+        }
+    }
     // the row offsets (rows + 1 of them) are allocated whatever the entries: check them first
     lopper_tensor::mem::check_bytes(&format!("{rows} rows"), rows.saturating_add(1), 8)
         .map_err(|e| err(path, sl, e.to_string()))?;
@@ -298,18 +308,24 @@ mod tests {
             e("%%MatrixMarket matrix coordinate real general\n2 2 4611686018427387904\n1 1 1\n")
                 .contains(":2:")
         );
+        // rows and columns are kept as u32: more is refused at the size line, not truncated
         assert!(
             e("%%MatrixMarket matrix coordinate real general\n18446744073709551615 1 0\n")
-                .contains(":2: malformed Matrix Market file: 18446744073709551615 rows needs")
+                .contains(":2: malformed Matrix Market file: 18446744073709551615 rows: at most 4294967295")
+        );
+        assert!(
+            e("%%MatrixMarket matrix coordinate real general\n4294967296 1 0\n")
+                .contains("4294967296 rows: at most 4294967295 are supported")
         );
         assert!(
             e("%%MatrixMarket matrix coordinate pattern general\n1 4294967296 0\n").contains(":2:")
         );
-        if lopper_tensor::mem::physical_memory().is_some() {
-            // 2^60 rows: 8 EiB of row offsets, refused at the size line
+        if lopper_tensor::mem::physical_memory().is_some_and(|m| m < 32 << 30) {
+            // 2^32 - 1 rows: 32 GiB of row offsets, refused at the size line
+            let m = e("%%MatrixMarket matrix coordinate real general\n4294967295 4 1\n1 1 1\n");
             assert!(
-                e("%%MatrixMarket matrix coordinate real general\n1152921504606846976 4 1\n1 1 1\n")
-                    .contains(":2: malformed Matrix Market file: 1152921504606846976 rows needs 8.0 EiB"),
+                m.contains(":2: malformed Matrix Market file: 4294967295 rows needs"),
+                "{m}"
             );
         }
     }
