@@ -195,6 +195,17 @@ fn json_and_csv_round_trip_and_golden_csv() {
     r.write_json(&dir.path().join("e.json")).unwrap();
     r.write_csv(&dir.path().join("e.csv")).unwrap();
     assert_eq!(fs::read_to_string(dir.path().join("e.csv")).unwrap(), csv);
+    // a write that fails (the target is a folder) is an error naming it and leaves no temp file
+    let sub = tempfile::tempdir().unwrap();
+    let target = sub.path().join("report.json");
+    fs::create_dir(&target).unwrap();
+    let e = r.write_json(&target).unwrap_err().to_string();
+    assert!(e.contains("report.json"), "{e}");
+    let left: Vec<_> = fs::read_dir(sub.path())
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("report.json")]);
 }
 
 #[test]
