@@ -183,13 +183,19 @@ pub fn permute_columns(values: &[f32], shape: &[usize], perm: &[usize]) -> Resul
     Ok(out)
 }
 
-/// The inverse permutation.
-pub fn inverse(perm: &[usize]) -> Vec<usize> {
-    let mut inv = vec![0; perm.len()];
+/// The inverse permutation; an error when `perm` is not a permutation of `0..perm.len()`.
+pub fn inverse(perm: &[usize]) -> Result<Vec<usize>> {
+    let n = perm.len();
+    let mut inv = vec![usize::MAX; n];
     for (j, &p) in perm.iter().enumerate() {
-        if p < inv.len() {
-            inv[p] = j;
+        if p >= n || inv[p] != usize::MAX {
+            return Err(Error::pattern(
+                "<permute>",
+                &[n],
+                format!("entry {j} ({p}) makes this not a permutation of {n} columns"),
+            ));
         }
+        inv[p] = j;
     }
-    inv
+    Ok(inv)
 }

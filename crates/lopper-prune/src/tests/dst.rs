@@ -92,7 +92,7 @@ proptest! {
             a[0] + a[1]
         }).sum();
         prop_assert!((kept / total - p.kept_permuted).abs() < 1e-9);
-        let inv = permute::inverse(&p.perm);
+        let inv = permute::inverse(&p.perm).unwrap();
         prop_assert_eq!(permute::permute_columns(&pv, &sh, &inv).unwrap(), v);
     }
 }
@@ -107,4 +107,13 @@ fn permutation_finds_the_obvious_gain() {
     assert!(permute::search(&v, &[1, 8], 2, 3, 1).is_err());
     assert!(permute::permute_columns(&v, &[1, 8], &[0, 0, 1, 2, 3, 4, 5, 6]).is_err());
     assert!(layout_densities(&[&[2, 2]], 0.0, Layout::Erk).is_err());
+}
+
+#[test]
+fn inverse_refuses_what_is_not_a_permutation() {
+    assert_eq!(permute::inverse(&[2, 0, 1]).unwrap(), vec![1, 2, 0]);
+    assert_eq!(permute::inverse(&[]).unwrap(), Vec::<usize>::new());
+    let e = permute::inverse(&[0, 0]).unwrap_err().to_string();
+    assert!(e.contains("entry 1 (0)"), "{e}");
+    assert!(permute::inverse(&[1]).is_err());
 }
