@@ -1,7 +1,8 @@
 //! `cargo xtask <cmd>`: the project's automation, in Rust (alias in .cargo/config.toml; built into
 //! target/xtask so that it never waits on the workspace's build lock for its own binary).
 //!
-//! - `test`       fmt check, clippy -D warnings, tidy, cargo test --workspace (what CI runs)
+//! - `test`       fmt check, clippy -D warnings, tidy, rustdoc -D warnings, cargo test --workspace
+//!   (what CI runs)
 //! - `tidy`       repository invariants (crate DAG of docs/ARCHITECTURE.md, file size, no stray files)
 //! - `bench`      the sparse-vs-dense harness (`lopper bench spmm`, release build); `--gpu`: the GPU
 //!   harness (examples/gpu_bench of lopper-sparse, feature cuda) against cuSPARSE/cuBLAS
@@ -53,6 +54,10 @@ fn test(_args: &[String]) -> Res {
         "warnings",
     ]))?;
     tidy::run()?;
+    // rustdoc: broken intra-doc links and stray brackets fail the check
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     run(cargo().args(["test", "--workspace"]))?;
     eprintln!("xtask test: all checks passed");
     Ok(())
