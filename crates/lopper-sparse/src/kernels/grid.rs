@@ -52,16 +52,17 @@ pub(crate) fn balanced_rows(
     parts: usize,
     row_cost: impl Fn(usize) -> usize,
 ) -> Vec<Range<usize>> {
-    let total: usize = (0..rows).map(&row_cost).sum();
-    let parts = parts.max(1);
+    // u128: no product below overflows, whatever `parts` (a thread count from the caller's Par)
+    let total: u128 = (0..rows).map(|i| row_cost(i) as u128).sum();
+    let parts = parts.clamp(1, rows.max(1));
     let mut out = Vec::with_capacity(parts);
     let mut start = 0;
-    let mut acc = 0usize;
+    let mut acc = 0u128;
     let mut k = 1;
     for i in 0..rows {
-        acc += row_cost(i);
+        acc += row_cost(i) as u128;
         // close the chunk when it reaches its share of the total
-        if k < parts && acc * parts >= total * k {
+        if k < parts && acc * parts as u128 >= total * k as u128 {
             out.push(start..i + 1);
             start = i + 1;
             k += 1;
@@ -157,7 +158,8 @@ pub(crate) fn chunks_for(
     if threads <= 1 {
         return if rows == 0 { vec![] } else { vec![0..rows] };
     }
-    let want = (4 * threads)
+    let want = threads
+        .saturating_mul(4)
         .div_ceil(n_col_blocks.max(1))
         .max(threads)
         .min(rows.max(1));
@@ -182,6 +184,10 @@ mod tests {
         let max = *loads.iter().max().unwrap();
         assert!(max <= 1400, "{loads:?}");
         assert!(balanced_rows(0, 4, cost).is_empty());
+        // a thread count far above the rows (Par::Rayon(usize::MAX)): one row per chunk, no
+        // overflow and no huge allocation
+        assert_eq!(balanced_rows(3, usize::MAX, cost), vec![0..1, 1..2, 2..3]);
+        assert_eq!(chunks_for(3, usize::MAX, 1, cost), vec![0..1, 1..2, 2..3]);
         assert_eq!(col_blocks(130, 64), vec![0..64, 64..128, 128..130]);
         // a panel up to 128 wide within 512 KiB is one block; wider or larger operands are split
         assert_eq!(col_block(1024, 128), 128);
