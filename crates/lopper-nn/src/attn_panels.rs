@@ -16,6 +16,7 @@ use crate::attention::{AttnCache, AttnShape, seq_backward_t, seq_forward_t};
 use crate::error::shape;
 use crate::kernels::transpose;
 use crate::linear::PanelGrads;
+use crate::panels::run_chunks;
 use crate::util::{aligned, ensure};
 use crate::{Linear, Result};
 use lopper_tensor::Par;
@@ -199,9 +200,6 @@ pub(crate) fn attn_backward(
     proj.prepare_panel_backward()?;
     let sp = seqs_per_part(s.b, par);
     let parts = s.b.div_ceil(sp);
-    if bufs.len() < parts {
-        bufs.resize_with(parts, AttnBufs::default);
-    }
     let (qkv_ref, proj_ref) = (&*qkv, &*proj);
     let work = |s0: usize, dx: &mut [f32], pb: &mut AttnBufs| -> Result<()> {
         pb.qkv.reset(qkv_ref);
@@ -228,14 +226,7 @@ pub(crate) fn attn_backward(
         }
         Ok(())
     };
-    if parts > 1 {
-        dx.par_chunks_mut(sp * t * c)
-            .zip(bufs.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(i, (dx, pb))| work(i * sp, dx, pb))?;
-    } else {
-        work(0, dx, &mut bufs[0])?;
-    }
+    run_chunks(dx, sp * t * c, bufs, |i, dx, pb| work(i * sp, dx, pb))?;
     for pb in &bufs[..parts] {
         qkv.add_panel_grads(&pb.qkv)?;
         proj.add_panel_grads(&pb.proj)?;
@@ -246,16 +237,7 @@ pub(crate) fn attn_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WeightKind;
-
-    fn layer(name: &str, k: usize, m: usize, csr: bool) -> Linear {
-        let mut l = Linear::new(name, k, m, true, 0.5, k as u64 * 31 + m as u64);
-        if csr {
-            let mask = (0..k * m).map(|i| i % 3 != 1).collect();
-            l.set_kind(&WeightKind::CsrMask(mask)).unwrap();
-        }
-        l
-    }
+    use crate::panels::tests::layer;
 
     #[test]
     fn bad_layers_and_buffers_are_errors_naming_them() {

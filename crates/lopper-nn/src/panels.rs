@@ -45,7 +45,29 @@ fn part_rows(n: usize, par: Par) -> usize {
     n.div_ceil(parts).div_ceil(PANEL) * PANEL
 }
 
-/// Runs `f(first_row, out_chunk, bufs)` over the parts, in parallel when `par` has threads.
+/// Runs `f(i, chunk, bufs[i])` over the `chunk`-long chunks of `out` (the last may be shorter), in
+/// parallel when there are several; `bufs` grows to one per chunk (at least one).
+pub(crate) fn run_chunks<B, F>(out: &mut [f32], chunk: usize, bufs: &mut Vec<B>, f: F) -> Result<()>
+where
+    B: Default + Send,
+    F: Fn(usize, &mut [f32], &mut B) -> Result<()> + Sync + Send,
+{
+    let parts = out.len().div_ceil(chunk.max(1)).max(1);
+    if bufs.len() < parts {
+        bufs.resize_with(parts, B::default);
+    }
+    if parts > 1 {
+        out.par_chunks_mut(chunk)
+            .zip(bufs.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(i, (o, b))| f(i, o, b))
+    } else {
+        f(0, out, &mut bufs[0])
+    }
+}
+
+/// Runs `f(first_row, out_chunk, bufs)` over the parts of `n` rows of `width`, in parallel when
+/// `par` has threads.
 fn run_parts<F>(
     n: usize,
     width: usize,
@@ -57,22 +79,11 @@ fn run_parts<F>(
 where
     F: Fn(usize, &mut [f32], &mut PartBufs) -> Result<()> + Sync + Send,
 {
-    let rows = part_rows(n, par);
-    let parts = n.div_ceil(rows).max(1);
-    if bufs.len() < parts {
-        bufs.resize_with(parts, PartBufs::default);
-    }
     if n == 0 || width == 0 {
         return Ok(());
     }
-    if parts > 1 {
-        out.par_chunks_mut(rows * width)
-            .zip(bufs.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(i, (o, b))| f(i * rows, o, b))
-    } else {
-        f(0, out, &mut bufs[0])
-    }
+    let rows = part_rows(n, par);
+    run_chunks(out, rows * width, bufs, |i, o, b| f(i * rows, o, b))
 }
 
 /// `y (n, m) = x (n, k) W^T` through panels.
@@ -300,9 +311,6 @@ pub(crate) fn mlp_backward(
     proj.prepare_panel_backward()?;
     let rows = part_rows(n, par);
     let parts = n.div_ceil(rows);
-    if bufs.len() < parts {
-        bufs.resize_with(parts, MlpBufs::default);
-    }
     let (fc_ref, proj_ref) = (&*fc, &*proj);
     let work = |row0: usize, dx: &mut [f32], pb: &mut MlpBufs| -> Result<()> {
         pb.fc.reset(fc_ref);
@@ -328,14 +336,7 @@ pub(crate) fn mlp_backward(
         }
         Ok(())
     };
-    if parts > 1 {
-        dx.par_chunks_mut(rows * c)
-            .zip(bufs.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(i, (dx, pb))| work(i * rows, dx, pb))?;
-    } else {
-        work(0, dx, &mut bufs[0])?;
-    }
+    run_chunks(dx, rows * c, bufs, |i, dx, pb| work(i * rows, dx, pb))?;
     for pb in &bufs[..parts] {
         fc.add_panel_grads(&pb.fc)?;
         proj.add_panel_grads(&pb.proj)?;
@@ -344,11 +345,12 @@ pub(crate) fn mlp_backward(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::WeightKind;
 
-    fn layer(name: &str, k: usize, m: usize, csr: bool) -> Linear {
+    /// A Linear with a bias, Csr (2 of every 3 weights kept) when `csr`, else dense.
+    pub(crate) fn layer(name: &str, k: usize, m: usize, csr: bool) -> Linear {
         let mut l = Linear::new(name, k, m, true, 0.5, k as u64 * 31 + m as u64);
         if csr {
             let mask = (0..k * m).map(|i| i % 3 != 1).collect();
