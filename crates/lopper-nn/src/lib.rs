@@ -29,6 +29,8 @@ pub mod mlp;
 mod panels;
 pub mod precision;
 mod util;
+#[cfg(target_arch = "x86_64")]
+mod vec16;
 mod weight;
 
 pub use error::{Error, Result};
