@@ -227,10 +227,12 @@ pub(crate) fn attn_backward(
         Ok(())
     };
     run_chunks(dx, sp * t * c, bufs, |i, dx, pb| work(i * sp, dx, pb))?;
-    for pb in &bufs[..parts] {
-        qkv.add_panel_grads(&pb.qkv)?;
-        proj.add_panel_grads(&pb.proj)?;
-    }
+    let (mut gx, mut gy): (Vec<_>, Vec<_>) = bufs[..parts]
+        .iter_mut()
+        .map(|pb| (&mut pb.qkv, &mut pb.proj))
+        .unzip();
+    qkv.add_panel_grads(&mut gx)?;
+    proj.add_panel_grads(&mut gy)?;
     Ok(())
 }
 

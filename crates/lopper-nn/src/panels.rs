@@ -337,10 +337,12 @@ pub(crate) fn mlp_backward(
         Ok(())
     };
     run_chunks(dx, rows * c, bufs, |i, dx, pb| work(i * rows, dx, pb))?;
-    for pb in &bufs[..parts] {
-        fc.add_panel_grads(&pb.fc)?;
-        proj.add_panel_grads(&pb.proj)?;
-    }
+    let (mut gx, mut gy): (Vec<_>, Vec<_>) = bufs[..parts]
+        .iter_mut()
+        .map(|pb| (&mut pb.fc, &mut pb.proj))
+        .unzip();
+    fc.add_panel_grads(&mut gx)?;
+    proj.add_panel_grads(&mut gy)?;
     Ok(())
 }
 

@@ -23,5 +23,7 @@ mod tensor_ops;
 pub use csr::{Csr, CsrTranspose};
 pub use error::{Error, Result};
 pub use fragments::Sparse24Fragments;
-pub use kernels::{sddmm, sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias, spmm_t, spmm_t_with};
+pub use kernels::{
+    sddmm, sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias, spmm_t, spmm_t_sddmm, spmm_t_with,
+};
 pub use sparse24::Sparse24;

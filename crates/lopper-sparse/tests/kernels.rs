@@ -4,6 +4,7 @@
 use lopper_sparse::kernels::simd::{self, Isa};
 use lopper_sparse::{
     Csr, Sparse24, reference, sddmm, sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias, spmm_t,
+    spmm_t_sddmm,
 };
 use lopper_tensor::{MatMut, MatRef, Par, Tensor};
 use proptest::prelude::*;
@@ -180,6 +181,34 @@ proptest! {
         }
     }
 
+    /// The fused backward: dX = W^T dY overwritten and dW (in the transpose's order) accumulated,
+    /// against the f64 spmm_t and sddmm references, with D around the 128-wide block (1, 16, 127,
+    /// 128, 129, 256, 300), rows long enough for the eight-entries-at-once reduction, empty rows,
+    /// one heavy row, and dY both aligned (read in place) and one float off (copied).
+    #[test]
+    fn spmm_t_sddmm_matches_reference(m in 1usize..40, k in 1usize..60,
+                                      dd in prop::sample::select(vec![1usize, 16, 127, 128, 129, 256, 300]),
+                                      d in 0.0f64..1.0, seed: u64, heavy: bool, shift in 0usize..2, p: u8) {
+        let w = random_csr(m, k, d, seed, heavy);
+        let wt = w.transpose();
+        let dy = dense(m, dd, seed ^ 6);
+        let x = dense(k, dd, seed ^ 7);
+        let want_dx = reference::spmm_t(&w.to_dense(), m, k, &dy, dd);
+        let dw = reference::sddmm(&w, &dy, &x, dd); // W's order
+        let start = dense(1, w.nnz(), seed ^ 8);
+        let want_dw: Vec<f64> = wt.perm().iter().zip(&start).map(|(&q, &s)| s as f64 + dw[q as usize]).collect();
+        let yb = Offset::new(&dy, shift);
+        for isa in isas() {
+            simd::set_isa(isa);
+            let mut dx = vec![f32::NAN; k * dd];
+            let mut dwt = start.clone();
+            spmm_t_sddmm(&wt, MatRef::new(yb.get(), m, dd).unwrap(), MatRef::new(&x, k, dd).unwrap(),
+                         MatMut::new(&mut dx, k, dd).unwrap(), &mut dwt, par_of(p)).unwrap();
+            check(&dx, &want_dx, m, &format!("spmm_t_sddmm dX {isa:?} shift {shift}"))?;
+            check(&dwt, &want_dw, dd + 1, &format!("spmm_t_sddmm dW {isa:?} shift {shift}"))?;
+        }
+    }
+
     /// spmm with X read in place (64-byte aligned, one column block) or copied (one float off).
     #[test]
     fn spmm_operand_alignment(m in 1usize..40, k in 1usize..200, n in 1usize..140, d in 0.0f64..1.0,
@@ -258,6 +287,18 @@ fn all_zero_and_empty_shapes() {
     )
     .unwrap();
     assert_eq!(y, vec![0.0; 3]);
+    // the fused backward of an all-zero weight: dX is zeroed, dW (no entries) untouched
+    let mut dx = vec![f32::NAN; 7 * 33];
+    spmm_t_sddmm(
+        &w.transpose(),
+        MatRef::new(&dense(5, 33, 5), 5, 33).unwrap(),
+        MatRef::new(&dense(7, 33, 6), 7, 33).unwrap(),
+        MatMut::new(&mut dx, 7, 33).unwrap(),
+        &mut [],
+        Par::rayon(),
+    )
+    .unwrap();
+    assert!(dx.iter().all(|&v| v == 0.0));
 }
 
 #[test]
@@ -309,6 +350,34 @@ fn shape_errors_are_typed() {
         "{e}"
     );
     assert_eq!(y, vec![7.0; 12]);
+    // the fused backward: dY with the wrong rows, and dW with the wrong length; nothing written
+    let wt = w.transpose();
+    let (mut dx, mut dwt) = (vec![7.0; 6 * 3], vec![7.0; w.nnz()]);
+    let e = spmm_t_sddmm(
+        &wt,
+        MatRef::new(&dense(5, 3, 1), 5, 3).unwrap(),
+        MatRef::new(&dense(6, 3, 1), 6, 3).unwrap(),
+        MatMut::new(&mut dx, 6, 3).unwrap(),
+        &mut dwt,
+        Par::Seq,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("spmm_t_sddmm") && e.to_string().contains("dY is 5x3"),
+        "{e}"
+    );
+    let mut short = vec![7.0; w.nnz() - 1];
+    let e = spmm_t_sddmm(
+        &wt,
+        MatRef::new(&dense(4, 3, 1), 4, 3).unwrap(),
+        MatRef::new(&dense(6, 3, 1), 6, 3).unwrap(),
+        MatMut::new(&mut dx, 6, 3).unwrap(),
+        &mut short,
+        Par::Seq,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("entries"), "{e}");
+    assert!(dx.iter().chain(&dwt).chain(&short).all(|&v| v == 7.0));
     let mut y = vec![7.0; 6];
     let e = spmm_24_bias(
         &s,

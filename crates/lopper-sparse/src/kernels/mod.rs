@@ -9,12 +9,14 @@
 //! by loads: one per FMA, from the L2-resident slab; docs/benchmarks.md has the probes.
 //!
 //! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
+mod backward;
 mod grid;
 mod sddmm;
 pub mod simd;
 mod spmm;
 mod spmm24;
 
+pub use backward::spmm_t_sddmm;
 pub use sddmm::{sddmm, sddmm_add};
 pub use spmm::{spmm, spmm_bias, spmm_t, spmm_t_with};
 pub use spmm24::{spmm_24, spmm_24_bias};

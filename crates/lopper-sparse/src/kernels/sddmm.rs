@@ -19,7 +19,7 @@ use crate::{Csr, Result};
 use lopper_tensor::{MatRef, Par};
 
 /// Length of the D blocks: 128 f32, eight AVX-512 registers of A's row.
-const D_BLOCK: usize = 128;
+pub(super) const D_BLOCK: usize = 128;
 const _: () = assert!(D_BLOCK.is_multiple_of(16), "whole 16-lane vectors");
 
 thread_local! {
@@ -199,7 +199,7 @@ fn sddmm_body<const FMA: bool>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use super::D_BLOCK;
     use std::arch::x86_64::*;
 
@@ -295,7 +295,7 @@ mod avx512 {
     /// The lane sums of eight vectors, reduced together: at each level two vectors' halves are
     /// added into one vector, so 8 sums cost 7 + 3 shuffled adds instead of 8 separate reductions.
     #[target_feature(enable = "avx512f")]
-    fn sum8(v: [__m512; 8]) -> [f32; 8] {
+    pub(in crate::kernels) fn sum8(v: [__m512; 8]) -> [f32; 8] {
         // levels 1 and 2: each 128-bit lane of b0 (b1) holds one partial of [v0..v3] ([v4..v7])
         let b0 = pair_pd(pair_ps(v[0], v[1]), pair_ps(v[2], v[3]));
         let b1 = pair_pd(pair_ps(v[4], v[5]), pair_ps(v[6], v[7]));
