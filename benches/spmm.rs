@@ -4,7 +4,9 @@
 //! `cargo bench --bench spmm` (add `-- spmm_t` etc. to filter). Ratios are what to read: each group
 //! has its dense baseline measured in the same run.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lopper::sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t};
+use lopper::sparse::{
+    Csr, Sparse24, sddmm, sddmm_add, spmm, spmm_24, spmm_t, spmm_t_sddmm, spmm_t_with,
+};
 use lopper::tensor::{MatMut, Par, Tensor, Transpose, gemm};
 use std::hint::black_box;
 
@@ -134,6 +136,82 @@ fn bench_sddmm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The backward of one sparse layer on one feature-major panel, as lopper-nn runs it (one thread
+/// per panel): the benchmark GPT's qkv layer (768 x 256, 80% sparse) and a sequence of 128 tokens.
+/// `separate` is spmm_t through the cached transpose plus sddmm_add, `fused` is spmm_t_sddmm, and
+/// `dense` the two GEMMs a dense layer runs (dX = W^T dY and dW += dY X^T).
+fn bench_spmm_t_sddmm(c: &mut Criterion) {
+    let (m, k, d) = (768, 256, 128);
+    let w = Tensor::randn(&[m, k], 1.0, 10);
+    let w = Csr::from_topk(w.mat("w").unwrap(), m * k / 5).unwrap();
+    let wt = w.transpose();
+    let wd = Tensor::from_f32(&[m, k], w.to_dense()).unwrap();
+    let dy = Tensor::randn(&[m, d], 1.0, 11);
+    let x = Tensor::randn(&[k, d], 1.0, 12);
+    let (mut dx, mut dwd) = (vec![0.0f32; k * d], vec![0.0f32; m * k]);
+    let mut dw = vec![0.0f32; w.nnz()];
+    let mut g = c.benchmark_group("spmm_t_sddmm");
+    g.sample_size(30);
+    g.bench_function("separate", |b| {
+        b.iter(|| {
+            let (yv, xv) = (dy.mat("dy").unwrap(), x.mat("x").unwrap());
+            sddmm_add(&w, yv, xv, &mut dw, Par::Seq).unwrap();
+            spmm_t_with(&wt, yv, MatMut::new(&mut dx, k, d).unwrap(), Par::Seq).unwrap();
+            black_box((&dw, &dx));
+        })
+    });
+    g.bench_function("fused", |b| {
+        b.iter(|| {
+            let (yv, xv) = (dy.mat("dy").unwrap(), x.mat("x").unwrap());
+            spmm_t_sddmm(
+                &wt,
+                yv,
+                xv,
+                MatMut::new(&mut dx, k, d).unwrap(),
+                &mut dw,
+                Par::Seq,
+            )
+            .unwrap();
+            black_box((&dw, &dx));
+        })
+    });
+    g.bench_function("dense", |b| {
+        b.iter(|| {
+            let (yv, xv, wv) = (
+                dy.mat("dy").unwrap(),
+                x.mat("x").unwrap(),
+                wd.mat("w").unwrap(),
+            );
+            let dxm = MatMut::new(&mut dx, k, d).unwrap();
+            gemm(
+                dxm,
+                wv,
+                Transpose::Yes,
+                yv,
+                Transpose::No,
+                1.0,
+                0.0,
+                Par::Seq,
+            )
+            .unwrap();
+            let dwm = MatMut::new(&mut dwd, m, k).unwrap();
+            gemm(
+                dwm,
+                yv,
+                Transpose::No,
+                xv,
+                Transpose::Yes,
+                1.0,
+                1.0,
+                Par::Seq,
+            )
+            .unwrap();
+            black_box((&dwd, &dx));
+        })
+    });
+    g.finish();
+}
+
 fn bench_spmm_24(c: &mut Criterion) {
     dense_gemm(c, "spmm_24", M, K, N);
     let w = Sparse24::from_tensor_prune(&Tensor::randn(&[M, K], 1.0, 8)).unwrap();
@@ -162,6 +240,7 @@ criterion_group!(
     bench_spmm,
     bench_spmm_t,
     bench_sddmm,
+    bench_spmm_t_sddmm,
     bench_spmm_24
 );
 criterion_main!(benches);
