@@ -6,7 +6,8 @@
 //! column block that starts on a 64-byte boundary, so no 16-lane load straddles two cache lines and
 //! a power-of-two row stride does not pile the rows into a few cache sets (a thread copies a block
 //! once per call; an aligned operand that is its own block is read in place). These loops are bound
-//! by loads: one per FMA, from the L2-resident slab; docs/benchmarks.md has the probes.
+//! by loads: one per FMA, from the L2-resident slab; docs/benchmarks.md has the probes. The fused
+//! backward `spmm_t_sddmm` makes each load feed two FMAs (dX and dW of one entry).
 //!
 //! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
 mod backward;
