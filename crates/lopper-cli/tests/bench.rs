@@ -15,7 +15,7 @@ fn single_matrix_json_has_the_documented_keys() {
     let p = dir.path().join("m.smtx");
     // 4 x 6, rows of 2, 0, 3, 1 entries (an empty row included)
     std::fs::write(&p, "4, 6, 6\n0 2 2 5 6\n0 5 1 2 3 4\n").unwrap();
-    for kernel in ["spmm", "spmm_t", "sddmm"] {
+    for kernel in ["spmm", "spmm_t", "sddmm", "spmm_t_sddmm"] {
         let out = lopper(&[
             "bench",
             "spmm",
@@ -142,7 +142,7 @@ fn shapes_that_cannot_fit_are_refused_before_allocating() {
     // 4 x 4e9: its dense copy alone is 64 GB; with N = 1e6, X is 16 PB
     std::fs::write(&p, "4, 4000000000, 5\n0 2 3 4 5\n0 2 1 3 0\n").unwrap();
     let p = p.to_str().unwrap();
-    for kernel in ["spmm", "spmm_t", "sddmm"] {
+    for kernel in ["spmm", "spmm_t", "sddmm", "spmm_t_sddmm"] {
         let args = ["bench", "spmm", "--matrix", p, "--kernel", kernel];
         let big = [&args[..], &["--n", "1000000"], &QUICK[..]].concat();
         fails_naming(&big, &["wide", "4x4000000000", "N = 1000000", "bytes"]);

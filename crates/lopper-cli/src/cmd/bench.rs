@@ -13,7 +13,7 @@ use crate::CliError;
 use clap::{Args, Subcommand};
 use lopper_energy::steal::{STEAL_WARN, StealWindow, steal_warning};
 use lopper_sparse::io::{mtx, smtx};
-use lopper_sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t_with};
+use lopper_sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t_sddmm, spmm_t_with};
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -65,8 +65,10 @@ pub struct SpmmArgs {
     #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = parse_positive)]
     pub n: Vec<usize>,
     /// Which product: `spmm` (Y = W X), `spmm_t` (Y = W^T X, cached transpose), `sddmm` (A B^T at
-    /// W's pattern, A (M, N), B (K, N)). The dense baseline is the GEMM of the same shape.
-    #[arg(long, default_value = "spmm", value_parser = ["spmm", "spmm_t", "sddmm"])]
+    /// W's pattern, A (M, N), B (K, N)), `spmm_t_sddmm` (a sparse layer's backward in one pass:
+    /// dX = W^T dY and dW = dY X^T at the pattern). The dense baseline is the GEMM of the same shape
+    /// (for `spmm_t_sddmm`, the two GEMMs of a dense layer's backward).
+    #[arg(long, default_value = "spmm", value_parser = ["spmm", "spmm_t", "sddmm", "spmm_t_sddmm"])]
     pub kernel: String,
     #[command(flatten)]
     pub common: Common,
@@ -102,9 +104,9 @@ pub struct Row {
     pub dense_ms: f64,
     /// dense_ms / sparse_ms
     pub speedup: f64,
-    /// 2 * nnz * N / sparse time
+    /// 2 * nnz * N / sparse time (4 * nnz * N for `spmm_t_sddmm`: two products)
     pub effective_gflops: f64,
-    /// 2 * M * K * N / dense time
+    /// 2 * M * K * N / dense time (4 * M * K * N for `spmm_t_sddmm`)
     pub dense_gflops: f64,
     /// Share of the machine's CPU time the hypervisor gave to other guests while this row was
     /// timed (`/proc/stat` steal); `null` where unknown (no `/proc/stat`, or a window shorter than
@@ -196,6 +198,19 @@ fn check_fits_in(what: &str, bytes: Option<usize>, mem: Option<u64>) -> Result<(
 /// the operands and both results.
 fn csr_bytes(w: &Csr, n: usize, kernel: &str) -> Option<usize> {
     let (m, k, nnz) = (w.rows(), w.cols(), w.nnz());
+    if kernel == "spmm_t_sddmm" {
+        return bytes_of(&[
+            (4, &[m, k]),  // dense W
+            (12, &[nnz]),  // transpose: indices, values, permutation
+            (8, &[k + 1]), // transpose offsets
+            (4, &[m, n]),  // dY
+            (8, &[k, n]),  // X and dX
+            (4, &[k, n]),  // dense dX
+            (4, &[nnz]),   // dW at the pattern
+            (4, &[m, k]),  // dense dW
+            (16, &[nnz]),  // entries' positions for the check
+        ]);
+    }
     let (xr, yr) = match kernel {
         "spmm" => (k, m),
         "spmm_t" => (m, k),
@@ -282,6 +297,9 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Result<Row, CliError> {
     check_fits(&csr_what(name, w, n, kernel), csr_bytes(w, n, kernel))?;
+    if kernel == "spmm_t_sddmm" {
+        return measure_backward(name, w, n, c);
+    }
     let (m, k) = (w.rows(), w.cols());
     let p = par(c.threads);
     let wd = w.to_dense();
@@ -369,6 +387,83 @@ fn measure_csr(name: &str, w: &Csr, n: usize, kernel: &str, c: &Common) -> Resul
         _ => "sddmm",
     };
     Ok(row(label, name, m, k, w.nnz(), n, c, (ts, td), steal))
+}
+
+/// `spmm_t_sddmm` against a dense layer's backward: dX = W^T dY and dW += dY X^T by two GEMMs.
+/// Both accumulate dW across the timed calls (the same work per call).
+fn measure_backward(name: &str, w: &Csr, n: usize, c: &Common) -> Result<Row, CliError> {
+    let (m, k) = (w.rows(), w.cols());
+    let p = par(c.threads);
+    let wd = w.to_dense();
+    let wt = w.transpose();
+    let dy = Tensor::rand_uniform(&[m, n], -1.0, 1.0, 7);
+    let x = Tensor::rand_uniform(&[k, n], -1.0, 1.0, 8);
+    let (yd, xd) = (dy.as_f32()?, x.as_f32()?);
+    let (mut dxs, mut dxd) = (vec![0.0f32; k * n], vec![0.0f32; k * n]);
+    let (mut dws, mut dwd) = (vec![0.0f32; w.nnz()], vec![0.0f32; m * k]);
+    let sparse = |dx: &mut [f32], dw: &mut [f32]| -> Result<(), CliError> {
+        let (y, x, dx) = (
+            MatRef::new(yd, m, n)?,
+            MatRef::new(xd, k, n)?,
+            MatMut::new(dx, k, n)?,
+        );
+        spmm_t_sddmm(&wt, y, x, dx, dw, p)?;
+        Ok(())
+    };
+    let dense = |dx: &mut [f32], dw: &mut [f32]| -> Result<(), CliError> {
+        let (y, x, wm) = (
+            MatRef::new(yd, m, n)?,
+            MatRef::new(xd, k, n)?,
+            MatRef::new(&wd, m, k)?,
+        );
+        gemm(
+            MatMut::new(dx, k, n)?,
+            wm,
+            Transpose::Yes,
+            y,
+            Transpose::No,
+            1.0,
+            0.0,
+            p,
+        )?;
+        gemm(
+            MatMut::new(dw, m, k)?,
+            y,
+            Transpose::No,
+            x,
+            Transpose::Yes,
+            1.0,
+            1.0,
+            p,
+        )?;
+        Ok(())
+    };
+    // check once that the two agree before timing them: dX, and dW through the transpose's order
+    sparse(&mut dxs, &mut dws)?;
+    dense(&mut dxd, &mut dwd)?;
+    let pos: Vec<usize> = (0..m)
+        .flat_map(|i| w.row(i).0.iter().map(move |&j| i * k + j as usize))
+        .collect();
+    let dw_at: Vec<f32> = wt.perm().iter().map(|&q| dwd[pos[q as usize]]).collect();
+    for (what, got, want) in [("dX", &dxs, &dxd), ("dW", &dws, &dw_at)] {
+        let err = lopper_tensor::ops::max_abs_diff(got, want)?;
+        let scale = 1.0 + want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        if err > 1e-3 * scale {
+            return Err(CliError::Usage(format!(
+                "{name}: spmm_t_sddmm's {what} and the dense one differ by {err}"
+            )));
+        }
+    }
+    let (ts, td, steal) = time_pair(
+        c,
+        || sparse(&mut dxs, &mut dws).expect("checked above"),
+        || dense(&mut dxd, &mut dwd).expect("checked above"),
+    );
+    let mut r = row("spmm_t_sddmm", name, m, k, w.nnz(), n, c, (ts, td), steal);
+    // two products on each side
+    r.effective_gflops *= 2.0;
+    r.dense_gflops *= 2.0;
+    Ok(r)
 }
 
 fn row(
