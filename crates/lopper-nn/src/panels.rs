@@ -15,8 +15,7 @@ use crate::kernels::transpose;
 use crate::linear::PanelGrads;
 use crate::util::{aligned, ensure};
 use crate::{Linear, Result};
-use lopper_sparse::kernels::spmm_t_with;
-use lopper_sparse::{Csr, CsrTranspose, Sparse24, sddmm_add, spmm, spmm_24};
+use lopper_sparse::{Csr, CsrTranspose, Sparse24, spmm, spmm_24, spmm_t_sddmm};
 use lopper_tensor::{MatMut, MatRef, Par};
 use rayon::prelude::*;
 
@@ -117,7 +116,8 @@ pub(crate) fn forward(
     })
 }
 
-/// `dx (n, k) = dy W`, `dw (nnz) += sddmm(W, dy^T, x^T)` through panels.
+/// `dx (n, k) = dy W` and `dw (nnz) +=` (dy^T x) at W's pattern, through panels, both in one pass
+/// per panel (`spmm_t_sddmm` over the cached transpose).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     w: &Csr,
@@ -149,15 +149,28 @@ pub(crate) fn backward(
             transpose(&x[g0 * k..g1 * k], r, k, a, Par::Seq); // a (K, r) = x^T
             transpose(&dy[g0 * m..g1 * m], r, m, b, Par::Seq); // b (M, r) = dy^T
             let (am, bm) = (MatRef::new(a, k, r)?, MatRef::new(b, m, r)?);
-            sddmm_add(w, bm, am, &mut pb.gsum, Par::Seq)?; // gsum[p=(i,j)] += b[i] . a[j]
-            spmm_t_with(wt, bm, MatMut::new(&mut pb.c, k, r)?, Par::Seq)?; // c (K, r) = W^T b
+            // c (K, r) = W^T b, and gsum[q = (j, i) of W^T] += a[j] . b[i] (the transpose's order)
+            let c = MatMut::new(&mut pb.c, k, r)?;
+            spmm_t_sddmm(wt, bm, am, c, &mut pb.gsum, Par::Seq)?;
             transpose(&pb.c, k, r, &mut dx[p0 * k..(p0 + r) * k], Par::Seq); // dx[panel] = c^T
         }
         Ok(())
     })?;
+    // every part ran and refreshed its sum above: add them up in the transpose's order, then scatter
+    // once into W's (see Linear::add_panel_grads)
     let parts = n.div_ceil(part_rows(n, par)).max(1);
-    for pb in &bufs[..parts] {
-        crate::util::add_into(dw, &pb.gsum); // every part ran and refreshed its sum above
+    let (first, rest) = bufs[..parts].split_at_mut(1);
+    for pb in rest.iter() {
+        crate::util::add_into(&mut first[0].gsum, &pb.gsum);
+    }
+    if wt.perm().len() != dw.len() {
+        return Err(shape(
+            "sparse backward",
+            "dW and the transpose have different lengths",
+        ));
+    }
+    for (&p, &g) in wt.perm().iter().zip(&first[0].gsum) {
+        dw[p as usize] += g;
     }
     Ok(())
 }
