@@ -169,9 +169,7 @@ pub(crate) fn backward(
             "dW and the transpose have different lengths",
         ));
     }
-    for (&p, &g) in wt.perm().iter().zip(&first[0].gsum) {
-        dw[p as usize] += g;
-    }
+    crate::util::add_transposed(dw, wt.perm(), &first[0].gsum);
     Ok(())
 }
 

@@ -41,6 +41,15 @@ pub(crate) fn add_into(y: &mut [f32], x: &[f32]) {
     }
 }
 
+/// `dw[perm[q]] += g[q]`: a gradient in a `CsrTranspose`'s order added to the source's (`perm` is
+/// the transpose's permutation, as long as `dw` and `g`; checked by the callers).
+pub(crate) fn add_transposed(dw: &mut [f32], perm: &[u32], g: &[f32]) {
+    debug_assert!(perm.len() == dw.len() && g.len() == dw.len());
+    for (&p, &g) in perm.iter().zip(g) {
+        dw[p as usize] += g;
+    }
+}
+
 /// The AVX2+FMA and AVX-512 clones of one body: `fn $avx2` and `fn $avx512`, both with the given
 /// signature and the same `$call` (the body, inlined into each clone's target features). Callers
 /// check the CPU (`kernels::has_avx2`, `has_avx512`) before calling a clone (they are unsafe to call).

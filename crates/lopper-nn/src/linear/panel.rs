@@ -178,9 +178,7 @@ impl Linear {
             crate::util::add_into(&mut first.g, &acc.g);
         }
         // first.w is in the transpose's order: its entry q is W's entry perm[q]
-        for (&p, &g) in perm.iter().zip(&first.w) {
-            dw[p as usize] += g;
-        }
+        crate::util::add_transposed(dw, perm, &first.w);
         if let Some((_, db)) = &mut self.bias {
             crate::util::add_into(db, &first.b);
         }
