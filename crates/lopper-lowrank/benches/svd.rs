@@ -21,7 +21,10 @@ fn bench(c: &mut Criterion) {
         let params = RsvdParams::default(); // oversample 10 (q = 74), 2 power iterations
         let r = rsvd(am, RANK, params, par).unwrap();
         let e_r = rel_frobenius_error(&a, &r.reconstruct(par).unwrap()).unwrap();
-        let f = svd(am, Precision::F32, par).unwrap().truncate(RANK);
+        let f = svd(am, Precision::F32, par)
+            .unwrap()
+            .truncate(RANK)
+            .unwrap();
         let e_f = rel_frobenius_error(&a, &f.reconstruct(par).unwrap()).unwrap();
         println!(
             "n={n} rank={RANK}: rsvd error {:.5}x optimum, full f32 svd truncated {:.5}x optimum",

@@ -72,20 +72,22 @@ impl LowRank {
     }
 
     /// From a (truncated) SVD: U = U_r diag(s), V = Vt_r (the singular values go to the left).
-    pub fn from_svd(s: &Svd) -> LowRank {
+    /// Errors when the SVD's fields disagree ([`Svd::check`]).
+    pub fn from_svd(s: &Svd) -> Result<LowRank> {
+        s.check()?;
         let mut u = s.u.clone();
         for row in u.chunks_exact_mut(s.k.max(1)) {
             for (x, &sv) in row.iter_mut().zip(&s.s) {
                 *x = (*x as f64 * sv) as f32;
             }
         }
-        LowRank {
+        Ok(LowRank {
             rows: s.rows,
             rank: s.k,
             cols: s.cols,
             u,
             v: s.vt.clone(),
-        }
+        })
     }
 
     /// From two 2-D tensors U (M, r) and V (r, K) of any float dtype.

@@ -177,13 +177,13 @@ pub fn compress_matrix(
         Method::Svd => {
             let full = svd(a, Precision::F64, par)?;
             let r = select_rank(&full.s, total_sq, m, n, rule)?;
-            full.truncate(r)
+            full.truncate(r)?
         }
         Method::Rsvd(params) => match rule {
             RankRule::Energy(f) => {
                 let s = sketch_for_energy(a, f, total_sq, params, par)?;
                 let r = select_rank(&s.s, total_sq, m, n, rule)?;
-                s.truncate(r)
+                s.truncate(r)?
             }
             _ => {
                 let r = select_rank(&[], total_sq, m, n, rule)?;
@@ -191,7 +191,7 @@ pub fn compress_matrix(
             }
         },
     };
-    let factors = LowRank::from_svd(&dec);
+    let factors = LowRank::from_svd(&dec)?;
     let dense = factors.to_dense(par)?;
     let rel_error = rel_frobenius_error(a.data(), &dense)?;
     let report = LayerReport {

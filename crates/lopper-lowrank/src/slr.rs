@@ -97,7 +97,7 @@ pub fn sparse_plus_lowrank(a: MatRef<'_>, params: SlrParams, par: Par) -> Result
             params.rank,
             Precision::F32,
             par,
-        )?);
+        )?)?;
         let l_dense = low.to_dense(par)?;
         // S = top-nnz of (W - L)
         for ((r, &x), &l) in resid.iter_mut().zip(w).zip(&l_dense) {

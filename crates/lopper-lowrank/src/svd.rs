@@ -39,11 +39,40 @@ pub enum Precision {
 }
 
 impl Svd {
-    /// Keeps the first `r` triplets (`r` is clamped to `k`).
-    pub fn truncate(mut self, r: usize) -> Svd {
+    /// Checks that the public fields agree: `u` holds rows x k values, `s` k, `vt` k x cols
+    /// (an `Svd` assembled by hand can be inconsistent; its methods would read out of bounds).
+    pub fn check(&self) -> Result<()> {
+        let want = |what: &str, len: usize, dims: &[usize]| -> Result<()> {
+            let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if n != Some(len) {
+                return Err(Error::shape(
+                    "Svd",
+                    format!(
+                        "{what} has {len} values, but rows = {}, k = {}, cols = {} need {}",
+                        self.rows,
+                        self.k,
+                        self.cols,
+                        dims.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" x ")
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        want("u", self.u.len(), &[self.rows, self.k])?;
+        want("s", self.s.len(), &[self.k])?;
+        want("vt", self.vt.len(), &[self.k, self.cols])
+    }
+
+    /// Keeps the first `r` triplets (`r` is clamped to `k`). Errors when the fields disagree
+    /// ([`Svd::check`]).
+    pub fn truncate(mut self, r: usize) -> Result<Svd> {
+        self.check()?;
         let r = r.min(self.k);
         if r == self.k {
-            return self;
+            return Ok(self);
         }
         self.u = (0..self.rows)
             .flat_map(|i| self.u[i * self.k..i * self.k + r].to_vec())
@@ -51,11 +80,12 @@ impl Svd {
         self.s.truncate(r);
         self.vt.truncate(r * self.cols);
         self.k = r;
-        self
+        Ok(self)
     }
 
     /// `U diag(s) Vt` as a dense row-major (M, N) matrix, through faer's GEMM.
     pub fn reconstruct(&self, par: Par) -> Result<Vec<f32>> {
+        self.check()?;
         // us is (M, k): U with column j scaled by s[j]
         let mut us = self.u.clone();
         for row in us.chunks_exact_mut(self.k.max(1)) {
@@ -197,7 +227,7 @@ pub fn truncated_svd(a: MatRef<'_>, r: usize, precision: Precision, par: Par) ->
     if r == 0 {
         return Err(Error::invalid("truncated_svd", "rank must be at least 1"));
     }
-    Ok(svd(a, precision, par)?.truncate(r))
+    svd(a, precision, par)?.truncate(r)
 }
 
 /// `sqrt(sum_{i >= r} s_i^2 / sum_i s_i^2)`: the relative Frobenius error of the best rank-r
@@ -238,6 +268,36 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use proptest::prelude::*;
+
+    /// An Svd whose public fields disagree is an error naming the field, from every method that
+    /// reads them (truncate sliced out of bounds and panicked; from_svd built a LowRank whose
+    /// factors did not match its shape).
+    #[test]
+    fn inconsistent_fields_are_errors() {
+        let good = svd(
+            MatRef::new(&randn(12, 3), 3, 4).unwrap(),
+            Precision::F64,
+            Par::Seq,
+        )
+        .unwrap();
+        assert!(good.check().is_ok());
+        let mut short_u = good.clone();
+        short_u.u.pop();
+        let mut long_s = good.clone();
+        long_s.s.push(0.0);
+        let mut big_k = good.clone();
+        big_k.k = usize::MAX;
+        for (bad, field) in [(short_u, "u has"), (long_s, "s has"), (big_k, "u has")] {
+            for e in [
+                bad.check().unwrap_err(),
+                bad.clone().truncate(1).unwrap_err(),
+                crate::LowRank::from_svd(&bad).unwrap_err(),
+                bad.reconstruct(Par::Seq).unwrap_err(),
+            ] {
+                assert!(e.to_string().contains(field), "{field}: {e}");
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]

@@ -94,7 +94,7 @@ pub fn tt_svd(x: &[f32], shape: &[usize], tol: f64, par: Par) -> Result<TensorTr
             tail -= s.s[r] * s.s[r];
             r += 1;
         }
-        let s = s.truncate(r.max(1));
+        let s = s.truncate(r.max(1))?;
         let r = s.k;
         cores.push(s.u.clone()); // (r_{k-1} n_k, r)
         // c becomes diag(s) V^T, (r, cols)

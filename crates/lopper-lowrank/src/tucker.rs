@@ -97,7 +97,7 @@ fn leading_vectors(
     let xk = unfold(x, shape, k);
     let s = svd(MatRef::new(&xk, nk, rest)?, Precision::F64, par)?;
     let sv = s.s.clone();
-    let t = s.truncate(r);
+    let t = s.truncate(r)?;
     if t.k < r {
         // fewer singular vectors than asked (r > prod of the other modes): pad with zeros
         let mut u = vec![0.0f32; nk * r];
