@@ -585,12 +585,12 @@ impl Linear {
             }
             Weight::Csr { w, wt, dw } => {
                 wt.refresh(w)?; // values changed since the last step; O(nnz)
-                panels::backward(w, wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
+                panels::backward(wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
                 wt.refresh(mirror)?;
-                panels::backward(mirror, wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
+                panels::backward(wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::LowRank { rank, u, v, du, dv } => {
                 let r = *rank;

@@ -120,7 +120,6 @@ pub(crate) fn forward(
 /// per panel (`spmm_t_sddmm` over the cached transpose).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
-    w: &Csr,
     wt: &CsrTranspose,
     dw: &mut [f32],
     x: &[f32],
@@ -132,7 +131,7 @@ pub(crate) fn backward(
     bufs: &mut Vec<PartBufs>,
     par: Par,
 ) -> Result<()> {
-    let nnz = w.nnz();
+    let nnz = wt.csr().nnz();
     if n == 0 || k == 0 {
         return Ok(()); // no rows: no gradient (and no part ran to refresh its sum)
     }

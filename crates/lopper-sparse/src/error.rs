@@ -42,3 +42,14 @@ pub(crate) fn shape_err(op: &'static str, detail: impl Into<String>) -> Error {
         detail: detail.into(),
     }
 }
+
+/// An output with one value per stored entry: an error naming `op` when `len` is not `nnz`.
+pub(crate) fn check_nnz(op: &'static str, what: &str, len: usize, nnz: usize) -> Result<()> {
+    if len != nnz {
+        return Err(shape_err(
+            op,
+            format!("{what} has {len} elements, the pattern has {nnz} entries"),
+        ));
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@
 use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
 use super::sddmm::D_BLOCK;
 use super::simd::{Isa, fmadd, isa, multiversion};
-use crate::error::shape_err;
+use crate::error::{check_nnz, shape_err};
 use crate::{CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
 
@@ -47,16 +47,7 @@ pub fn spmm_t_sddmm(
             ),
         ));
     }
-    if dwt.len() != t.nnz() {
-        return Err(shape_err(
-            "spmm_t_sddmm",
-            format!(
-                "dW has {} elements, the pattern has {} entries",
-                dwt.len(),
-                t.nnz()
-            ),
-        ));
-    }
+    check_nnz("spmm_t_sddmm", "dW", dwt.len(), t.nnz())?;
     if d == 0 || k == 0 {
         return Ok(());
     }

@@ -14,7 +14,7 @@
 //! Elsewhere (and for D's last, narrower block) four entries are dotted against one load of A.
 use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
 use super::simd::{Isa, fmadd, isa, multiversion};
-use crate::error::shape_err;
+use crate::error::{check_nnz, shape_err};
 use crate::{Csr, Result};
 use lopper_tensor::{MatRef, Par};
 
@@ -64,17 +64,7 @@ fn check(pattern: &Csr, a: &MatRef<'_>, b: &MatRef<'_>, out: &[f32]) -> Result<(
             ),
         ));
     }
-    if out.len() != pattern.nnz() {
-        return Err(shape_err(
-            "sddmm",
-            format!(
-                "out has {} elements, pattern has {} entries",
-                out.len(),
-                pattern.nnz()
-            ),
-        ));
-    }
-    Ok(())
+    check_nnz("sddmm", "out", out.len(), pattern.nnz())
 }
 
 /// `out += ` the products of [`sddmm_add`] (shapes checked).
