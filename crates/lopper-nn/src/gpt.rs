@@ -17,7 +17,7 @@ use crate::layernorm::LayerNorm;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward_par};
 use crate::panels::{self, MlpBufs, MlpSaved};
 use crate::precision::{Precision, round_into, widen_into};
-use crate::util::{add_into, aligned, aligned_ref, ensure};
+use crate::util::{add_into_par, aligned, aligned_ref, ensure};
 use crate::{Linear, ParamMut, Result};
 use lopper_tensor::bf16;
 use lopper_tensor::{MatRef, Par, Transpose};
@@ -627,7 +627,7 @@ impl Gpt {
                 }
                 blk.proj.forward(atty, n, &mut ba.res2)?;
             }
-            add_into(&mut ba.res2, res); // res2 = res + proj(atty)
+            add_into_par(&mut ba.res2, res, self.loop_par); // res2 = res + proj(atty)
             blk.ln2
                 .forward(&ba.res2, n, ln2, &mut ba.ln2_mean, &mut ba.ln2_rstd)?;
             if fm {
@@ -647,7 +647,7 @@ impl Gpt {
                 }
                 blk.fc_proj.forward(gelu, n, out)?;
             }
-            add_into(out, &ba.res2); // res' = res2 + fc_proj(gelu)
+            add_into_par(out, &ba.res2, self.loop_par); // res' = res2 + fc_proj(gelu)
         }
         let last = &a.res[self.cfg.layers];
         self.lnf
@@ -757,7 +757,7 @@ impl Gpt {
             }
             blk.ln2
                 .backward(&ba.res2, &a.dc, &ba.ln2_mean, &ba.ln2_rstd, n, &mut a.dc2)?;
-            add_into(&mut a.dres, &a.dc2); // dres2 = dres + LN2 backward
+            add_into_par(&mut a.dres, &a.dc2, self.loop_par); // dres2 = dres + LN2 backward
             // res2 = res + proj(atty)
             if ba.fa {
                 let saved = (
@@ -785,7 +785,7 @@ impl Gpt {
             }
             blk.ln1
                 .backward(&a.res[l], &a.dc, &ba.ln1_mean, &ba.ln1_rstd, n, &mut a.dc2)?;
-            add_into(&mut a.dres, &a.dc2); // dres = dres2 + LN1 backward
+            add_into_par(&mut a.dres, &a.dc2, self.loop_par); // dres = dres2 + LN1 backward
         }
         self.wte.backward(&a.tokens, &a.dres)?;
         self.wpe.backward(&a.pos, &a.dres)?;

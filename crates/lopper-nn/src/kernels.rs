@@ -265,8 +265,25 @@ fn gemm_rows(
 
 /// `out[i] += sum_j a[i, j]` for a (rows, cols) row-major.
 pub(crate) fn add_row_sums(a: &[f32], cols: usize, out: &mut [f32]) {
+    if cols == 0 {
+        return; // empty rows sum to 0
+    }
     for (o, r) in out.iter_mut().zip(a.chunks_exact(cols)) {
         *o += sum(r);
+    }
+}
+
+/// [`add_row_sums`] split over `par`'s threads by ranges of rows when there are several and `a` is
+/// large (each row's sum is the same as on one thread).
+pub(crate) fn add_row_sums_par(a: &[f32], cols: usize, out: &mut [f32], par: Par) {
+    let threads = par.threads();
+    if threads > 1 && cols > 0 && a.len() >= 1 << 14 && out.len() >= 2 {
+        let rows = out.len().div_ceil(threads);
+        out.par_chunks_mut(rows)
+            .zip(a.par_chunks(rows * cols))
+            .for_each(|(o, a)| add_row_sums(a, cols, o));
+    } else {
+        add_row_sums(a, cols, out);
     }
 }
 
@@ -474,6 +491,25 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_row_sums_par_equals_one_thread() {
+        for (rows, cols) in [(0, 4), (1, 1), (5, 0), (3, 7), (257, 64), (1000, 129)] {
+            let a: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37) % 101) as f32 / 7.0 - 6.0)
+                .collect();
+            let start: Vec<f32> = (0..rows).map(|i| i as f32 * 0.25).collect();
+            let mut want = start.clone();
+            for (i, w) in want.iter_mut().enumerate() {
+                *w += sum(&a[i * cols..(i + 1) * cols]);
+            }
+            for par in [Par::Seq, Par::Rayon(2), Par::Rayon(3)] {
+                let mut out = start.clone();
+                add_row_sums_par(&a, cols, &mut out, par);
+                assert_eq!(out, want, "{rows}x{cols} {par:?}");
+            }
+        }
+    }
 
     #[test]
     fn transpose_matches_naive_on_awkward_shapes() {

@@ -6,7 +6,7 @@
 //! (O(N*K) moves against O(nnz*N) multiply-adds).
 use crate::error::{check_len, shape};
 use crate::flops::{Flops, StepFlops};
-use crate::kernels::{GemmThreads, add_row_sums, gemm_nx, gemm_nx_bias, transpose};
+use crate::kernels::{GemmThreads, add_row_sums_par, gemm_nx, gemm_nx_bias, transpose};
 use crate::panels::{self, Fwd};
 use crate::precision::{Precision, round_copy, round_in_place, round_into, widen_into};
 use crate::util::{ensure, randn};
@@ -69,7 +69,7 @@ fn dense_dw(
             how,
         )?; // (K, M)
         transpose(&s.dwt, k, m, &mut s.dwt2, par);
-        crate::util::add_into(g, &s.dwt2);
+        crate::util::add_into_par(g, &s.dwt2, par);
     } else {
         gemm_nx(g, &s.yt, MatRef::new(x, n, k)?, N, m, n, 1.0, 1.0, par, how)?; // (M, K)
     }
@@ -333,9 +333,14 @@ impl Linear {
     /// Zeroes weight and bias gradients (and the dense gradient, when requested).
     pub fn zero_grad(&mut self) {
         if let Some(g) = &mut self.dense_grad {
-            g.fill(0.0);
+            crate::util::zero_par(g, self.par);
         }
-        self.weight.zero_grad();
+        match &mut self.weight {
+            Weight::Dense { dw, .. } | Weight::Masked { dw, .. } => {
+                crate::util::zero_par(dw, self.par)
+            }
+            w => w.zero_grad(),
+        }
         if let Some((_, db)) = &mut self.bias {
             db.fill(0.0);
         }
@@ -563,11 +568,9 @@ impl Linear {
         let dims = (n, m, k);
         if let Some((_, db)) = &mut self.bias {
             if need_t {
-                add_row_sums(&s.yt, n, db); // db (M) += row sums of dy^T
+                add_row_sums_par(&s.yt, n, db, par); // db (M) += row sums of dy^T
             } else {
-                for row in dy.chunks_exact(m) {
-                    crate::util::add_into(db, row); // db (M) += sum over rows of dy
-                }
+                crate::util::add_col_sums_par(dy, db, par); // db (M) += sum over rows of dy
             }
         }
         if let Some(g) = &mut self.dense_grad {
@@ -584,12 +587,12 @@ impl Linear {
                 gemm_nx(dx, dy, MatRef::new(w, m, k)?, N, n, m, 1.0, 0.0, par, how)?;
             }
             Weight::Csr { w, wt, dw } => {
-                wt.refresh(w)?; // values changed since the last step; O(nnz)
+                wt.refresh_par(w, par)?; // values changed since the last step; O(nnz)
                 panels::backward(wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
-                wt.refresh(mirror)?;
+                wt.refresh_par(mirror, par)?;
                 panels::backward(wt, dw, x, dy, n, m, k, dx, &mut s.parts, par)?;
             }
             Weight::LowRank { rank, u, v, du, dv } => {

@@ -155,20 +155,17 @@ pub(crate) fn backward(
         }
         Ok(())
     })?;
-    // every part ran and refreshed its sum above: add them up in the transpose's order, then scatter
-    // once into W's (see Linear::add_panel_grads)
+    // every part ran and refreshed its sum above: add them into W's order in one pass (see
+    // Linear::add_panel_grads)
     let parts = n.div_ceil(part_rows(n, par)).max(1);
-    let (first, rest) = bufs[..parts].split_at_mut(1);
-    for pb in rest.iter() {
-        crate::util::add_into(&mut first[0].gsum, &pb.gsum);
-    }
-    if wt.perm().len() != dw.len() {
+    if wt.inv_perm().len() != dw.len() {
         return Err(shape(
             "sparse backward",
             "dW and the transpose have different lengths",
         ));
     }
-    crate::util::add_transposed(dw, wt.perm(), &first[0].gsum);
+    let sums: Vec<&[f32]> = bufs[..parts].iter().map(|pb| pb.gsum.as_slice()).collect();
+    crate::util::add_gathered(dw, wt.inv_perm(), &sums, par);
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 use crate::error::shape_err;
 use crate::{Error, Result};
-use lopper_tensor::{MatRef, Tensor};
+use lopper_tensor::{MatRef, Par, Tensor};
+
+/// Entries from which [`CsrTranspose::refresh_par`] splits its gather over threads.
+const REFRESH_PAR_MIN: usize = 1 << 14;
 
 /// A sparse matrix in compressed sparse row form, f32 values, `u32` column indices.
 ///
@@ -25,6 +28,8 @@ pub struct Csr {
 pub struct CsrTranspose {
     t: Csr,
     perm: Vec<u32>,
+    /// The inverse of `perm`: source entry p is entry `inv[p]` of the transpose.
+    inv: Vec<u32>,
 }
 
 impl Csr {
@@ -208,6 +213,7 @@ impl Csr {
         let nnz = self.nnz();
         let mut col_idx = vec![0u32; nnz];
         let mut perm = vec![0u32; nnz];
+        let mut inv = vec![0u32; nnz];
         for i in 0..self.rows {
             for p in self.row_ptr[i]..self.row_ptr[i + 1] {
                 let j = self.col_idx[p] as usize;
@@ -215,6 +221,7 @@ impl Csr {
                 next[j] += 1;
                 col_idx[q] = i as u32;
                 perm[q] = p as u32;
+                inv[p] = q as u32;
             }
         }
         let values = perm.iter().map(|&p| self.values[p as usize]).collect();
@@ -227,6 +234,7 @@ impl Csr {
                 values,
             },
             perm,
+            inv,
         }
     }
 
@@ -288,8 +296,19 @@ impl CsrTranspose {
     pub fn perm(&self) -> &[u32] {
         &self.perm
     }
+    /// The inverse permutation: `csr().values()[inv_perm()[p]] == source.values()[p]`. A quantity
+    /// computed in the transpose's order (e.g. `spmm_t_sddmm`'s gradient) is read back in the
+    /// source's order through it, one contiguous range of source entries per thread.
+    pub fn inv_perm(&self) -> &[u32] {
+        &self.inv
+    }
     /// Copies the source's current values into the transpose (same pattern required).
     pub fn refresh(&mut self, src: &Csr) -> Result<()> {
+        self.refresh_par(src, Par::Seq)
+    }
+    /// [`CsrTranspose::refresh`] split over `par`'s threads (rayon) when there are several and at
+    /// least 2^14 entries (below, handing the work over costs more than the copy).
+    pub fn refresh_par(&mut self, src: &Csr, par: Par) -> Result<()> {
         if src.nnz() != self.perm.len() || src.rows != self.t.cols || src.cols != self.t.rows {
             return Err(shape_err(
                 "CsrTranspose::refresh",
@@ -304,8 +323,22 @@ impl CsrTranspose {
                 ),
             ));
         }
-        for (v, &p) in self.t.values.iter_mut().zip(&self.perm) {
-            *v = src.values[p as usize];
+        let gather = |out: &mut [f32], perm: &[u32]| {
+            for (v, &p) in out.iter_mut().zip(perm) {
+                *v = src.values[p as usize];
+            }
+        };
+        let threads = par.threads();
+        if threads > 1 && self.perm.len() >= REFRESH_PAR_MIN {
+            use rayon::prelude::*;
+            let chunk = self.perm.len().div_ceil(threads);
+            self.t
+                .values
+                .par_chunks_mut(chunk)
+                .zip(self.perm.par_chunks(chunk))
+                .for_each(|(out, perm)| gather(out, perm));
+        } else {
+            gather(&mut self.t.values, &self.perm);
         }
         Ok(())
     }
@@ -406,6 +439,9 @@ mod tests {
             let again = Csr::from_parts(rows, cols, c.row_ptr().to_vec(), c.col_idx().to_vec(), c.values().to_vec());
             prop_assert!(again.is_ok());
             let mut t = c.transpose();
+            // perm and inv_perm are inverse permutations of 0..nnz
+            prop_assert_eq!(t.inv_perm().len(), c.nnz());
+            for (q, &p) in t.perm().iter().enumerate() { prop_assert_eq!(t.inv_perm()[p as usize] as usize, q); }
             let td = t.csr().to_dense();
             for i in 0..rows { for j in 0..cols { prop_assert_eq!(td[j * rows + i], a[i * cols + j]); } }
             // values-only update, re-transposed through the permutation
@@ -416,6 +452,25 @@ mod tests {
             prop_assert_eq!(t.csr(), fresh.csr());
             prop_assert!(Csr::from_parts(t.csr().rows(), t.csr().cols(), t.csr().row_ptr().to_vec(),
                 t.csr().col_idx().to_vec(), t.csr().values().to_vec()).is_ok());
+        }
+
+        /// The threaded refresh gives the same transpose as the sequential one (and as a fresh
+        /// transpose), below and above the size where it splits, on 2 and 3 threads.
+        #[test]
+        fn refresh_par_equals_refresh(rows in 1usize..300, cols in 1usize..300, seed: u64, threads in 2usize..4) {
+            let a = dense(rows, cols, 0.4, seed);
+            let c = Csr::from_dense(MatRef::new(&a, rows, cols).unwrap(), 0.0).unwrap();
+            let mut c2 = c.clone();
+            for (i, v) in c2.values_mut().iter_mut().enumerate() { *v = *v * 0.5 - i as f32; }
+            let (mut seq, mut par) = (c.transpose(), c.transpose());
+            seq.refresh(&c2).unwrap();
+            par.refresh_par(&c2, Par::Rayon(threads)).unwrap();
+            prop_assert_eq!(par.csr(), seq.csr());
+            let fresh = c2.transpose();
+            prop_assert_eq!(par.csr(), fresh.csr());
+            // a source of another shape: an error, for the threaded path too
+            let other = Csr::from_dense(MatRef::new(&a, cols, rows).unwrap(), 0.0).unwrap();
+            if rows != cols { prop_assert!(par.refresh_par(&other, Par::Rayon(threads)).is_err()); }
         }
 
         #[test]

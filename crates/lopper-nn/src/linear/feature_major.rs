@@ -6,7 +6,7 @@
 //! Csr, Sparse24, Dense and Masked run natively in f32; LowRank, Lora and bf16 mode transpose to the
 //! row-major path.
 use super::{Linear, N, T};
-use crate::kernels::{add_row_sums, gemm_nx, transpose};
+use crate::kernels::{add_row_sums_par, gemm_nx, transpose};
 use crate::util::ensure;
 use crate::{Precision, Result, Weight};
 use lopper_sparse::kernels::spmm_t_with;
@@ -97,7 +97,7 @@ impl Linear {
         }
         let (xm, dym) = (MatRef::new(xt, k, n)?, MatRef::new(dyt, m, n)?);
         if let Some((_, db)) = &mut self.bias {
-            add_row_sums(dyt, n, db); // db (M) += row sums of dy^T
+            add_row_sums_par(dyt, n, db, par); // db (M) += row sums of dy^T
         }
         if let Some(g) = &mut self.dense_grad {
             gemm(MatMut::new(g, m, k)?, dym, N, xm, T, 1.0, 1.0, par)?; // G += dy^T x
@@ -117,13 +117,13 @@ impl Linear {
                 )?; // dx^T = W^T dy^T
             }
             Weight::Csr { w, wt, dw } => {
-                wt.refresh(w)?;
+                wt.refresh_par(w, par)?;
                 sddmm_add(w, dym, xm, dw, par)?; // dW[p=(i,j)] += dy^T[i] . x^T[j]
                 spmm_t_with(wt, dym, MatMut::new(dxt, k, n)?, par)?; // dx^T = W^T dy^T
             }
             Weight::Sparse24 { w, mirror, wt, dw } => {
                 mirror.values_mut().copy_from_slice(w.values());
-                wt.refresh(mirror)?;
+                wt.refresh_par(mirror, par)?;
                 sddmm_add(mirror, dym, xm, dw, par)?;
                 spmm_t_with(wt, dym, MatMut::new(dxt, k, n)?, par)?;
             }

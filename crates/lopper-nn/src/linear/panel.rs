@@ -61,10 +61,10 @@ impl Linear {
     /// Before a backward on panels: brings the cached transpose up to the current values.
     pub(crate) fn prepare_panel_backward(&mut self) -> Result<()> {
         match &mut self.weight {
-            Weight::Csr { w, wt, .. } => wt.refresh(w)?,
+            Weight::Csr { w, wt, .. } => wt.refresh_par(w, self.par)?,
             Weight::Sparse24 { w, mirror, wt, .. } => {
                 mirror.values_mut().copy_from_slice(w.values());
-                wt.refresh(mirror)?;
+                wt.refresh_par(mirror, self.par)?;
             }
             _ => return Err(self.not_panel()),
         }
@@ -146,14 +146,17 @@ impl Linear {
         Ok(())
     }
 
-    /// Adds the threads' panel gradients into the layer's: they are summed into the first (in the
-    /// transpose's order, sequentially), then scattered into W's order once, on this thread.
-    /// Scattering each thread's part took 2.2% of a sparse GPT step, this 1.3%. Tried and slower:
-    /// a gather through the inverse permutation (3.5%), and the scatter split over two threads
-    /// (3.2%: the random read-modify-writes do not overlap better on two cores).
+    /// Adds the threads' panel gradients into the layer's. The weight gradients are in the
+    /// transpose's order; they are summed and read back into W's order in one pass,
+    /// `dW[p] += sum of parts[inv[p]]`, split over the layer's threads by ranges of W's entries
+    /// ([`crate::util::add_gathered`]). Before, the parts were summed and scattered through the
+    /// permutation on the calling thread while the other cores waited (1.3% of a sparse GPT
+    /// step's CPU time, all of it serial); a scatter split over two threads was slower still (the
+    /// threads' random writes share cache lines).
     pub(crate) fn add_panel_grads(&mut self, parts: &mut [&mut PanelGrads]) -> Result<()> {
-        let (dw, perm) = match &mut self.weight {
-            Weight::Csr { dw, wt, .. } | Weight::Sparse24 { dw, wt, .. } => (dw, wt.perm()),
+        let par = self.par;
+        let (dw, inv) = match &mut self.weight {
+            Weight::Csr { dw, wt, .. } | Weight::Sparse24 { dw, wt, .. } => (dw, wt.inv_perm()),
             _ => return Err(self.not_panel()),
         };
         let (bias, dense) = (
@@ -163,27 +166,26 @@ impl Linear {
         let mismatch = |acc: &PanelGrads| {
             dw.len() != acc.w.len() || bias != acc.b.len() || dense != acc.g.len()
         };
-        if perm.len() != dw.len() || parts.iter().any(|a| mismatch(a)) {
+        if inv.len() != dw.len() || parts.iter().any(|a| mismatch(a)) {
             return Err(crate::error::shape(
                 &self.name,
                 "panel gradients were sized for another weight (kind or dense-gradient request changed between forward and backward)",
             ));
         }
+        let ws: Vec<&[f32]> = parts.iter().map(|a| a.w.as_slice()).collect();
+        crate::util::add_gathered(dw, inv, &ws, par);
         let Some((first, rest)) = parts.split_first_mut() else {
             return Ok(());
         };
         for acc in rest.iter() {
-            crate::util::add_into(&mut first.w, &acc.w);
             crate::util::add_into(&mut first.b, &acc.b);
             crate::util::add_into(&mut first.g, &acc.g);
         }
-        // first.w is in the transpose's order: its entry q is W's entry perm[q]
-        crate::util::add_transposed(dw, perm, &first.w);
         if let Some((_, db)) = &mut self.bias {
             crate::util::add_into(db, &first.b);
         }
         if let Some(g) = &mut self.dense_grad {
-            crate::util::add_into(g, &first.g);
+            crate::util::add_into_par(g, &first.g, par);
         }
         Ok(())
     }
