@@ -336,9 +336,10 @@ impl Linear {
             crate::util::zero_par(g, self.par);
         }
         match &mut self.weight {
-            Weight::Dense { dw, .. } | Weight::Masked { dw, .. } => {
-                crate::util::zero_par(dw, self.par)
-            }
+            Weight::Dense { dw, .. }
+            | Weight::Masked { dw, .. }
+            | Weight::Csr { dw, .. }
+            | Weight::Sparse24 { dw, .. } => crate::util::zero_par(dw, self.par),
             w => w.zero_grad(),
         }
         if let Some((_, db)) = &mut self.bias {

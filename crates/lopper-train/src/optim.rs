@@ -25,8 +25,9 @@
 //! Weight decay applies to the parameters the [`DecayFilter`] accepts; [`default_decay`] is the
 //! usual PyTorch `no_decay` split (matrices and factors decay; biases and LayerNorms do not).
 //!
-//! Parallelism: updates are element-wise, so a parameter of at least `par_threshold` values is
-//! updated in fixed chunks on the rayon pool; the result is bit-identical to the serial update.
+//! Parallelism: updates are element-wise, so a step that updates at least `par_threshold` values
+//! in total runs on the rayon pool, every parameter cut into fixed chunks and all chunks of all
+//! parameters in one parallel region; the result is bit-identical to the serial update.
 use crate::{Result, invalid};
 use lopper_nn::ParamMut;
 use lopper_tensor::ops::keep_or_zero;
@@ -90,7 +91,8 @@ pub fn decay_all(_name: &str) -> bool {
     true
 }
 
-/// Default `par_threshold`: parameters of at least this many values are updated on rayon.
+/// Default `par_threshold`: steps that update at least this many values (all parameters together)
+/// run on rayon.
 pub const DEFAULT_PAR_THRESHOLD: usize = 1 << 16;
 /// Chunk length of the parallel update.
 const CHUNK: usize = 1 << 13;
@@ -121,7 +123,14 @@ pub fn grad_norm(params: &[ParamMut<'_>]) -> f64 {
         }
         acc.iter().sum::<f64>()
     };
-    params.iter().map(|p| sumsq(p.grad)).sum::<f64>().sqrt()
+    // each parameter's sum on one thread, the sums added in order: the same bits on any pool
+    let total: usize = params.iter().map(|p| p.grad.len()).sum();
+    let sums: Vec<f64> = if total >= DEFAULT_PAR_THRESHOLD && rayon::current_num_threads() > 1 {
+        params.par_iter().map(|p| sumsq(p.grad)).collect()
+    } else {
+        params.iter().map(|p| sumsq(p.grad)).collect()
+    };
+    sums.iter().sum::<f64>().sqrt()
 }
 
 /// PyTorch's `clip_grad_norm_(params, max_norm)`: the global 2-norm of the gradients and the clip
@@ -143,26 +152,37 @@ pub fn clip_scale(norm: f32, max_norm: f32) -> f32 {
     if coef < 1.0 { coef } else { 1.0 }
 }
 
-/// Runs `f` on aligned chunks of the parameter (and its state slices), in parallel when the
-/// parameter has at least `threshold` values. `f(values, grad, mask, s0, s1)`.
-fn for_chunks<F>(
-    threshold: usize,
-    values: &mut [f32],
-    grad: &[f32],
-    mask: Option<&[bool]>,
-    s0: &mut [f32],
-    s1: &mut [f32],
-    f: F,
-) where
-    F: Fn(&mut [f32], &[f32], Option<&[bool]>, &mut [f32], &mut [f32]) + Sync,
+/// One parameter's update: its values, gradient, mask and state slices (`s0`/`s1` full length or
+/// empty, for an optimizer without that state), and the index of its scalars.
+struct Job<'a> {
+    values: &'a mut [f32],
+    grad: &'a [f32],
+    mask: Option<&'a [bool]>,
+    s0: &'a mut [f32],
+    s1: &'a mut [f32],
+    scalars: usize,
+}
+
+/// Runs `f(values, grad, mask, s0, s1, scalars)` over every job. Updates of at least `threshold`
+/// values in total run on rayon in one parallel region: every job cut into `CHUNK`-long pieces,
+/// all pieces of all parameters in one pool of tasks (a model's many small parameters, e.g. the
+/// stored values of sparse layers, each below any per-parameter threshold, ran on one thread
+/// while the others waited). The pieces are the same elementwise updates, so the result is
+/// bit-identical to the serial one.
+fn run_jobs<S, F>(threshold: usize, jobs: Vec<Job<'_>>, scalars: &[S], f: F)
+where
+    S: Sync,
+    F: Fn(&mut [f32], &[f32], Option<&[bool]>, &mut [f32], &mut [f32], &S) + Sync,
 {
-    let n = values.len();
-    if n < threshold {
-        f(values, grad, mask, s0, s1);
+    let total: usize = jobs.iter().map(|j| j.values.len()).sum();
+    if total < threshold || rayon::current_num_threads() <= 1 {
+        for j in jobs {
+            f(j.values, j.grad, j.mask, j.s0, j.s1, &scalars[j.scalars]);
+        }
         return;
     }
-    // s0/s1 are either full length or empty (an optimizer without that state).
-    fn chunks(s: &mut [f32], n: usize) -> Vec<&mut [f32]> {
+    // a state slice cut like the values (or n empty pieces when the optimizer has none)
+    fn pieces(s: &mut [f32], n: usize) -> Vec<&mut [f32]> {
         if s.is_empty() {
             (0..n.div_ceil(CHUNK))
                 .map(|_| <&mut [f32]>::default())
@@ -171,18 +191,73 @@ fn for_chunks<F>(
             s.chunks_mut(CHUNK).collect()
         }
     }
-    let mut e0 = chunks(s0, n);
-    let mut e1 = chunks(s1, n);
-    values
-        .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
-        .zip(e0.par_iter_mut())
-        .zip(e1.par_iter_mut())
-        .enumerate()
-        .for_each(|(i, (((v, g), a), b))| {
-            let m = mask.map(|m| &m[i * CHUNK..(i * CHUNK + v.len())]);
-            f(v, g, m, a, b);
-        });
+    type Piece<'a> = (
+        &'a mut [f32],
+        &'a [f32],
+        Option<&'a [bool]>,
+        &'a mut [f32],
+        &'a mut [f32],
+        usize,
+    );
+    let mut all: Vec<Piece<'_>> = Vec::with_capacity(total.div_ceil(CHUNK) + jobs.len());
+    for j in jobs {
+        let n = j.values.len();
+        let masks: Vec<Option<&[bool]>> = match j.mask {
+            Some(m) => m.chunks(CHUNK).map(Some).collect(),
+            None => vec![None; n.div_ceil(CHUNK)],
+        };
+        let (e0, e1) = (pieces(j.s0, n), pieces(j.s1, n));
+        for ((((v, g), m), a), b) in j
+            .values
+            .chunks_mut(CHUNK)
+            .zip(j.grad.chunks(CHUNK))
+            .zip(masks)
+            .zip(e0)
+            .zip(e1)
+        {
+            all.push((v, g, m, a, b, j.scalars));
+        }
+    }
+    all.into_par_iter()
+        .for_each(|(v, g, m, a, b, k)| f(v, g, m, a, b, &scalars[k]));
+}
+
+/// Every parameter's state entry in `map` (created by the caller beforehand), in `params`' order,
+/// each borrowed once (names are unique: [`check_unique`]; a missing entry is an error, not a
+/// panic).
+fn slots_for<'m, T>(
+    opt: &str,
+    map: &'m mut BTreeMap<String, T>,
+    params: &[ParamMut<'_>],
+) -> Result<Vec<&'m mut T>> {
+    let mut by_name: BTreeMap<&str, &'m mut T> =
+        map.iter_mut().map(|(k, v)| (k.as_str(), v)).collect();
+    params
+        .iter()
+        .map(|p| {
+            by_name.remove(p.name.as_str()).ok_or_else(|| {
+                invalid(
+                    format!("{opt}: parameter {}", p.name),
+                    "no state for this parameter (or two parameters have this name)",
+                )
+            })
+        })
+        .collect()
+}
+
+/// Each parameter has its own state, found by name: two parameters with one name are an error
+/// (checked before anything is updated).
+fn check_unique(opt: &str, params: &[ParamMut<'_>]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in params {
+        if !seen.insert(p.name.as_str()) {
+            return Err(invalid(
+                format!("{opt}: parameter {}", p.name),
+                "two parameters have this name (each needs its own state)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a parameter's gradient and mask lengths.
@@ -328,7 +403,7 @@ impl Sgd {
         self.decay = f;
         self
     }
-    /// Parameters of at least `n` values are updated on rayon (default
+    /// Steps that update at least `n` values (all parameters together) run on rayon (default
     /// [`DEFAULT_PAR_THRESHOLD`]; `usize::MAX`: never).
     pub fn with_par_threshold(mut self, n: usize) -> Sgd {
         self.par_threshold = n.max(1);
@@ -420,6 +495,7 @@ impl Optimizer for Sgd {
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
+        check_unique("sgd", params)?;
         for p in params.iter() {
             check_param("sgd", p)?;
             if let Some(b) = self.momentum.get(&p.name)
@@ -429,32 +505,47 @@ impl Optimizer for Sgd {
             }
         }
         let use_mom = self.cfg.momentum != 0.0;
-        for p in params.iter_mut() {
+        // per parameter: (weight decay, momentum buffer fresh this step)
+        let mut scalars = Vec::with_capacity(params.len());
+        for p in params.iter() {
             let wd = if (self.decay)(&p.name) {
                 self.cfg.weight_decay
             } else {
                 0.0
             };
             let fresh = use_mom && !self.momentum.contains_key(&p.name);
-            let mut empty: Vec<f32> = Vec::new();
-            let buf = if use_mom {
+            scalars.push((wd, fresh));
+            if fresh {
                 self.momentum
-                    .entry(p.name.clone())
-                    .or_insert_with(|| vec![0.0; p.values.len()])
-            } else {
-                &mut empty
-            };
-            let cfg = self.cfg;
-            for_chunks(
-                self.par_threshold,
-                p.values,
-                p.grad,
-                p.mask,
-                buf,
-                &mut [],
-                |v, g, m, b, _| sgd_chunk(v, g, m, b, &cfg, lr, wd, scale, fresh),
-            );
+                    .insert(p.name.clone(), vec![0.0; p.values.len()]);
+            }
         }
+        let bufs: Vec<Option<&mut Vec<f32>>> = if use_mom {
+            let b = slots_for("sgd", &mut self.momentum, params)?;
+            b.into_iter().map(Some).collect()
+        } else {
+            params.iter().map(|_| None).collect()
+        };
+        let jobs = params
+            .iter_mut()
+            .zip(bufs)
+            .enumerate()
+            .map(|(i, (p, b))| Job {
+                values: &mut *p.values,
+                grad: p.grad,
+                mask: p.mask,
+                s0: b.map_or(&mut [][..], |b| b.as_mut_slice()),
+                s1: &mut [],
+                scalars: i,
+            })
+            .collect();
+        let cfg = self.cfg;
+        run_jobs(
+            self.par_threshold,
+            jobs,
+            &scalars,
+            |v, g, m, b, _, &(wd, fresh)| sgd_chunk(v, g, m, b, &cfg, lr, wd, scale, fresh),
+        );
         self.t += 1;
         Ok(())
     }
@@ -597,7 +688,7 @@ impl AdamW {
         self.decay = f;
         self
     }
-    /// Parameters of at least `n` values are updated on rayon (default
+    /// Steps that update at least `n` values (all parameters together) run on rayon (default
     /// [`DEFAULT_PAR_THRESHOLD`]; `usize::MAX`: never).
     pub fn with_par_threshold(mut self, n: usize) -> AdamW {
         self.par_threshold = n.max(1);
@@ -676,6 +767,7 @@ impl Optimizer for AdamW {
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
+        check_unique("adamw", params)?;
         for p in params.iter() {
             check_param("adamw", p)?;
             if let Some(s) = self.slots.get(&p.name)
@@ -685,7 +777,8 @@ impl Optimizer for AdamW {
             }
         }
         let c = self.cfg;
-        for p in params.iter_mut() {
+        let mut scalars = Vec::with_capacity(params.len());
+        for p in params.iter() {
             let n = p.values.len();
             let slot = self
                 .slots
@@ -704,7 +797,7 @@ impl Optimizer for AdamW {
             };
             let bc1 = 1.0 - (c.beta1 as f64).powi(t);
             let bc2 = 1.0 - (c.beta2 as f64).powi(t);
-            let s = AdamScalars {
+            scalars.push(AdamScalars {
                 decay: (1.0 - lr as f64 * wd as f64) as f32,
                 b1: c.beta1,
                 b2: c.beta2,
@@ -712,17 +805,25 @@ impl Optimizer for AdamW {
                 bc2_sqrt: bc2.sqrt() as f32,
                 eps: c.eps,
                 scale,
-            };
-            for_chunks(
-                self.par_threshold,
-                p.values,
-                p.grad,
-                p.mask,
-                &mut slot.m,
-                &mut slot.v,
-                |x, g, mk, m, v| adam_chunk(x, g, mk, m, v, &s),
-            );
+            });
         }
+        let slots = slots_for("adamw", &mut self.slots, params)?;
+        let jobs = params
+            .iter_mut()
+            .zip(slots)
+            .enumerate()
+            .map(|(i, (p, slot))| Job {
+                values: &mut *p.values,
+                grad: p.grad,
+                mask: p.mask,
+                s0: &mut slot.m,
+                s1: &mut slot.v,
+                scalars: i,
+            })
+            .collect();
+        run_jobs(self.par_threshold, jobs, &scalars, |x, g, mk, m, v, s| {
+            adam_chunk(x, g, mk, m, v, s)
+        });
         self.t += 1;
         Ok(())
     }
@@ -845,29 +946,153 @@ mod tests {
 
     #[test]
     fn parallel_chunks_equal_serial() {
-        let n = 3 * CHUNK + 17;
-        let g: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let mask: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
-        let w0: Vec<f32> = (0..n).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
-        let run = |thr: usize| {
-            let mut w = w0.clone();
-            let mut o = AdamW::default().with_par_threshold(thr);
-            for _ in 0..3 {
-                let mut ps = vec![ParamMut {
-                    name: "l.weight".into(),
-                    values: &mut w,
-                    grad: &g,
-                    mask: Some(&mask),
-                }];
-                o.step(&mut ps, 1e-2).unwrap();
-            }
-            (w, o.state())
+        // several parameters of awkward lengths (one longer than a chunk, one empty, small ones),
+        // masked and not: every piece of every parameter in one parallel region must give the
+        // serial bits, for AdamW and SGD with and without momentum
+        let lens = [3 * CHUNK + 17, 5, 0, CHUNK, 1000];
+        let data = |n: usize, k: usize| -> (Vec<f32>, Vec<f32>, Vec<bool>) {
+            let g = (0..n)
+                .map(|i| (((i + k) * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let w = (0..n)
+                .map(|i| (((i + 3 * k) * 31) % 97) as f32 / 97.0)
+                .collect();
+            let m = (0..n).map(|i| !(i + k).is_multiple_of(3)).collect();
+            (g, w, m)
         };
-        let (a, sa) = run(usize::MAX);
-        let (b, sb) = run(1);
-        assert_eq!(a, b);
-        assert_eq!(sa, sb);
+        let sets: Vec<_> = lens.iter().enumerate().map(|(k, &n)| data(n, k)).collect();
+        let run = |opt: &mut dyn Optimizer, thr_pool: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(thr_pool)
+                .build()
+                .unwrap();
+            let mut ws: Vec<Vec<f32>> = sets.iter().map(|(_, w, _)| w.clone()).collect();
+            pool.install(|| {
+                for _ in 0..3 {
+                    let mut ps: Vec<ParamMut<'_>> = ws
+                        .iter_mut()
+                        .zip(&sets)
+                        .enumerate()
+                        .map(|(k, (w, (g, _, m)))| ParamMut {
+                            name: format!("l{k}.weight"),
+                            values: w,
+                            grad: g,
+                            mask: (k % 2 == 0).then_some(m.as_slice()),
+                        })
+                        .collect();
+                    opt.step_scaled(&mut ps, 1e-2, 0.75).unwrap();
+                }
+            });
+            (ws, opt.state())
+        };
+        let sgd = |mom: f32| SgdConfig {
+            momentum: mom,
+            weight_decay: 0.01,
+            ..SgdConfig::default()
+        };
+        type Make = Box<dyn Fn(usize) -> Box<dyn Optimizer>>;
+        let makers: [(&str, Make); 3] = [
+            (
+                "adamw",
+                Box::new(|t| Box::new(AdamW::default().with_par_threshold(t))),
+            ),
+            (
+                "sgd",
+                Box::new(move |t| Box::new(Sgd::new(sgd(0.0)).unwrap().with_par_threshold(t))),
+            ),
+            (
+                "sgd+momentum",
+                Box::new(move |t| Box::new(Sgd::new(sgd(0.9)).unwrap().with_par_threshold(t))),
+            ),
+        ];
+        for (name, make) in &makers {
+            let (a, sa) = run(make(usize::MAX).as_mut(), 1);
+            let (b, sb) = run(make(1).as_mut(), 3);
+            assert_eq!(a, b, "{name}");
+            assert_eq!(sa, sb, "{name}");
+            assert_ne!(a[0], sets[0].1, "{name}: the update changed nothing");
+        }
+    }
+
+    #[test]
+    fn grad_norm_has_the_same_bits_on_any_pool() {
+        // above the parallel threshold in total, in parameters of several lengths
+        let grads: Vec<Vec<f32>> = [DEFAULT_PAR_THRESHOLD, 3, 0, 40_001]
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                (0..n)
+                    .map(|i| ((i * 37 + k) % 101) as f32 / 9.0 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let mut vals: Vec<Vec<f32>> = grads.iter().map(|g| vec![0.0; g.len()]).collect();
+        let ps: Vec<ParamMut<'_>> = vals
+            .iter_mut()
+            .zip(&grads)
+            .enumerate()
+            .map(|(k, (v, g))| ParamMut {
+                name: format!("p{k}"),
+                values: v,
+                grad: g,
+                mask: None,
+            })
+            .collect();
+        let exact: f64 = grads
+            .iter()
+            .flatten()
+            .map(|&x| x as f64 * x as f64)
+            .sum::<f64>()
+            .sqrt();
+        let on = |t: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            pool.install(|| grad_norm(&ps))
+        };
+        let one = on(1);
+        assert_eq!(one.to_bits(), on(3).to_bits());
+        assert!((one - exact).abs() <= 1e-12 * exact, "{one} vs {exact}");
+    }
+
+    #[test]
+    fn two_parameters_with_one_name_are_an_error_before_any_update() {
+        let (mut w1, mut w2) = (vec![1.0f32; 4], vec![2.0f32; 4]);
+        let g = vec![0.5f32; 4];
+        let mut opts: Vec<Box<dyn Optimizer>> = vec![
+            Box::new(AdamW::default()),
+            Box::new(
+                Sgd::new(SgdConfig {
+                    momentum: 0.9,
+                    ..SgdConfig::default()
+                })
+                .unwrap(),
+            ),
+        ];
+        for o in opts.iter_mut() {
+            let before = o.state();
+            let mut ps = vec![
+                ParamMut {
+                    name: "x.weight".into(),
+                    values: &mut w1,
+                    grad: &g,
+                    mask: None,
+                },
+                ParamMut {
+                    name: "x.weight".into(),
+                    values: &mut w2,
+                    grad: &g,
+                    mask: None,
+                },
+            ];
+            let e = o.step(&mut ps, 0.1).unwrap_err().to_string();
+            assert!(
+                e.contains("x.weight") && e.contains("two parameters"),
+                "{e}"
+            );
+            assert_eq!(o.state(), before, "{}", o.name());
+        }
+        assert_eq!((w1, w2), (vec![1.0; 4], vec![2.0; 4]));
     }
 }
