@@ -164,8 +164,11 @@ pub(crate) fn backward(
             "dW and the transpose have different lengths",
         ));
     }
-    let sums: Vec<&[f32]> = bufs[..parts].iter().map(|pb| pb.gsum.as_slice()).collect();
-    crate::util::add_gathered(dw, wt.inv_perm(), &sums, par);
+    let mut sums: Vec<&mut [f32]> = bufs[..parts]
+        .iter_mut()
+        .map(|pb| pb.gsum.as_mut_slice())
+        .collect();
+    crate::util::add_gathered(dw, wt.inv_perm(), &mut sums, par);
     Ok(())
 }
 

@@ -100,28 +100,24 @@ pub(crate) fn add_col_sums_par(y: &[f32], db: &mut [f32], par: Par) {
 
 /// `dw[p] += sum over parts of part[inv[p]]`: gradients computed in a `CsrTranspose`'s order (one
 /// per thread's part of the rows) summed and read back in the source's order (`inv` is the
-/// transpose's inverse permutation, as long as `dw` and every part; checked by the callers). Split
-/// over `par`'s threads by contiguous ranges of `dw`: each thread writes its own range in order and
-/// gathers from the parts at random (a scatter `dw[perm[q]] += g[q]` split by q would have both
-/// threads writing into the same cache lines).
-pub(crate) fn add_gathered(dw: &mut [f32], inv: &[u32], parts: &[&[f32]], par: Par) {
+/// transpose's inverse permutation, as long as `dw` and every part; checked by the callers). The
+/// parts are first added into the first one (which is overwritten with their sum), streaming, then
+/// gathered once: one random read per entry (gathering from every part read each part at random,
+/// 2.7% of a sparse GPT step against 1.4% for the old single-thread scatter). Both passes are split
+/// over `par`'s threads by contiguous ranges, so each thread writes its own cache lines (a scatter
+/// `dw[perm[q]] += g[q]` split by q would have both threads writing into the same ones).
+pub(crate) fn add_gathered(dw: &mut [f32], inv: &[u32], parts: &mut [&mut [f32]], par: Par) {
     debug_assert!(inv.len() == dw.len() && parts.iter().all(|g| g.len() == dw.len()));
-    let run = |dw: &mut [f32], inv: &[u32]| match parts {
-        [] => {}
-        [g] => {
-            for (d, &q) in dw.iter_mut().zip(inv) {
-                *d += g[q as usize];
-            }
-        }
-        [g, h] => {
-            for (d, &q) in dw.iter_mut().zip(inv) {
-                *d += g[q as usize] + h[q as usize];
-            }
-        }
-        _ => {
-            for (d, &q) in dw.iter_mut().zip(inv) {
-                *d += parts.iter().map(|g| g[q as usize]).sum::<f32>();
-            }
+    let Some((first, rest)) = parts.split_first_mut() else {
+        return;
+    };
+    for g in rest.iter() {
+        add_into_par(first, g, par);
+    }
+    let g: &[f32] = first;
+    let run = |dw: &mut [f32], inv: &[u32]| {
+        for (d, &q) in dw.iter_mut().zip(inv) {
+            *d += g[q as usize];
         }
     };
     let threads = par.threads();
@@ -202,6 +198,9 @@ mod tests {
             for k in 0..=3 {
                 let refs: Vec<&[f32]> = parts[..k].iter().map(|p| p.as_slice()).collect();
                 for par in PARS {
+                    let mut owned: Vec<Vec<f32>> = parts[..k].to_vec();
+                    let mut muts: Vec<&mut [f32]> =
+                        owned.iter_mut().map(|p| p.as_mut_slice()).collect();
                     let mut dw = vals(n, 5);
                     let want: Vec<f32> = dw
                         .iter()
@@ -212,7 +211,7 @@ mod tests {
                             if k == 0 { d } else { d + s }
                         })
                         .collect();
-                    add_gathered(&mut dw, &inv, &refs, par);
+                    add_gathered(&mut dw, &inv, &mut muts, par);
                     assert_eq!(dw, want, "add_gathered n={n} parts={k} {par:?}");
                 }
             }

@@ -147,12 +147,12 @@ impl Linear {
     }
 
     /// Adds the threads' panel gradients into the layer's. The weight gradients are in the
-    /// transpose's order; they are summed and read back into W's order in one pass,
-    /// `dW[p] += sum of parts[inv[p]]`, split over the layer's threads by ranges of W's entries
-    /// ([`crate::util::add_gathered`]). Before, the parts were summed and scattered through the
-    /// permutation on the calling thread while the other cores waited (1.3% of a sparse GPT
-    /// step's CPU time, all of it serial); a scatter split over two threads was slower still (the
-    /// threads' random writes share cache lines).
+    /// transpose's order; they are summed (into the first part) and read back into W's order,
+    /// `dW[p] += sum[inv[p]]`, both passes split over the layer's threads by ranges
+    /// ([`crate::util::add_gathered`]). Before, the sum and a scatter through the permutation ran
+    /// on the calling thread while the other cores waited (1.3% of a sparse GPT step's CPU time,
+    /// all of it serial); a scatter split over two threads was slower still (the threads' random
+    /// writes share cache lines).
     pub(crate) fn add_panel_grads(&mut self, parts: &mut [&mut PanelGrads]) -> Result<()> {
         let par = self.par;
         let (dw, inv) = match &mut self.weight {
@@ -172,8 +172,8 @@ impl Linear {
                 "panel gradients were sized for another weight (kind or dense-gradient request changed between forward and backward)",
             ));
         }
-        let ws: Vec<&[f32]> = parts.iter().map(|a| a.w.as_slice()).collect();
-        crate::util::add_gathered(dw, inv, &ws, par);
+        let mut ws: Vec<&mut [f32]> = parts.iter_mut().map(|a| a.w.as_mut_slice()).collect();
+        crate::util::add_gathered(dw, inv, &mut ws, par);
         let Some((first, rest)) = parts.split_first_mut() else {
             return Ok(());
         };
