@@ -173,7 +173,9 @@ pub struct RunOpts {
 /// parallel region from inside the pool instead of handing it over and sleeping until it is done.
 /// On the 2-core machine that cut a 30-step run's context switches about fourfold (dense: 19,663
 /// to 4,728; Csr 80%: 7,987 to 1,714). The pool can be set once per process; a second call with a
-/// size is an error (with 0, the existing pool is kept).
+/// size is an error (with 0, the existing pool is kept). Call it from the main thread: the caller
+/// stays one of the pool's workers for the rest of the process, so it must outlive every use of
+/// rayon (a pool of one thread whose caller has exited would run nothing).
 pub fn set_threads(n: usize) -> Result<usize, CliError> {
     check_threads(n)?;
     let built = rayon::ThreadPoolBuilder::new()
