@@ -6,7 +6,7 @@
 //!   res2 = res + atty Wproj^T;  ln2 = LN(res2);  fch (N, 4C) = ln2 Wfc^T;  g = GELU(fch);
 //!   res' = res2 + g Wfcproj^T.
 //! Then lnf = LN(res_L); logits (N, V) = lnf wte^T (tied) or lnf Whead^T; loss = mean CE.
-use crate::activation::{gelu_backward_par, gelu_forward_par};
+use crate::activation::{gelu_backward_from_output, gelu_backward_par, gelu_forward_par};
 use crate::attention::{AttnCache, AttnShape, attention_backward_qkv, attention_forward_qkv};
 use crate::attn_panels::{self, AttnBufs, AttnSaved};
 use crate::embedding::Embedding;
@@ -752,7 +752,12 @@ impl Gpt {
                 panels::mlp_backward(fc, proj, saved, &a.dres, n, &mut a.dc, &mut a.mlp, self.par)?;
             } else {
                 blk.fc_proj.backward(gelu, &a.dres, n, &mut a.d4c)?;
-                gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                if bf {
+                    // gelu is a transient here (the Linear keeps its bf16 copy): recompute
+                    gelu_backward_par(fch, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                } else {
+                    gelu_backward_from_output(fch, gelu, &a.d4c, &mut a.d4c2, self.loop_par)?;
+                }
                 blk.fc.backward(ln2, &a.d4c2, n, &mut a.dc)?;
             }
             blk.ln2

@@ -1,6 +1,6 @@
 //! A multi-layer perceptron classifier: Linear, activation, ..., Linear, softmax cross-entropy.
 //! Layer i is `fc.{i}`; x (B, in) -> h_1 (B, d_1) -> ... -> logits (B, classes).
-use crate::activation::{gelu_backward, gelu_forward, relu_backward, relu_forward};
+use crate::activation::{gelu_backward_from_output, gelu_forward, relu_backward, relu_forward};
 use crate::error::{invalid, shape};
 use crate::flops::StepFlops;
 use crate::loss::{cross_entropy_backward, cross_entropy_forward};
@@ -193,7 +193,13 @@ impl Mlp {
                 ensure(&mut self.d, b * inw);
                 match self.act {
                     MlpActivation::Relu => relu_backward(&self.pre[i - 1], &self.d2, &mut self.d)?,
-                    MlpActivation::Gelu => gelu_backward(&self.pre[i - 1], &self.d2, &mut self.d)?,
+                    MlpActivation::Gelu => gelu_backward_from_output(
+                        &self.pre[i - 1],
+                        &self.post[i - 1],
+                        &self.d2,
+                        &mut self.d,
+                        lopper_tensor::Par::Seq,
+                    )?,
                 }
             }
         }

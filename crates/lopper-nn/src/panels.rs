@@ -9,7 +9,7 @@
 //!             c (K, r) = W^T b (spmm with the cached transpose);  dx[panel] = c^T;
 //!   and dW += the parts' g.
 //! The kernels run single-threaded inside a part (`Par::Seq`): one pool, the caller's rayon.
-use crate::activation::{gelu_backward_par, gelu_forward_par};
+use crate::activation::{gelu_backward_from_output, gelu_forward_par};
 use crate::error::shape;
 use crate::kernels::transpose;
 use crate::linear::PanelGrads;
@@ -339,7 +339,7 @@ pub(crate) fn mlp_backward(
             ensure(&mut pb.d1, hid * r);
             proj_ref.backward_panel(gp, b, r, &mut pb.proj, &mut pb.d1)?; // dg (4C, r)
             let dh = aligned(&mut pb.d2, hid * r);
-            gelu_backward_par(hp, &pb.d1, dh, Par::Seq)?; // dh (4C, r)
+            gelu_backward_from_output(hp, gp, &pb.d1, dh, Par::Seq)?; // dh (4C, r)
             ensure(&mut pb.c, c * r);
             fc_ref.backward_panel(a, dh, r, &mut pb.fc, &mut pb.c)?; // da (C, r)
             transpose(&pb.c, c, r, &mut dx[p0 * c..(p0 + r) * c], Par::Seq); // dx[panel] = da^T
