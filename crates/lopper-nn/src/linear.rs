@@ -335,13 +335,7 @@ impl Linear {
         if let Some(g) = &mut self.dense_grad {
             crate::util::zero_par(g, self.par);
         }
-        match &mut self.weight {
-            Weight::Dense { dw, .. }
-            | Weight::Masked { dw, .. }
-            | Weight::Csr { dw, .. }
-            | Weight::Sparse24 { dw, .. } => crate::util::zero_par(dw, self.par),
-            w => w.zero_grad(),
-        }
+        self.weight.zero_grad_par(self.par);
         if let Some((_, db)) = &mut self.bias {
             db.fill(0.0);
         }

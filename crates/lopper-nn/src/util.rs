@@ -46,13 +46,18 @@ pub(crate) fn add_into(y: &mut [f32], x: &[f32]) {
 /// Elements from which the elementwise helpers below split over threads.
 const PAR_MIN: usize = 1 << 14;
 
+/// The length of each thread's range when `len` elements are split over `par`'s threads: `None`
+/// (stay on this thread) with one thread or below `work >= PAR_MIN` elements of work. Ranges are
+/// multiples of 16 floats (64 bytes), so that the threads' ranges do not share a cache line.
+fn par_chunk(len: usize, work: usize, par: Par) -> Option<usize> {
+    let threads = par.threads();
+    (threads > 1 && work >= PAR_MIN).then(|| len.div_ceil(threads).next_multiple_of(16))
+}
+
 /// `y += x`, split over `par`'s threads (rayon) when there are several and the arrays are long.
 pub(crate) fn add_into_par(y: &mut [f32], x: &[f32], par: Par) {
     debug_assert_eq!(y.len(), x.len());
-    let threads = par.threads();
-    if threads > 1 && y.len() >= PAR_MIN {
-        // 64-byte multiples, so that the threads' ranges do not share a cache line
-        let chunk = y.len().div_ceil(threads).next_multiple_of(16);
+    if let Some(chunk) = par_chunk(y.len(), y.len(), par) {
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
             .for_each(|(y, x)| add_into(y, x));
@@ -64,9 +69,7 @@ pub(crate) fn add_into_par(y: &mut [f32], x: &[f32], par: Par) {
 /// `v = 0`, split over `par`'s threads when there are several and `v` is long (a dense layer's
 /// gradient is zeroed every step: 13 MB for the benchmark GPT, on one core it was 1% of a step).
 pub(crate) fn zero_par(v: &mut [f32], par: Par) {
-    let threads = par.threads();
-    if threads > 1 && v.len() >= PAR_MIN {
-        let chunk = v.len().div_ceil(threads).next_multiple_of(16);
+    if let Some(chunk) = par_chunk(v.len(), v.len(), par) {
         v.par_chunks_mut(chunk).for_each(|v| v.fill(0.0));
     } else {
         v.fill(0.0);
@@ -87,9 +90,7 @@ pub(crate) fn add_col_sums_par(y: &[f32], db: &mut [f32], par: Par) {
             add_into(db, &row[j0..j0 + db.len()]);
         }
     };
-    let threads = par.threads();
-    if threads > 1 && y.len() >= PAR_MIN && m >= 32 {
-        let chunk = m.div_ceil(threads).next_multiple_of(16);
+    if let Some(chunk) = par_chunk(m, y.len(), par).filter(|_| m >= 32) {
         db.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, db)| run(i * chunk, db));
@@ -120,9 +121,7 @@ pub(crate) fn add_gathered(dw: &mut [f32], inv: &[u32], parts: &mut [&mut [f32]]
             *d += g[q as usize];
         }
     };
-    let threads = par.threads();
-    if threads > 1 && dw.len() >= PAR_MIN {
-        let chunk = dw.len().div_ceil(threads).next_multiple_of(16);
+    if let Some(chunk) = par_chunk(dw.len(), dw.len(), par) {
         dw.par_chunks_mut(chunk)
             .zip(inv.par_chunks(chunk))
             .for_each(|(dw, inv)| run(dw, inv));

@@ -5,7 +5,7 @@
 use crate::error::invalid;
 use crate::{ParamMut, Result};
 use lopper_sparse::{Csr, CsrTranspose, Sparse24};
-use lopper_tensor::MatRef;
+use lopper_tensor::{MatRef, Par};
 
 /// A frozen LoRA base: dense or CSR.
 #[derive(Clone, Debug)]
@@ -199,18 +199,24 @@ impl Weight {
 
     /// Sets all gradients to zero.
     pub fn zero_grad(&mut self) {
+        self.zero_grad_par(Par::Seq)
+    }
+
+    /// [`Weight::zero_grad`] split over `par`'s threads for long gradients.
+    pub fn zero_grad_par(&mut self, par: Par) {
+        let z = |v: &mut [f32]| crate::util::zero_par(v, par);
         match self {
             Weight::Dense { dw, .. }
             | Weight::Masked { dw, .. }
             | Weight::Csr { dw, .. }
-            | Weight::Sparse24 { dw, .. } => dw.fill(0.0),
+            | Weight::Sparse24 { dw, .. } => z(dw),
             Weight::LowRank { du, dv, .. } => {
-                du.fill(0.0);
-                dv.fill(0.0);
+                z(du);
+                z(dv);
             }
             Weight::Lora { da, db, .. } => {
-                da.fill(0.0);
-                db.fill(0.0);
+                z(da);
+                z(db);
             }
         }
     }

@@ -222,6 +222,27 @@ where
         .for_each(|(v, g, m, a, b, k)| f(v, g, m, a, b, &scalars[k]));
 }
 
+/// The jobs of `params` (job i uses scalars i) with their state slices `(s0, s1)`, one pair per
+/// parameter in order.
+fn jobs<'a>(
+    params: &'a mut [ParamMut<'_>],
+    states: impl IntoIterator<Item = (&'a mut [f32], &'a mut [f32])>,
+) -> Vec<Job<'a>> {
+    params
+        .iter_mut()
+        .zip(states)
+        .enumerate()
+        .map(|(i, (p, (s0, s1)))| Job {
+            values: &mut *p.values,
+            grad: p.grad,
+            mask: p.mask,
+            s0,
+            s1,
+            scalars: i,
+        })
+        .collect()
+}
+
 /// Every parameter's state entry in `map` (created by the caller beforehand), in `params`' order,
 /// each borrowed once (names are unique: [`check_unique`]; a missing entry is an error, not a
 /// panic).
@@ -520,25 +541,16 @@ impl Optimizer for Sgd {
                     .insert(p.name.clone(), vec![0.0; p.values.len()]);
             }
         }
-        let bufs: Vec<Option<&mut Vec<f32>>> = if use_mom {
+        let bufs: Vec<&mut [f32]> = if use_mom {
             let b = slots_for("sgd", &mut self.momentum, params)?;
-            b.into_iter().map(Some).collect()
+            b.into_iter().map(|b| b.as_mut_slice()).collect()
         } else {
-            params.iter().map(|_| None).collect()
+            params.iter().map(|_| <&mut [f32]>::default()).collect()
         };
-        let jobs = params
-            .iter_mut()
-            .zip(bufs)
-            .enumerate()
-            .map(|(i, (p, b))| Job {
-                values: &mut *p.values,
-                grad: p.grad,
-                mask: p.mask,
-                s0: b.map_or(&mut [][..], |b| b.as_mut_slice()),
-                s1: &mut [],
-                scalars: i,
-            })
-            .collect();
+        let jobs = jobs(
+            params,
+            bufs.into_iter().map(|b| (b, <&mut [f32]>::default())),
+        );
         let cfg = self.cfg;
         run_jobs(
             self.par_threshold,
@@ -808,19 +820,12 @@ impl Optimizer for AdamW {
             });
         }
         let slots = slots_for("adamw", &mut self.slots, params)?;
-        let jobs = params
-            .iter_mut()
-            .zip(slots)
-            .enumerate()
-            .map(|(i, (p, slot))| Job {
-                values: &mut *p.values,
-                grad: p.grad,
-                mask: p.mask,
-                s0: &mut slot.m,
-                s1: &mut slot.v,
-                scalars: i,
-            })
-            .collect();
+        let jobs = jobs(
+            params,
+            slots
+                .into_iter()
+                .map(|s| (s.m.as_mut_slice(), s.v.as_mut_slice())),
+        );
         run_jobs(self.par_threshold, jobs, &scalars, |x, g, mk, m, v, s| {
             adam_chunk(x, g, mk, m, v, s)
         });
