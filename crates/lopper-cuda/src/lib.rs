@@ -43,7 +43,9 @@ pub use elementwise::{AdamW, mask_apply, masked_adamw};
 #[cfg(feature = "cuda")]
 pub use error::{Error, Result};
 #[cfg(feature = "cuda")]
-pub use sparse24::{Sparse24Dev, fragment_words, sparse24_compress, sparse24_spmm};
+pub use sparse24::{
+    Sparse24Dev, Spmm24Tile, fragment_words, sparse24_compress, sparse24_spmm, sparse24_spmm_with,
+};
 
 #[cfg(feature = "cuda")]
 pub use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};

@@ -132,8 +132,61 @@ pub fn sparse24_compress(
     })
 }
 
+/// One tile configuration of `kernels/sparse24_spmm.cu`: block columns, K per pipeline stage,
+/// stages. The list [`Spmm24Tile::ALL`] and the stage size must match the `.cu` file: the kernel
+/// traps when it gets less dynamic shared memory than it needs (a GPU test runs every entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Spmm24Tile {
+    /// Block tile columns (N): 128 or 256.
+    pub bn: u32,
+    /// K per pipeline stage (logical columns of W): a multiple of 32.
+    pub bk: u32,
+    /// cp.async pipeline depth.
+    pub stages: u32,
+}
+
+impl Spmm24Tile {
+    /// Every compiled configuration, in the order of the `.cu` file.
+    pub const ALL: [Spmm24Tile; 6] = [
+        Spmm24Tile::new(128, 32, 3),
+        Spmm24Tile::new(128, 64, 3),
+        Spmm24Tile::new(128, 64, 4),
+        Spmm24Tile::new(128, 128, 3),
+        Spmm24Tile::new(256, 32, 4),
+        Spmm24Tile::new(256, 64, 3),
+    ];
+    /// The configuration [`sparse24_spmm`] uses.
+    pub const DEFAULT: Spmm24Tile = Spmm24Tile::new(128, 64, 3);
+    /// Rows of W per block (fixed by the kernel's 2 x 4 warps of 64 rows).
+    pub const BM: usize = 128;
+
+    const fn new(bn: u32, bk: u32, stages: u32) -> Spmm24Tile {
+        Spmm24Tile { bn, bk, stages }
+    }
+    /// The `extern "C"` name suffix and the name [`Spmm24Tile::parse`] reads: `n128_k64_s4`.
+    pub fn name(&self) -> String {
+        format!("n{}_k{}_s{}", self.bn, self.bk, self.stages)
+    }
+    /// Parses a name of [`Spmm24Tile::name`]; only compiled configurations.
+    pub fn parse(s: &str) -> Option<Spmm24Tile> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+    /// Dynamic shared memory of one block, as the kernel's `Tile<BN, BK, STAGES>` computes it:
+    /// per stage 8 A tiles x BK/32 x 512 bytes, their metadata (64 bytes each), and BK rows of X
+    /// of BN + 8 bf16.
+    pub fn smem_bytes(&self) -> usize {
+        let (bn, bk) = (self.bn as usize, self.bk as usize);
+        let kt = bk / 32;
+        let a = 8 * kt * 32 * 16;
+        let meta = 8 * kt * 16 * 4;
+        let b = bk * (bn + 8) * 2;
+        self.stages as usize * (a + meta + b)
+    }
+}
+
 /// `y = w x` with W (M, K) 2:4 in the fragment layout, X (K, N) and Y (M, N) bf16 row-major,
-/// f32 accumulation, tensor cores (`mma.sp`, `kernels/sparse24_spmm.cu`). Needs N % 8 == 0.
+/// f32 accumulation, tensor cores (`mma.sp`, `kernels/sparse24_spmm.cu`), tile configuration
+/// [`Spmm24Tile::DEFAULT`]. Needs N % 8 == 0.
 pub fn sparse24_spmm(
     gpu: &Gpu,
     w: &Sparse24Dev,
@@ -141,8 +194,23 @@ pub fn sparse24_spmm(
     n: usize,
     y: &mut CudaSlice<bf16>,
 ) -> Result<()> {
+    sparse24_spmm_with(gpu, w, x, n, y, Spmm24Tile::DEFAULT)
+}
+
+/// [`sparse24_spmm`] with an explicit tile configuration (benchmarks and tests).
+pub fn sparse24_spmm_with(
+    gpu: &Gpu,
+    w: &Sparse24Dev,
+    x: &CudaSlice<bf16>,
+    n: usize,
+    y: &mut CudaSlice<bf16>,
+    tile: Spmm24Tile,
+) -> Result<()> {
     const OP: &str = "sparse24_spmm";
     gpu.require_sm80(OP)?;
+    if !Spmm24Tile::ALL.contains(&tile) {
+        return Err(shape(OP, format!("no kernel for tile {}", tile.name())));
+    }
     if x.len() != w.cols * n || y.len() != w.rows * n {
         return Err(shape(
             OP,
@@ -168,7 +236,7 @@ pub fn sparse24_spmm(
     }
     check_aligned(gpu, OP, "X", x)?;
     check_aligned(gpu, OP, "Y", y)?;
-    let grid_y = w.rows.div_ceil(128);
+    let grid_y = w.rows.div_ceil(Spmm24Tile::BM);
     if grid_y > 65_535 {
         return Err(Error::TooLarge {
             op: OP,
@@ -180,14 +248,27 @@ pub fn sparse24_spmm(
         i32_arg(OP, "K", w.cols)?,
         i32_arg(OP, "N", n)?,
     );
+    let name = crate::csr::kernel_name(&format!("sparse24_spmm_bf16_{}", tile.name()))?;
     let f = gpu.function(KernelInfo {
         module: "sparse24_spmm",
-        name: "sparse24_spmm_bf16",
+        name,
     })?;
+    let smem = tile.smem_bytes();
+    if smem > 48 * 1024 {
+        use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+            .map_err(|e| Error::TooLarge {
+                op: OP,
+                detail: format!(
+                    "tile {} needs {smem} bytes of shared memory per block: {e}",
+                    tile.name()
+                ),
+            })?;
+    }
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(128) as u32, grid_y as u32, 1),
+        grid_dim: (n.div_ceil(tile.bn as usize) as u32, grid_y as u32, 1),
         block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: smem as u32,
     };
     let mut l = gpu.stream().launch_builder(&f);
     l.arg(&m)
@@ -197,10 +278,12 @@ pub fn sparse24_spmm(
         .arg(&w.meta)
         .arg(x)
         .arg(y);
-    // SAFETY: sparse24_spmm_bf16(int m, int k, int n, const uint4* vals, const uint32_t* meta,
-    // const __nv_bfloat16* x, __nv_bfloat16* y): vals/meta hold the fragment layout of an MxK matrix
-    // (lengths checked by Sparse24Dev's constructors; the kernel reads tiles < ceil(M/16) x
-    // ceil(K/32) only), X is K*N and Y M*N elements with N % 8 == 0 (checked), 16-byte aligned.
+    // SAFETY: sparse24_spmm_bf16_n<BN>_k<BK>_s<S>(int m, int k, int n, const uint4* vals,
+    // const uint32_t* meta, const __nv_bfloat16* x, __nv_bfloat16* y): vals/meta hold the fragment
+    // layout of an MxK matrix (lengths checked by Sparse24Dev's constructors; the kernel reads tiles
+    // < ceil(M/16) x ceil(K/32) only), X is K*N and Y M*N elements with N % 8 == 0 (checked),
+    // 16-byte aligned (checked); the dynamic shared memory is the tile's size (the kernel traps on
+    // less).
     unsafe { l.launch(cfg) }?;
     Ok(())
 }

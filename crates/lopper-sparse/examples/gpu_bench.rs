@@ -10,9 +10,14 @@
 //! - sparse24_spmm (bf16, mma.sp) against cuBLAS bf16 at (M, N, K) = 4096^3, 8192^3 and
 //!   3072 x 10240 x 3072, plus sparse24_compress.
 //!
+//! - `--energy`: joules per product from the GPU's NVML energy counter (lopper-energy's `NvmlMeter`,
+//!   windows of 2 s or more with the device kept busy), csr_spmm against cuBLAS SGEMM on generated
+//!   8192 x 8192 uniform patterns times 8192 x 1024 at several sparsities, and sparse24_spmm against
+//!   cuBLAS bf16 at 8192^3; plus the idle power over one window.
+//!
 //! Options: `--dlmc DIR`, `--ns 256,512,2048`, `--variant NAME` (csr_spmm: auto, vec_sw8, vec_sw16,
 //! vec_sw32, scalar_sw8, scalar_sw32, or `all`), `--quick` (N = 512 and fewer matrices),
-//! `--skip-24`, `--skip-csr`, `--json FILE`, `--table FILE`.
+//! `--skip-24`, `--skip-csr`, `--energy`, `--json FILE`, `--table FILE`.
 use half::bf16;
 use lopper_cuda::{CsrDev, CusparseSpmm, Gpu, SpmmVariant};
 use lopper_sparse::{Csr, io::smtx};
@@ -31,6 +36,7 @@ struct Opts {
     quick: bool,
     skip_24: bool,
     skip_csr: bool,
+    energy: bool,
     json: Option<PathBuf>,
     table: Option<PathBuf>,
 }
@@ -43,6 +49,7 @@ fn opts() -> Res<Opts> {
         quick: false,
         skip_24: false,
         skip_csr: false,
+        energy: false,
         json: None,
         table: None,
     };
@@ -70,6 +77,7 @@ fn opts() -> Res<Opts> {
             "--quick" => o.quick = true,
             "--skip-24" => o.skip_24 = true,
             "--skip-csr" => o.skip_csr = true,
+            "--energy" => o.energy = true,
             "--json" => o.json = Some(PathBuf::from(val()?)),
             "--table" => o.table = Some(PathBuf::from(val()?)),
             other => {
@@ -361,7 +369,7 @@ fn main() -> Res<()> {
         } else {
             &[(4096, 4096, 4096), (8192, 8192, 8192), (3072, 10240, 3072)]
         };
-        let mut cuda_err = None;
+        let mut cuda_err: Option<String> = None;
         for &(m, n, k) in shapes {
             let to = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
             let wd = g.upload(&to(rand_vec(m * k, 6)))?;
@@ -372,28 +380,47 @@ fn main() -> Res<()> {
                 lopper_cuda::sparse24_compress(&g, &wd, m, k).map(|_| ())
             })?;
             let w24 = lopper_cuda::sparse24_compress(&g, &wd, m, k)?;
-            let ms = match g.time_ms(2, 5, || lopper_cuda::sparse24_spmm(&g, &w24, &x, n, &mut y)) {
-                Ok(ms) => ms,
-                Err(e) => {
-                    cuda_err = Some(e.to_string());
-                    break;
-                }
-            };
             let dflop = 2.0 * (m * n * k) as f64;
             let shape = format!("{m}x{n}x{k}");
-            rows.push(Row {
-                section: "sparse24",
-                name: shape.clone(),
-                shape: shape.clone(),
-                sparsity: 0.5,
-                n,
-                kernel: "sparse24_spmm (mma.sp)".into(),
-                ms,
-                tflops: tflops(dflop / 2.0, ms),
-                pct_ceiling: 100.0 * tflops(dflop, ms) / ceil16,
-                speedup: dense_ms / ms,
-                versus: "cuBLAS bf16",
-            });
+            let mut best = (f64::INFINITY, String::new());
+            for tile in lopper_cuda::Spmm24Tile::ALL {
+                let ms = match g.time_ms(2, 5, || {
+                    lopper_cuda::sparse24_spmm_with(&g, &w24, &x, n, &mut y, tile)
+                }) {
+                    Ok(ms) => ms,
+                    Err(e) => {
+                        cuda_err = Some(format!("{} {shape}: {e}", tile.name()));
+                        continue;
+                    }
+                };
+                if ms < best.0 {
+                    best = (ms, tile.name());
+                }
+                let default = if tile == lopper_cuda::Spmm24Tile::DEFAULT {
+                    " (default)"
+                } else {
+                    ""
+                };
+                rows.push(Row {
+                    section: "sparse24",
+                    name: shape.clone(),
+                    shape: shape.clone(),
+                    sparsity: 0.5,
+                    n,
+                    kernel: format!("sparse24_spmm {}{default}", tile.name()),
+                    ms,
+                    tflops: tflops(dflop / 2.0, ms),
+                    pct_ceiling: 100.0 * tflops(dflop, ms) / ceil16,
+                    speedup: dense_ms / ms,
+                    versus: "cuBLAS bf16",
+                });
+            }
+            let ms = best.0;
+            notes.push(format!(
+                "sparse24_spmm {shape}: best tile {} at {ms:.4} ms, {:.2}x cuBLAS bf16",
+                best.1,
+                dense_ms / ms
+            ));
             rows.push(Row {
                 section: "sparse24",
                 name: shape.clone(),
@@ -421,12 +448,25 @@ fn main() -> Res<()> {
                 versus: "-",
             });
             eprintln!(
-                "2:4 {m}x{n}x{k}: ours {ms:.3} ms, cuBLAS {dense_ms:.3} ms ({:.2}x)",
+                "2:4 {m}x{n}x{k}: ours (best tile {}) {ms:.3} ms, cuBLAS {dense_ms:.3} ms ({:.2}x)",
+                best.1,
                 dense_ms / ms
             );
         }
         if let Some(e) = cuda_err {
             notes.push(format!("sparse24_spmm failed: {e}"));
+        }
+    }
+
+    let mut energy_rows: Vec<ERow> = Vec::new();
+    if o.energy {
+        match lopper_energy::NvmlMeter::open() {
+            Err(e) => notes.push(format!("energy skipped: {e}")),
+            Ok(mut meter) => {
+                if let Err(e) = energy(&g, &mut meter, &mut energy_rows, &mut notes) {
+                    notes.push(format!("energy section stopped: {e}"));
+                }
+            }
         }
     }
 
@@ -454,6 +494,16 @@ fn main() -> Res<()> {
     table.push('\n');
     for n in &notes {
         let _ = writeln!(table, "- {n}");
+    }
+    if !energy_rows.is_empty() {
+        table.push_str("\n### Energy per product (NVML counter, device busy for the whole window)\n\n| case | kernel | ms | products | window s | J per product | avg W | J vs dense |\n|---|---|---|---|---|---|---|---|\n");
+        for r in &energy_rows {
+            let _ = writeln!(
+                table,
+                "| {} | {} | {:.4} | {} | {:.2} | {:.5} | {:.0} | {:.2} |",
+                r.case, r.kernel, r.ms, r.reps, r.seconds, r.joules, r.watts, r.vs_dense
+            );
+        }
     }
     println!("{table}");
     if let Some(p) = &o.table {
@@ -492,6 +542,22 @@ fn main() -> Res<()> {
                 r.versus
             );
         }
+        j.push_str("\n], \"energy\": [\n");
+        for (i, r) in energy_rows.iter().enumerate() {
+            let _ = write!(
+                j,
+                "{}  {{\"case\": \"{}\", \"kernel\": \"{}\", \"ms\": {}, \"products\": {}, \"seconds\": {}, \"joules_per_product\": {}, \"watts\": {}, \"joules_vs_dense\": {}, \"method\": \"nvml\"}}",
+                if i > 0 { ",\n" } else { "" },
+                esc(&r.case),
+                esc(&r.kernel),
+                num(r.ms),
+                r.reps,
+                num(r.seconds),
+                num(r.joules),
+                num(r.watts),
+                num(r.vs_dense)
+            );
+        }
         j.push_str("\n], \"notes\": [");
         j.push_str(
             &notes
@@ -503,5 +569,172 @@ fn main() -> Res<()> {
         j.push_str("]}\n");
         std::fs::write(p, j)?;
     }
+    Ok(())
+}
+
+/// One energy measurement: `reps` products in one NVML window.
+struct ERow {
+    case: String,
+    kernel: String,
+    ms: f64,
+    reps: usize,
+    seconds: f64,
+    joules: f64,
+    watts: f64,
+    vs_dense: f64,
+}
+
+/// Joules per call of `f` over one NVML window of at least `secs` seconds: `f` is enqueued often
+/// enough (from its measured `ms`) to keep the device busy for the whole window.
+fn joules_per_call(
+    g: &Gpu,
+    meter: &mut lopper_energy::NvmlMeter,
+    ms: f64,
+    secs: f64,
+    mut f: impl FnMut() -> lopper_cuda::Result<()>,
+) -> Res<(usize, f64, f64, f64)> {
+    use lopper_energy::EnergyMeter;
+    let reps = ((secs * 1e3 / ms.max(1e-4)).ceil() as usize).max(1);
+    g.synchronize()?;
+    meter.start()?;
+    for _ in 0..reps {
+        f()?;
+    }
+    g.synchronize()?;
+    let m = meter.stop()?;
+    Ok((reps, m.seconds, m.joules / reps as f64, m.watts()))
+}
+
+/// A uniform random `m x k` CSR of the given sparsity (values in [-1, 1)).
+fn uniform_csr(m: usize, k: usize, sparsity: f64, seed: u64) -> Res<Csr> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut ptr, mut idx, mut val) = (vec![0usize], Vec::new(), Vec::new());
+    for _ in 0..m {
+        for j in 0..k {
+            if r.random_bool(1.0 - sparsity) {
+                idx.push(j as u32);
+                val.push(r.random_range(-1.0f32..1.0));
+            }
+        }
+        ptr.push(idx.len());
+    }
+    Ok(Csr::from_parts(m, k, ptr, idx, val)?)
+}
+
+/// The `--energy` section: idle power, csr_spmm against cuBLAS SGEMM at several sparsities, and
+/// 2:4 against cuBLAS bf16, each as joules per product.
+fn energy(
+    g: &Gpu,
+    meter: &mut lopper_energy::NvmlMeter,
+    rows: &mut Vec<ERow>,
+    notes: &mut Vec<String>,
+) -> Res<()> {
+    use lopper_energy::EnergyMeter;
+    const SECS: f64 = 2.0;
+    notes.push(format!("energy meter: {}", meter.describe()));
+    // Idle: nothing enqueued for one window.
+    g.synchronize()?;
+    meter.start()?;
+    std::thread::sleep(std::time::Duration::from_secs_f64(SECS));
+    let idle = meter.stop()?;
+    notes.push(format!(
+        "idle GPU power over {:.2} s: {:.0} W",
+        idle.seconds,
+        idle.watts()
+    ));
+    let (m, k, n) = (8192usize, 8192usize, 1024usize);
+    let x = g.upload(&rand_vec(k * n, 11))?;
+    let mut y = g.zeros::<f32>(m * n)?;
+    let case = format!("{m}x{k} times {k}x{n}, f32");
+    let w0 = uniform_csr(m, k, 0.5, 12)?;
+    let a = g.upload(&w0.to_dense())?;
+    let dense_ms = g.time_ms(2, 5, || lopper_cuda::gemm(g, m, n, k, &a, &x, &mut y))?;
+    let (reps, secs, dj, dw) = joules_per_call(g, meter, dense_ms, SECS, || {
+        lopper_cuda::gemm(g, m, n, k, &a, &x, &mut y)
+    })?;
+    drop(a);
+    rows.push(ERow {
+        case: case.clone(),
+        kernel: "cublas_sgemm (dense)".into(),
+        ms: dense_ms,
+        reps,
+        seconds: secs,
+        joules: dj,
+        watts: dw,
+        vs_dense: 1.0,
+    });
+    eprintln!("energy dense sgemm: {dense_ms:.3} ms, {dj:.4} J, {dw:.0} W");
+    for &sp in &[0.5, 0.8, 0.9, 0.95, 0.98] {
+        let w = if sp == 0.5 {
+            w0.clone()
+        } else {
+            uniform_csr(m, k, sp, 12)?
+        };
+        let dw_ = CsrDev::from_parts(g, w.rows(), w.cols(), w.row_ptr(), w.col_idx(), w.values())?;
+        let v = SpmmVariant::Auto;
+        let ms = g.time_ms(2, 5, || lopper_cuda::csr_spmm(g, &dw_, &x, n, &mut y, v))?;
+        let (reps, secs, j, wt) = joules_per_call(g, meter, ms, SECS, || {
+            lopper_cuda::csr_spmm(g, &dw_, &x, n, &mut y, v)
+        })?;
+        eprintln!("energy csr_spmm {sp}: {ms:.3} ms, {j:.4} J, {wt:.0} W");
+        rows.push(ERow {
+            case: format!("{case}, sparsity {sp}"),
+            kernel: "csr_spmm auto".into(),
+            ms,
+            reps,
+            seconds: secs,
+            joules: j,
+            watts: wt,
+            vs_dense: j / dj,
+        });
+    }
+    drop((x, y));
+    // 2:4 at 8192^3, bf16.
+    let (m, n, k) = (8192usize, 8192usize, 8192usize);
+    let to = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
+    let wd = g.upload(&to(rand_vec(m * k, 6)))?;
+    let x = g.upload(&to(rand_vec(k * n, 7)))?;
+    let mut y = g.zeros::<bf16>(m * n)?;
+    let case = format!("{m}x{k} times {k}x{n}, bf16");
+    let dense_ms = g.time_ms(2, 5, || lopper_cuda::gemm(g, m, n, k, &wd, &x, &mut y))?;
+    let (reps, secs, dj, dw) = joules_per_call(g, meter, dense_ms, SECS, || {
+        lopper_cuda::gemm(g, m, n, k, &wd, &x, &mut y)
+    })?;
+    rows.push(ERow {
+        case: case.clone(),
+        kernel: "cublas_bf16 (dense)".into(),
+        ms: dense_ms,
+        reps,
+        seconds: secs,
+        joules: dj,
+        watts: dw,
+        vs_dense: 1.0,
+    });
+    let w24 = lopper_cuda::sparse24_compress(g, &wd, m, k)?;
+    // the fastest tile configuration at this shape
+    let mut best = (f64::INFINITY, lopper_cuda::Spmm24Tile::DEFAULT);
+    for tile in lopper_cuda::Spmm24Tile::ALL {
+        let ms = g.time_ms(1, 3, || {
+            lopper_cuda::sparse24_spmm_with(g, &w24, &x, n, &mut y, tile)
+        })?;
+        if ms < best.0 {
+            best = (ms, tile);
+        }
+    }
+    let (ms, tile) = best;
+    let (reps, secs, j, wt) = joules_per_call(g, meter, ms, SECS, || {
+        lopper_cuda::sparse24_spmm_with(g, &w24, &x, n, &mut y, tile)
+    })?;
+    eprintln!("energy 2:4: {ms:.3} ms, {j:.4} J vs dense {dj:.4} J");
+    rows.push(ERow {
+        case,
+        kernel: format!("sparse24_spmm {} (mma.sp)", tile.name()),
+        ms,
+        reps,
+        seconds: secs,
+        joules: j,
+        watts: wt,
+        vs_dense: j / dj,
+    });
     Ok(())
 }

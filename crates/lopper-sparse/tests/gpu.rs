@@ -222,6 +222,8 @@ fn random24(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Sparse24) {
 #[test]
 fn sparse24_spmm_matches_reference() {
     let Some(g) = device() else { return };
+    // K = 520 and 1000 leave a partial last pipeline stage for every BK; M = 300 a partial block;
+    // N = 136 and 264 partial column tiles for BN = 128 and 256; K = 2080 runs 65 K tiles deep.
     for &(m, k) in &[
         (1usize, 4usize),
         (16, 32),
@@ -229,6 +231,8 @@ fn sparse24_spmm_matches_reference() {
         (130, 100),
         (128, 256),
         (300, 520),
+        (64, 1000),
+        (129, 2080),
     ] {
         let (_, s) = random24(m, k, (m * k) as u64);
         let dw = GpuSparse24::upload(&g, &s).unwrap();
@@ -244,11 +248,26 @@ fn sparse24_spmm_matches_reference() {
             )
             .unwrap();
             check(&y, &want, k, true, &format!("spmm_24 {m}x{k} n={n}"));
-            // the device-level call agrees and rejects N % 8 != 0 with a typed error
+            // every tile configuration of the kernel, at the device level, into a poisoned Y
             let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
             let dx = g.upload(&xb).unwrap();
-            let mut dy = g.zeros::<bf16>(m * n).unwrap();
-            dw.spmm(&g, &dx, n, &mut dy).unwrap();
+            for tile in lopper_cuda::Spmm24Tile::ALL {
+                let mut dy = g.upload(&vec![bf16::NAN; m * n]).unwrap();
+                lopper_cuda::sparse24_spmm_with(&g, dw.dev(), &dx, n, &mut dy, tile).unwrap();
+                let got: Vec<f32> = g
+                    .download(&dy)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect();
+                check(
+                    &got,
+                    &want,
+                    k,
+                    true,
+                    &format!("sparse24_spmm {} {m}x{k} n={n}", tile.name()),
+                );
+            }
         }
         let dx = g.zeros::<bf16>(k * 12).unwrap();
         let mut dy = g.zeros::<bf16>(m * 12).unwrap();
