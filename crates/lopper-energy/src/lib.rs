@@ -9,7 +9,8 @@
 //!     wrap-around through `max_energy_range_uj` handled.
 //!   - [`EstimateMeter`]: CPU-seconds x watts per core, or FLOPs x joules per FLOP; always labelled an
 //!     estimate.
-//! - [`best_available`]: Nvml > Rapl > Estimate, and says which one it picked and why the better ones
+//! - [`best_available`] (GPU work): Nvml > Rapl > Estimate; [`best_available_cpu`] (CPU work): Rapl >
+//!   Estimate, NVML never; both say which one they picked and why the better ones
 //!   were unavailable.
 //! - [`EnergyReport`]: per phase (train, eval) and total: joules, kWh, average watts, CO2 and cost from
 //!   configurable [`Factors`]; every figure carries its method. JSON (serde) and CSV.
@@ -29,7 +30,10 @@ pub mod steal;
 
 pub use error::{Error, Result};
 pub use estimate::{EstimateMeter, EstimateSource, cpu_seconds_of_process};
-pub use meter::{EnergyMeter, Measurement, Method, Selection, best_available, best_available_with};
+pub use meter::{
+    EnergyMeter, Measurement, Method, Selection, best_available, best_available_cpu,
+    best_available_cpu_with, best_available_with,
+};
 pub use nvml::NvmlMeter;
 pub use rapl::{RaplDomain, RaplMeter, wrapping_delta};
 pub use report::{EnergyReport, Factors, Figure, PhaseReport};

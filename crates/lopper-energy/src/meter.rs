@@ -146,11 +146,28 @@ impl fmt::Debug for Selection {
     }
 }
 
-/// Picks NVML if it loads and has a device with an energy counter, else RAPL from
-/// `/sys/class/powercap` if readable, else `fallback` (an estimate). Never silent: the returned
-/// [`Selection::reasons`] say what was picked and why each better meter was unavailable.
+/// For work that runs on the GPU: picks NVML if it loads and has a device with an energy counter,
+/// else RAPL from `/sys/class/powercap` if readable, else `fallback` (an estimate). Never silent: the
+/// returned [`Selection::reasons`] say what was picked and why each better meter was unavailable.
+/// Work on the CPU takes [`best_available_cpu`]: NVML would meter an idle GPU beside it.
 pub fn best_available(fallback: EstimateMeter) -> Selection {
     best_available_with(None, Path::new(crate::rapl::DEFAULT_ROOT), fallback)
+}
+
+/// For work that runs on the CPU: RAPL from `/sys/class/powercap` if readable, else `fallback` (an
+/// estimate); NVML is never picked, even where a GPU is present, since it meters only the GPUs (the
+/// reasons say so).
+pub fn best_available_cpu(fallback: EstimateMeter) -> Selection {
+    best_available_cpu_with(Path::new(crate::rapl::DEFAULT_ROOT), fallback)
+}
+
+/// [`best_available_cpu`] with an explicit powercap root (tests).
+pub fn best_available_cpu_with(powercap_root: &Path, fallback: EstimateMeter) -> Selection {
+    let reasons = vec![
+        "NVML not used: the work runs on the CPU, and NVML meters only the GPUs' energy"
+            .to_string(),
+    ];
+    rapl_or_estimate(reasons, powercap_root, fallback)
 }
 
 /// [`best_available`] with an explicit NVML library path (`None`: the system default) and powercap
@@ -171,6 +188,15 @@ pub fn best_available_with(
         }
         Err(e) => reasons.push(format!("NVML not used: {e}")),
     }
+    rapl_or_estimate(reasons, powercap_root, fallback)
+}
+
+/// The second half of both selections: RAPL if readable, else the estimate.
+fn rapl_or_estimate(
+    mut reasons: Vec<String>,
+    powercap_root: &Path,
+    fallback: EstimateMeter,
+) -> Selection {
     match RaplMeter::open(powercap_root) {
         Ok(m) => {
             reasons.push(format!("picked RAPL: {}", m.describe()));

@@ -135,6 +135,34 @@ fn best_available_says_why() {
     assert!(sel.explain().contains("picked RAPL"));
 }
 
+#[test]
+fn best_available_cpu_never_picks_nvml() {
+    // no powercap: the estimate, with NVML's absence explained by where the work runs
+    let sel = best_available_cpu_with(
+        Path::new("/nonexistent/powercap"),
+        EstimateMeter::cpu_time(10.0).unwrap(),
+    );
+    assert_eq!(sel.method(), Method::EstimateCpuTime);
+    assert_eq!(sel.reasons.len(), 3, "{:?}", sel.reasons);
+    assert!(
+        sel.reasons[0].starts_with("NVML not used") && sel.reasons[0].contains("CPU"),
+        "{:?}",
+        sel.reasons
+    );
+    assert!(
+        sel.reasons[1].starts_with("RAPL not used"),
+        "{:?}",
+        sel.reasons
+    );
+    assert!(sel.reasons[2].contains("ESTIMATE"), "{:?}", sel.reasons);
+    // a readable powercap: RAPL
+    let root = tempfile::tempdir().unwrap();
+    domain(&root.path().join("intel-rapl:0"), "package-0", 1, 10);
+    let sel = best_available_cpu_with(root.path(), EstimateMeter::cpu_time(10.0).unwrap());
+    assert_eq!(sel.method(), Method::Rapl);
+    assert!(sel.explain().contains("picked RAPL"), "{}", sel.explain());
+}
+
 fn sample_report() -> EnergyReport {
     let mut r = EnergyReport::new(Factors {
         grid_g_co2_per_kwh: 400.0,

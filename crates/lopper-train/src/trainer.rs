@@ -220,7 +220,7 @@ impl Trainer {
     pub fn callback_names(&self) -> Vec<String> {
         self.callbacks.iter().map(|c| c.name()).collect()
     }
-    /// Meters energy with `meter` (see [`lopper_energy::best_available`]).
+    /// Meters energy with `meter` (see [`lopper_energy::best_available_cpu`]).
     pub fn set_energy_meter(&mut self, meter: Box<dyn EnergyMeter>) {
         self.meter = Some(meter);
     }

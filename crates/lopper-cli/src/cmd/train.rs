@@ -7,7 +7,7 @@
 use super::report::{self, Figures, Machine, Report, Variant};
 use crate::CliError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lopper_energy::{EstimateMeter, best_available};
+use lopper_energy::{EstimateMeter, best_available_cpu};
 use lopper_train::recipe::spans::Spans;
 use lopper_train::recipe::spec::Checker;
 use lopper_train::recipe::{EndSpec, Recipe, RecipeSpec};
@@ -513,7 +513,8 @@ fn train_prepared(
     let mut meter_reasons = Vec::new();
     for (i, (mut p, src)) in prepared.into_iter().zip(sources).enumerate() {
         let watts = p.trainer.config().estimate_watts_per_core;
-        let sel = best_available(EstimateMeter::cpu_time(watts)?);
+        // training runs on the CPU: NVML would meter an idle GPU beside it
+        let sel = best_available_cpu(EstimateMeter::cpu_time(watts)?);
         if i == 0 {
             meter_reasons = sel.reasons.clone();
             if !opts.quiet {
