@@ -6,7 +6,9 @@
 //! - dlmc/: a DLMC subset (transformer magnitude pruning at every sparsity, variational dropout at
 //!   0.9 and 0.98, rn50 at 0.8 and 0.9) when ../shared/dlmc exists;
 //! - run.sh: finds cuBLAS/cuSPARSE, runs the tests and the benchmarks, and writes results.md and
-//!   results.json (plus logs) under $OUT (default: gpu-bundle/out).
+//!   results.json (plus logs) under $OUT (default: gpu-bundle/out);
+//! - profile.sh: Nsight Compute on one kernel of the bench (sections, stall reasons, tensor-pipe
+//!   activity, shared-memory bank conflicts).
 use crate::{Res, cargo, kernels, nvcc, root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -157,12 +159,14 @@ pub fn run(_args: &[String]) -> Res {
             eprintln!("xtask gpu-bundle: no ../shared/dlmc: the bench will use generated patterns")
         }
     }
-    std::fs::write(out.join("run.sh"), RUN_SH).map_err(|e| e.to_string())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(out.join("run.sh"), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
+    for (name, text) in [("run.sh", RUN_SH), ("profile.sh", PROFILE_SH)] {
+        std::fs::write(out.join(name), text).map_err(|e| e.to_string())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(out.join(name), std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
     }
     println!(
         "{} ({:.1} MiB): run `gpu-bundle/run.sh` on the GPU machine (results under $OUT)",
@@ -174,3 +178,5 @@ pub fn run(_args: &[String]) -> Res {
 
 /// The bundle's run script (xtask/src/gpu_run.sh).
 const RUN_SH: &str = include_str!("gpu_run.sh");
+/// The bundle's Nsight Compute script (xtask/src/gpu_profile.sh).
+const PROFILE_SH: &str = include_str!("gpu_profile.sh");

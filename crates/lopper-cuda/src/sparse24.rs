@@ -132,11 +132,14 @@ pub fn sparse24_compress(
     })
 }
 
-/// One tile configuration of `kernels/sparse24_spmm.cu`: block columns, K per pipeline stage,
-/// stages. The list [`Spmm24Tile::ALL`] and the stage size must match the `.cu` file: the kernel
-/// traps when it gets less dynamic shared memory than it needs (a GPU test runs every entry).
+/// One tile configuration of `kernels/sparse24_spmm.cu`: the instruction (`mma.sp`, sm_80 and up,
+/// or Hopper's `wgmma.mma_async.sp`, sm_90a only), block columns, K per pipeline stage, stages.
+/// The list [`Spmm24Tile::ALL`] and the stage size must match the `.cu` file: the kernel traps when
+/// it gets less dynamic shared memory than it needs (a GPU test runs every entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Spmm24Tile {
+    /// `wgmma.mma_async.sp` (sm_90a) instead of `mma.sp`.
+    pub wgmma: bool,
     /// Block tile columns (N): 128 or 256.
     pub bn: u32,
     /// K per pipeline stage (logical columns of W): a multiple of 32.
@@ -147,39 +150,63 @@ pub struct Spmm24Tile {
 
 impl Spmm24Tile {
     /// Every compiled configuration, in the order of the `.cu` file.
-    pub const ALL: [Spmm24Tile; 6] = [
-        Spmm24Tile::new(128, 32, 3),
-        Spmm24Tile::new(128, 64, 3),
-        Spmm24Tile::new(128, 64, 4),
-        Spmm24Tile::new(128, 128, 3),
-        Spmm24Tile::new(256, 32, 4),
-        Spmm24Tile::new(256, 64, 3),
+    pub const ALL: [Spmm24Tile; 9] = [
+        Spmm24Tile::mma(128, 32, 3),
+        Spmm24Tile::mma(128, 64, 3),
+        Spmm24Tile::mma(128, 64, 4),
+        Spmm24Tile::mma(128, 128, 3),
+        Spmm24Tile::mma(256, 32, 4),
+        Spmm24Tile::mma(256, 64, 3),
+        Spmm24Tile::wgmma(128, 64, 3),
+        Spmm24Tile::wgmma(128, 64, 4),
+        Spmm24Tile::wgmma(256, 64, 3),
     ];
-    /// The configuration [`sparse24_spmm`] uses.
-    pub const DEFAULT: Spmm24Tile = Spmm24Tile::new(128, 64, 3);
-    /// Rows of W per block (fixed by the kernel's 2 x 4 warps of 64 rows).
+    /// The configuration [`sparse24_spmm`] uses on devices without `wgmma` (and the fallback).
+    pub const DEFAULT: Spmm24Tile = Spmm24Tile::mma(128, 64, 3);
+    /// Rows of W per block (fixed by the kernels: 8 warps of 16 rows each).
     pub const BM: usize = 128;
 
-    const fn new(bn: u32, bk: u32, stages: u32) -> Spmm24Tile {
-        Spmm24Tile { bn, bk, stages }
+    const fn mma(bn: u32, bk: u32, stages: u32) -> Spmm24Tile {
+        Spmm24Tile {
+            wgmma: false,
+            bn,
+            bk,
+            stages,
+        }
     }
-    /// The `extern "C"` name suffix and the name [`Spmm24Tile::parse`] reads: `n128_k64_s4`.
+    const fn wgmma(bn: u32, bk: u32, stages: u32) -> Spmm24Tile {
+        Spmm24Tile {
+            wgmma: true,
+            bn,
+            bk,
+            stages,
+        }
+    }
+    /// The `extern "C"` name suffix and the name [`Spmm24Tile::parse`] reads: `n128_k64_s3` for
+    /// `mma.sp`, `w128_k64_s3` for `wgmma`.
     pub fn name(&self) -> String {
-        format!("n{}_k{}_s{}", self.bn, self.bk, self.stages)
+        let kind = if self.wgmma { "w" } else { "n" };
+        format!("{kind}{}_k{}_s{}", self.bn, self.bk, self.stages)
     }
     /// Parses a name of [`Spmm24Tile::name`]; only compiled configurations.
     pub fn parse(s: &str) -> Option<Spmm24Tile> {
         Self::ALL.into_iter().find(|t| t.name() == s)
     }
-    /// Dynamic shared memory of one block, as the kernel's `Tile<BN, BK, STAGES>` computes it:
+    /// Whether the device can run it: `mma.sp` tiles from sm_80, `wgmma` tiles on sm_90 only (their
+    /// machine code is sm_90a, which later architectures do not run).
+    pub fn runs_on(&self, gpu: &Gpu) -> bool {
+        let cc = gpu.compute_capability();
+        if self.wgmma { cc == (9, 0) } else { cc.0 >= 8 }
+    }
+    /// Dynamic shared memory of one block, as the kernel's `Tile<BN, BK, STAGES, WG>` computes it:
     /// per stage 8 A tiles x BK/32 x 512 bytes, their metadata (64 bytes each), and BK rows of X
-    /// of BN + 8 bf16.
+    /// of BN + 8 bf16 (`mma.sp`: padded rows) or BN bf16 (`wgmma`: core matrices).
     pub fn smem_bytes(&self) -> usize {
         let (bn, bk) = (self.bn as usize, self.bk as usize);
         let kt = bk / 32;
         let a = 8 * kt * 32 * 16;
         let meta = 8 * kt * 16 * 4;
-        let b = bk * (bn + 8) * 2;
+        let b = bk * (if self.wgmma { bn } else { bn + 8 }) * 2;
         self.stages as usize * (a + meta + b)
     }
 }
@@ -210,6 +237,14 @@ pub fn sparse24_spmm_with(
     gpu.require_sm80(OP)?;
     if !Spmm24Tile::ALL.contains(&tile) {
         return Err(shape(OP, format!("no kernel for tile {}", tile.name())));
+    }
+    if !tile.runs_on(gpu) {
+        let (a, b) = gpu.compute_capability();
+        return Err(Error::Arch {
+            op: OP,
+            need: format!("9.0 exactly for the wgmma tile {}", tile.name()),
+            have: format!("{a}.{b}"),
+        });
     }
     if x.len() != w.cols * n || y.len() != w.rows * n {
         return Err(shape(

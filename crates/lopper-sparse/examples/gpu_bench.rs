@@ -384,6 +384,9 @@ fn main() -> Res<()> {
             let shape = format!("{m}x{n}x{k}");
             let mut best = (f64::INFINITY, String::new());
             for tile in lopper_cuda::Spmm24Tile::ALL {
+                if !tile.runs_on(&g) {
+                    continue;
+                }
                 let ms = match g.time_ms(2, 5, || {
                     lopper_cuda::sparse24_spmm_with(&g, &w24, &x, n, &mut y, tile)
                 }) {
@@ -714,6 +717,9 @@ fn energy(
     // the fastest tile configuration at this shape
     let mut best = (f64::INFINITY, lopper_cuda::Spmm24Tile::DEFAULT);
     for tile in lopper_cuda::Spmm24Tile::ALL {
+        if !tile.runs_on(g) {
+            continue;
+        }
         let ms = g.time_ms(1, 3, || {
             lopper_cuda::sparse24_spmm_with(g, &w24, &x, n, &mut y, tile)
         })?;
