@@ -62,6 +62,37 @@ pub fn zeros_f32(what: &str, n: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// A zeroed `Vec<f32>` of `n` elements whose memory is written now, for buffers that are read
+/// before they are written (optimizer state, accumulators).
+///
+/// `vec![0.0; n]` takes calloc's lazily mapped zero pages: the first read of such a page maps the
+/// shared zero page, and the first write then copies it and flushes the TLB of every other core
+/// running the process, an inter-processor interrupt per 4 KiB page (a hypervisor exit in a VM).
+/// On the 2-core development VM that made the first AdamW step of the benchmark GPT spend about a
+/// quarter of its CPU time in `native_write_msr` (docs/benchmarks.md, 2026-11-30). Written pages
+/// fault once, with no flush. Buffers of `1 << 20` elements or more are written by the rayon pool,
+/// so that each core takes its share of the faults.
+pub fn zeros_written(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const PAR_MIN: usize = 1 << 20;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    if n >= PAR_MIN {
+        v.spare_capacity_mut()[..n]
+            .par_chunks_mut(1 << 16)
+            .for_each(|c| {
+                c.iter_mut().for_each(|x| {
+                    x.write(0.0);
+                })
+            });
+        // SAFETY: the capacity is at least n and every one of the first n elements was just
+        // written above.
+        unsafe { v.set_len(n) };
+    } else {
+        v.resize(n, 0.0);
+    }
+    v
+}
+
 fn human(bytes: u64) -> String {
     let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut x = bytes as f64;
@@ -80,6 +111,30 @@ fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeros_written_is_zero_at_every_length() {
+        for n in [
+            0,
+            1,
+            17,
+            (1 << 16) + 3,
+            (1 << 20) - 1,
+            1 << 20,
+            (1 << 20) + 12_345,
+        ] {
+            let v = zeros_written(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x.to_bits() == 0), "n = {n}");
+        }
+        // on a 3-thread pool too (the parallel branch)
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let v = pool.install(|| zeros_written((1 << 21) + 7));
+        assert!(v.iter().all(|&x| x.to_bits() == 0));
+    }
 
     #[test]
     fn claimed_sizes_beyond_memory_are_errors() {

@@ -537,8 +537,11 @@ impl Optimizer for Sgd {
             let fresh = use_mom && !self.momentum.contains_key(&p.name);
             scalars.push((wd, fresh));
             if fresh {
-                self.momentum
-                    .insert(p.name.clone(), vec![0.0; p.values.len()]);
+                // written zeros: the first update reads them (see zeros_written)
+                self.momentum.insert(
+                    p.name.clone(),
+                    lopper_tensor::mem::zeros_written(p.values.len()),
+                );
             }
         }
         let bufs: Vec<&mut [f32]> = if use_mom {
@@ -796,8 +799,9 @@ impl Optimizer for AdamW {
                 .slots
                 .entry(p.name.clone())
                 .or_insert_with(|| AdamSlot {
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
+                    // written zeros: the first update reads them (see zeros_written)
+                    m: lopper_tensor::mem::zeros_written(n),
+                    v: lopper_tensor::mem::zeros_written(n),
                     t: 0,
                 });
             slot.t += 1;
