@@ -75,19 +75,66 @@ pub(crate) fn balanced_rows(
     out
 }
 
-/// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2 (1 MiB on the
-/// development machine's Cascade Lake; half of it leaves room for W's rows and Y).
-const L2_SLAB_BYTES: usize = 256 << 10;
+/// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2:
+/// [`slab_bytes_for_l2`] of this machine's L2 (read once from sysfs), 256 KiB where unknown.
+fn l2_slab_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
+            .ok()
+            .and_then(|s| parse_cache_size(&s))
+            .map_or(256 << 10, slab_bytes_for_l2)
+    })
+}
+
+/// A sysfs cache size ("2048K", "1M", "524288") in bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|&b| b > 0)
+}
+
+/// The slab budget for an L2 of `l2` bytes, from the two development machines measured:
+/// - 1 MiB (Cascade Lake): a quarter, 256 KiB (1 MiB slabs were slower);
+/// - 2 MiB (the Xeon with AMX, 2026-11-30): half, 1 MiB: `bench spmm` over the transformer
+///   matrices at N = 512, 2.47-2.59x dense on geometric mean, against 2.29-2.38x with 256 KiB,
+///   2.30-2.34x with 512 KiB and 2.21-2.22x with 2 MiB (docs/benchmarks.md).
+///
+/// Smaller caches get a quarter too (at least 64 KiB), larger ones half.
+fn slab_bytes_for_l2(l2: usize) -> usize {
+    if l2 >= 2 << 20 {
+        l2 / 2
+    } else {
+        (l2 / 4).max(64 << 10)
+    }
+}
 
 /// Columns of Y per task for a dense operand of `k` rows and `n` columns: the widest multiple of 64
-/// (at most 512) whose slab fits [`L2_SLAB_BYTES`], and at least 64. An operand at most 128 wide
+/// (at most 512) whose slab fits [`l2_slab_bytes`], and at least 64. An operand at most 128 wide
 /// whose whole slab fits twice that (a panel, e.g. (1024, 128): 512 KiB) is one block: read in place,
 /// its full 128-wide tiles run at about 1.3x the 64-wide ones that a split would leave.
 pub(crate) fn col_block(k: usize, n: usize) -> usize {
-    if n <= 128 && 4 * k * n <= 2 * L2_SLAB_BYTES {
+    col_block_for(k, n, l2_slab_bytes())
+}
+
+/// spmm_24's slab budget, whatever the L2: its 4-row x 64-column tiles read the slab at twice
+/// spmm's rate per row, and on the 2 MiB-L2 machine the L2-derived 1 MiB slab made it slower
+/// (3072 x 768 x 512: 0.94-0.98x dense against 1.11-1.15x with 256 KiB, 2026-11-30).
+pub(crate) const SPMM24_SLAB_BYTES: usize = 256 << 10;
+
+/// [`col_block`] for a given slab budget.
+pub(crate) fn col_block_for(k: usize, n: usize, slab: usize) -> usize {
+    if n <= 128 && 4 * k * n <= 2 * slab {
         return n.max(1);
     }
-    (L2_SLAB_BYTES / (4 * k.max(1)) / 64 * 64).clamp(64, 512)
+    (slab / (4 * k.max(1)) / 64 * 64).clamp(64, 512)
 }
 
 /// Column blocks of `n` of width `block` (the last may be narrower).
@@ -189,12 +236,41 @@ mod tests {
         assert_eq!(balanced_rows(3, usize::MAX, cost), vec![0..1, 1..2, 2..3]);
         assert_eq!(chunks_for(3, usize::MAX, 1, cost), vec![0..1, 1..2, 2..3]);
         assert_eq!(col_blocks(130, 64), vec![0..64, 64..128, 128..130]);
-        // a panel up to 128 wide within 512 KiB is one block; wider or larger operands are split
-        assert_eq!(col_block(1024, 128), 128);
-        assert_eq!(col_block(1024, 100), 100);
-        assert_eq!(col_block(2048, 128), 64);
-        assert_eq!(col_block(1024, 512), 64);
-        assert_eq!(col_block(256, 512), 256);
+        // with a 256 KiB slab: a panel up to 128 wide within 512 KiB is one block; wider or larger
+        // operands are split
+        let kib = 1 << 10;
+        assert_eq!(col_block_for(1024, 128, 256 * kib), 128);
+        assert_eq!(col_block_for(1024, 100, 256 * kib), 100);
+        assert_eq!(col_block_for(2048, 128, 256 * kib), 64);
+        assert_eq!(col_block_for(1024, 512, 256 * kib), 64);
+        assert_eq!(col_block_for(256, 512, 256 * kib), 256);
+        // with 1 MiB: wider blocks, at most 512
+        assert_eq!(col_block_for(2048, 128, 1024 * kib), 128);
+        assert_eq!(col_block_for(512, 512, 1024 * kib), 512);
+        assert_eq!(col_block_for(2048, 512, 1024 * kib), 128);
+        assert_eq!(col_block_for(8192, 512, 1024 * kib), 64);
+        // whatever this machine's L2, a block is a positive multiple of 64 up to 512 or all of N
+        for (k, n) in [(1, 1), (512, 512), (2048, 300), (100_000, 4096)] {
+            let b = col_block(k, n);
+            assert!(
+                b == n || (b.is_multiple_of(64) && (64..=512).contains(&b)),
+                "{k} {n}: {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_sizes_and_slab_budgets() {
+        assert_eq!(parse_cache_size("2048K\n"), Some(2 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("524288"), Some(512 << 10));
+        for bad in ["", "K", "12Q", "-1K", "0K", "99999999999999999999K"] {
+            assert_eq!(parse_cache_size(bad), None, "{bad:?}");
+        }
+        assert_eq!(slab_bytes_for_l2(1 << 20), 256 << 10); // Cascade Lake
+        assert_eq!(slab_bytes_for_l2(2 << 20), 1 << 20); // the 2 MiB L2 of 2026-11-30
+        assert_eq!(slab_bytes_for_l2(128 << 10), 64 << 10);
+        assert!(l2_slab_bytes() >= 64 << 10);
     }
 }
 

@@ -6,7 +6,10 @@
 //! X[4g..4g+4, c..c+T] are read once from cache and reused by the MR rows, each of which picks its two
 //! rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
 use super::grid::call_key;
-use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
+use super::grid::{
+    SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, run_grid,
+    with_packed,
+};
 use super::simd::{fmadd, multiversion};
 use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
@@ -52,7 +55,7 @@ fn spmm_24_impl(
         }
         return Ok(());
     }
-    let blocks = col_blocks(n, col_block(w.cols(), n));
+    let blocks = col_blocks(n, col_block_for(w.cols(), n, SPMM24_SLAB_BYTES));
     // chunks in units of MR rows
     let units = w.rows().div_ceil(MR);
     let chunks: Vec<_> = chunks_for(units, par.threads(), blocks.len(), |_| 1)
