@@ -2,9 +2,10 @@
 //!
 //! Shapes: W (M, K) 2:4 (values (M, K/2) + metadata), X (K, N), Y (M, N). Work: M*K/2*N
 //! multiply-adds, half of the dense GEMM's.
-//! Register tile: MR = 4 rows of W x T = 64 columns of Y (AVX-512; 16 elsewhere). For each group g of 4 along K, the four rows
-//! X[4g..4g+4, c..c+T] are read once from cache and reused by the MR rows, each of which picks its two
-//! rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
+//! Register tile: 7 rows of W x T = 64 columns of Y with AVX-512 (28 of its 32 registers hold
+//! accumulators), 4 rows x 16 columns elsewhere. For each group g of 4 along K, the four rows
+//! X[4g..4g+4, c..c+T] are read from cache and shared by the tile's rows, each of which picks its
+//! two rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
 use super::grid::call_key;
 use super::grid::{
     SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, run_grid,
@@ -15,7 +16,14 @@ use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};
 
-const MR: usize = 4;
+/// Rows per register tile: AVX-512 (7) and the other clones (4). On the 2 MiB-L2 Xeon of
+/// 2026-11-30, 3072 x 768 x 512: 1.08-1.12x dense with 4 rows, 1.13-1.18x with 5, 1.19-1.24x with
+/// 6, 1.21-1.25x with 7 (interleaved runs, docs/benchmarks.md). 8 x 64 would need all 32 registers.
+const MR_WIDE: usize = 7;
+const MR_NARROW: usize = 4;
+/// Row chunks are whole multiples of both tile heights, so only the matrix's last rows are left
+/// to single-row tiles.
+const MR_CHUNK: usize = MR_WIDE * MR_NARROW;
 
 /// `y = w x`: W (M, K) 2:4, X (K, N), Y (M, N), overwritten.
 pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, y: MatMut<'_>, par: Par) -> Result<()> {
@@ -56,11 +64,11 @@ fn spmm_24_impl(
         return Ok(());
     }
     let blocks = col_blocks(n, col_block_for(w.cols(), n, SPMM24_SLAB_BYTES));
-    // chunks in units of MR rows
-    let units = w.rows().div_ceil(MR);
+    // chunks in units of MR_CHUNK rows
+    let units = w.rows().div_ceil(MR_CHUNK);
     let chunks: Vec<_> = chunks_for(units, par.threads(), blocks.len(), |_| 1)
         .into_iter()
-        .map(|r| r.start * MR..(r.end * MR).min(w.rows()))
+        .map(|r| r.start * MR_CHUNK..(r.end * MR_CHUNK).min(w.rows()))
         .collect();
     let yp = SyncPtr(y.data().as_mut_ptr());
     let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
@@ -105,9 +113,11 @@ fn spmm24_body<const FMA: bool>(
     r1: usize,
     c0: usize,
 ) {
-    // AVX-512 has 32 registers of 16 lanes: a 4 x 64 tile (16 accumulators) amortizes the metadata
-    // decode over 8 multiply-adds per row and group; AVX2 and portable clones use 4 x 16.
+    // AVX-512 has 32 registers of 16 lanes: a 7 x 64 tile (28 accumulators) shares each group's
+    // X rows across 7 rows of W and amortizes the metadata decode over 8 multiply-adds per row and
+    // group; AVX2 (16 registers) and the portable clone use 4 x 16.
     let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
+    let mr = if wide { MR_WIDE } else { MR_NARROW };
     let mut c = 0;
     while c < sw {
         let width = sw - c;
@@ -120,19 +130,25 @@ fn spmm24_body<const FMA: bool>(
         };
         let mut i = r0;
         while i < r1 {
-            let mr = (r1 - i).min(MR);
-            match (mr, t) {
-                (4, 64) => tile::<FMA, 4, 64>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (4, 16) => tile::<FMA, 4, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (4, _) => tile::<FMA, 4, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (_, 64) => (i..i + mr)
+            let rows = (r1 - i).min(mr);
+            match (rows, t) {
+                (MR_WIDE, 64) => tile::<FMA, MR_WIDE, 64>(v, m, bias, slab, k, sw, y, n, i, c, c0),
+                (MR_WIDE, 16) => tile::<FMA, MR_WIDE, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0),
+                (MR_WIDE, _) => tile::<FMA, MR_WIDE, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0),
+                (MR_NARROW, 16) => {
+                    tile::<FMA, MR_NARROW, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0)
+                }
+                (MR_NARROW, 1) => {
+                    tile::<FMA, MR_NARROW, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0)
+                }
+                (_, 64) => (i..i + rows)
                     .for_each(|ii| tile::<FMA, 1, 64>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
-                (_, 16) => (i..i + mr)
+                (_, 16) => (i..i + rows)
                     .for_each(|ii| tile::<FMA, 1, 16>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
-                _ => (i..i + mr)
+                _ => (i..i + rows)
                     .for_each(|ii| tile::<FMA, 1, 1>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
             }
-            i += mr;
+            i += rows;
         }
         c += t;
     }
