@@ -161,7 +161,8 @@ impl Spmm24Tile {
         Spmm24Tile::wgmma(128, 64, 4),
         Spmm24Tile::wgmma(256, 64, 3),
     ];
-    /// The configuration [`sparse24_spmm`] uses on devices without `wgmma` (and the fallback).
+    /// The configuration [`sparse24_spmm`] uses on every device: the fastest measured on the H200
+    /// (2026-11-30; the `wgmma` tiles were slower there, docs/benchmarks.md).
     pub const DEFAULT: Spmm24Tile = Spmm24Tile::mma(128, 64, 3);
     /// Rows of W per block (fixed by the kernels: 8 warps of 16 rows each).
     pub const BM: usize = 128;

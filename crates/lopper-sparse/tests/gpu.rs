@@ -221,6 +221,11 @@ fn random24(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Sparse24) {
 
 #[test]
 fn sparse24_spmm_matches_reference() {
+    // the names the bench prints and parse reads round-trip, and every name is distinct
+    for t in lopper_cuda::Spmm24Tile::ALL {
+        assert_eq!(lopper_cuda::Spmm24Tile::parse(&t.name()), Some(t));
+    }
+    assert_eq!(lopper_cuda::Spmm24Tile::parse("n128_k64_s9"), None);
     let Some(g) = device() else { return };
     let mut failed: Vec<String> = Vec::new();
     // K = 520 and 1000 leave a partial last pipeline stage for every BK; M = 300 a partial block;
