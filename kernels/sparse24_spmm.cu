@@ -20,7 +20,7 @@
 //          in crates/lopper-cuda/src/sparse24.rs computes the same; the kernel traps when it gets
 //          less). Blocks run in grouped order (block_coords). Default n128_k64_s3: 0.57-0.61x cuBLAS
 //          bf16 on an H200, the tensor pipe about half busy (docs/benchmarks.md, "GPU").
-//          sparse24_spmm_bf16_w<BN>_k<BK>_s<STAGES> (sm_90a only; a trap elsewhere) do the same with
+//          sparse24_spmm_bf16_w128_k<BK>_s<STAGES> (sm_90a only; a trap elsewhere) do the same with
 //          wgmma.mma_async.sp: correct, but 0.33-0.38x cuBLAS today (no TMA, no producer warp, no
 //          swizzle; see the section below and docs/benchmarks.md).
 // Min SM: 80 (the w tiles: exactly 9.0, sm_90a).
@@ -53,8 +53,7 @@ struct Tile {
 
   static_assert(BK % 32 == 0 && BK >= 32, "BK is whole fragment-layout K tiles");
   static_assert(BN % (WARPS_N * 8) == 0 && (BN == 128 || BN == 256),
-                "warp tiles of whole mma columns; the pad is conflict-free for 128 and 256; wgmma "
-                "shapes m64n128 and m64n256");
+                "warp tiles of whole mma columns; the pad is conflict-free for 128 and 256");
   static_assert(STAGES >= 2, "a pipeline needs two stages");
   static_assert(NJ * 8 * WARPS_N == BN, "the mma.sp warps cover the block's columns");
   static_assert(A_CHUNKS % THREADS == 0, "A copies spread evenly");
@@ -77,6 +76,26 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Traps when the launcher gave less dynamic shared memory than the kernel's tile needs (the
+// launcher's Spmm24Tile::smem_bytes disagrees with this file).
+__device__ __forceinline__ void require_smem(int bytes) {
+  uint32_t have;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
+  if (have < (uint32_t)bytes) __trap();
+}
+
+// Stores one m16n8 f32 accumulator fragment as bf16: c[0], c[1] at (row, col..col+1) and c[2],
+// c[3] at (row + 8, col..col+1), rows past m and columns past n left alone (n % 8 == 0, so
+// col < n means col + 1 < n too).
+__device__ __forceinline__ void store_frag(__nv_bfloat16* __restrict__ y, int m, int n, int row,
+                                           int col, const float* c) {
+  if (col >= n) return;
+  if (row < m)
+    *reinterpret_cast<uint32_t*>(y + (size_t)row * n + col) = f32_to_bf16x2(c[0], c[1]);
+  if (row + 8 < m)
+    *reinterpret_cast<uint32_t*>(y + (size_t)(row + 8) * n + col) = f32_to_bf16x2(c[2], c[3]);
 }
 
 // Block (row block, column block) of this block, in grouped order: the hardware starts blocks in the
@@ -195,11 +214,7 @@ __device__ __forceinline__ void spmm_body(int m, int k, int n, const uint4* __re
                                           __nv_bfloat16* __restrict__ y) {
   using C = Tile<BN, BK, STAGES>;
   extern __shared__ __align__(128) unsigned char smem[];
-  {
-    uint32_t have;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
-    if (have < (uint32_t)C::SMEM_BYTES) __trap();  // the launcher's size disagrees with this file
-  }
+  require_smem(C::SMEM_BYTES);
   const int mtiles = (m + 15) / 16, ktiles = (k + 31) / 32;
   const int nstages = (ktiles + C::KT - 1) / C::KT;
   int bm, bn;
@@ -278,21 +293,10 @@ __device__ __forceinline__ void spmm_body(int m, int k, int n, const uint4* __re
   cp_async_wait<0>();
 
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < C::NJ; ++j) {
-      const int col = n0 + wn * C::WN + j * 8 + 2 * t;
-      const int row = m0 + wm * 64 + i * 16 + g;
-      if (col < n) {  // n % 8 == 0, so col + 1 < n too
-        if (row < m)
-          *reinterpret_cast<uint32_t*>(y + (size_t)row * n + col) =
-              f32_to_bf16x2(acc[i][j][0], acc[i][j][1]);
-        if (row + 8 < m)
-          *reinterpret_cast<uint32_t*>(y + (size_t)(row + 8) * n + col) =
-              f32_to_bf16x2(acc[i][j][2], acc[i][j][3]);
-      }
-    }
-  }
+    for (int j = 0; j < C::NJ; ++j)
+      store_frag(y, m, n, m0 + wm * 64 + i * 16 + g, n0 + wn * C::WN + j * 8 + 2 * t, acc[i][j]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,41 +335,6 @@ __device__ __forceinline__ void wgmma_sp_n128(float (&d)[64], uint4& a, uint64_t
         "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(e)
       : "l"(desc), "r"(1));
 }
-// D (m64 x n256 f32, 128 registers per thread) += A (m64 x k32 2:4, registers) * B (k32 x n256,
-// shared memory through `desc`), metadata `e` (selector 0).
-__device__ __forceinline__ void wgmma_sp_n256(float (&d)[128], uint4& a, uint64_t desc,
-                                              uint32_t& e) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %134, 0;\n"
-      "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-      "{%128, %129, %130, %131}, %133, %132, 0, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127]),
-        "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(e)
-      : "l"(desc), "r"(1));
-}
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
@@ -394,12 +363,9 @@ __device__ __forceinline__ void spmm_body_wgmma(int m, int k, int n, const uint4
                                                 __nv_bfloat16* __restrict__ y) {
 #if defined(LOPPER_WGMMA)
   using C = Tile<BN, BK, STAGES, true>;
+  static_assert(BN == 128, "one wgmma.sp shape, m64n128k32, is wrapped (wgmma_sp_n128)");
   extern __shared__ __align__(128) unsigned char smem[];
-  {
-    uint32_t have;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
-    if (have < (uint32_t)C::SMEM_BYTES) __trap();
-  }
+  require_smem(C::SMEM_BYTES);
   const int mtiles = (m + 15) / 16, ktiles = (k + 31) / 32;
   const int nstages = (ktiles + C::KT - 1) / C::KT;
   int bm, bn;
@@ -449,11 +415,7 @@ __device__ __forceinline__ void spmm_body_wgmma(int m, int k, int n, const uint4
     for (int ktl = 0; ktl < C::KT; ++ktl) {
       if (st * C::KT + ktl >= ktiles) break;  // block-uniform: K tiles past the matrix
       const uint64_t desc = b_desc(b0 + ktl * 4 * (BN / 8) * 128, BN * 16, 128);
-      if constexpr (BN == 128) {
-        wgmma_sp_n128(acc, a[ktl], desc, e[ktl]);
-      } else {
-        wgmma_sp_n256(acc, a[ktl], desc, e[ktl]);
-      }
+      wgmma_sp_n128(acc, a[ktl], desc, e[ktl]);
     }
     wgmma_commit();
     wgmma_wait0();
@@ -463,18 +425,8 @@ __device__ __forceinline__ void spmm_body_wgmma(int m, int k, int n, const uint4
 
   const int wg = warp / 4, w = warp % 4;
 #pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int col = n0 + j * 8 + 2 * t;
-    const int row = m0 + wg * 64 + w * 16 + g;
-    if (col < n) {
-      if (row < m)
-        *reinterpret_cast<uint32_t*>(y + (size_t)row * n + col) =
-            f32_to_bf16x2(acc[4 * j], acc[4 * j + 1]);
-      if (row + 8 < m)
-        *reinterpret_cast<uint32_t*>(y + (size_t)(row + 8) * n + col) =
-            f32_to_bf16x2(acc[4 * j + 2], acc[4 * j + 3]);
-    }
-  }
+  for (int j = 0; j < BN / 8; ++j)
+    store_frag(y, m, n, m0 + wg * 64 + w * 16 + g, n0 + j * 8 + 2 * t, &acc[4 * j]);
 #else
   __trap();  // built for an architecture without wgmma: the launcher only picks these on sm_90
 #endif
@@ -501,7 +453,8 @@ SPARSE24_SPMM(128, 128, 3, 1)
 SPARSE24_SPMM(256, 32, 4, 1)
 SPARSE24_SPMM(256, 64, 3, 1)
 
-// wgmma tiles (sm_90a; a trap elsewhere): 2 warpgroups x 64 rows, BN columns each.
+// wgmma tiles (sm_90a; a trap elsewhere): 2 warpgroups x 64 rows, 128 columns each. (A 256-wide
+// tile measured no faster on the H200, 2026-11-30, and was dropped with its wrapper.)
 #define SPARSE24_SPMM_WGMMA(BN, BK, STAGES, MINB)                                             \
   extern "C" __global__ void __launch_bounds__(THREADS, MINB)                                  \
       sparse24_spmm_bf16_w##BN##_k##BK##_s##STAGES(                                            \
@@ -512,4 +465,3 @@ SPARSE24_SPMM(256, 64, 3, 1)
 
 SPARSE24_SPMM_WGMMA(128, 64, 3, 2)
 SPARSE24_SPMM_WGMMA(128, 64, 4, 2)
-SPARSE24_SPMM_WGMMA(256, 64, 3, 1)

@@ -140,7 +140,7 @@ pub fn sparse24_compress(
 pub struct Spmm24Tile {
     /// `wgmma.mma_async.sp` (sm_90a) instead of `mma.sp`.
     pub wgmma: bool,
-    /// Block tile columns (N): 128 or 256.
+    /// Block tile columns (N): 128 or 256 (`mma.sp`), 128 (`wgmma`).
     pub bn: u32,
     /// K per pipeline stage (logical columns of W): a multiple of 32.
     pub bk: u32,
@@ -150,7 +150,7 @@ pub struct Spmm24Tile {
 
 impl Spmm24Tile {
     /// Every compiled configuration, in the order of the `.cu` file.
-    pub const ALL: [Spmm24Tile; 9] = [
+    pub const ALL: [Spmm24Tile; 8] = [
         Spmm24Tile::mma(128, 32, 3),
         Spmm24Tile::mma(128, 64, 3),
         Spmm24Tile::mma(128, 64, 4),
@@ -159,7 +159,6 @@ impl Spmm24Tile {
         Spmm24Tile::mma(256, 64, 3),
         Spmm24Tile::wgmma(128, 64, 3),
         Spmm24Tile::wgmma(128, 64, 4),
-        Spmm24Tile::wgmma(256, 64, 3),
     ];
     /// The configuration [`sparse24_spmm`] uses on every device: the fastest measured on the H200
     /// (2026-11-30; the `wgmma` tiles were slower there, docs/benchmarks.md).

@@ -624,6 +624,34 @@ fn uniform_csr(m: usize, k: usize, sparsity: f64, seed: u64) -> Res<Csr> {
     Ok(Csr::from_parts(m, k, ptr, idx, val)?)
 }
 
+/// Seconds of one NVML window in the `--energy` section.
+const ENERGY_SECS: f64 = 2.0;
+
+/// One energy row: `f` timed (ms per call), then metered over one NVML window. `dense_j`: the dense
+/// baseline's joules per call (`None`: this row is the baseline).
+fn energy_row(
+    g: &Gpu,
+    meter: &mut lopper_energy::NvmlMeter,
+    case: String,
+    kernel: String,
+    dense_j: Option<f64>,
+    mut f: impl FnMut() -> lopper_cuda::Result<()>,
+) -> Res<ERow> {
+    let ms = g.time_ms(2, 5, &mut f)?;
+    let (reps, seconds, joules, watts) = joules_per_call(g, meter, ms, ENERGY_SECS, &mut f)?;
+    eprintln!("energy {kernel} ({case}): {ms:.3} ms, {joules:.4} J, {watts:.0} W");
+    Ok(ERow {
+        case,
+        kernel,
+        ms,
+        reps,
+        seconds,
+        joules,
+        watts,
+        vs_dense: dense_j.map_or(1.0, |d| joules / d),
+    })
+}
+
 /// The `--energy` section: idle power, csr_spmm against cuBLAS SGEMM at several sparsities, and
 /// 2:4 against cuBLAS bf16, each as joules per product.
 fn energy(
@@ -633,12 +661,11 @@ fn energy(
     notes: &mut Vec<String>,
 ) -> Res<()> {
     use lopper_energy::EnergyMeter;
-    const SECS: f64 = 2.0;
     notes.push(format!("energy meter: {}", meter.describe()));
     // Idle: nothing enqueued for one window.
     g.synchronize()?;
     meter.start()?;
-    std::thread::sleep(std::time::Duration::from_secs_f64(SECS));
+    std::thread::sleep(std::time::Duration::from_secs_f64(ENERGY_SECS));
     let idle = meter.stop()?;
     notes.push(format!(
         "idle GPU power over {:.2} s: {:.0} W",
@@ -649,47 +676,29 @@ fn energy(
     let x = g.upload(&rand_vec(k * n, 11))?;
     let mut y = g.zeros::<f32>(m * n)?;
     let case = format!("{m}x{k} times {k}x{n}, f32");
-    let w0 = uniform_csr(m, k, 0.5, 12)?;
-    let a = g.upload(&w0.to_dense())?;
-    let dense_ms = g.time_ms(2, 5, || lopper_cuda::gemm(g, m, n, k, &a, &x, &mut y))?;
-    let (reps, secs, dj, dw) = joules_per_call(g, meter, dense_ms, SECS, || {
-        lopper_cuda::gemm(g, m, n, k, &a, &x, &mut y)
-    })?;
+    let a = g.upload(&rand_vec(m * k, 12))?;
+    let dense = energy_row(
+        g,
+        meter,
+        case.clone(),
+        "cublas_sgemm (dense)".into(),
+        None,
+        || lopper_cuda::gemm(g, m, n, k, &a, &x, &mut y),
+    )?;
     drop(a);
-    rows.push(ERow {
-        case: case.clone(),
-        kernel: "cublas_sgemm (dense)".into(),
-        ms: dense_ms,
-        reps,
-        seconds: secs,
-        joules: dj,
-        watts: dw,
-        vs_dense: 1.0,
-    });
-    eprintln!("energy dense sgemm: {dense_ms:.3} ms, {dj:.4} J, {dw:.0} W");
+    let dj = dense.joules;
+    rows.push(dense);
     for &sp in &[0.5, 0.8, 0.9, 0.95, 0.98] {
-        let w = if sp == 0.5 {
-            w0.clone()
-        } else {
-            uniform_csr(m, k, sp, 12)?
-        };
-        let dw_ = CsrDev::from_parts(g, w.rows(), w.cols(), w.row_ptr(), w.col_idx(), w.values())?;
-        let v = SpmmVariant::Auto;
-        let ms = g.time_ms(2, 5, || lopper_cuda::csr_spmm(g, &dw_, &x, n, &mut y, v))?;
-        let (reps, secs, j, wt) = joules_per_call(g, meter, ms, SECS, || {
-            lopper_cuda::csr_spmm(g, &dw_, &x, n, &mut y, v)
-        })?;
-        eprintln!("energy csr_spmm {sp}: {ms:.3} ms, {j:.4} J, {wt:.0} W");
-        rows.push(ERow {
-            case: format!("{case}, sparsity {sp}"),
-            kernel: "csr_spmm auto".into(),
-            ms,
-            reps,
-            seconds: secs,
-            joules: j,
-            watts: wt,
-            vs_dense: j / dj,
-        });
+        let w = uniform_csr(m, k, sp, 12)?;
+        let dw = CsrDev::from_parts(g, w.rows(), w.cols(), w.row_ptr(), w.col_idx(), w.values())?;
+        rows.push(energy_row(
+            g,
+            meter,
+            format!("{case}, sparsity {sp}"),
+            "csr_spmm auto".into(),
+            Some(dj),
+            || lopper_cuda::csr_spmm(g, &dw, &x, n, &mut y, SpmmVariant::Auto),
+        )?);
     }
     drop((x, y));
     // 2:4 at 8192^3, bf16.
@@ -699,20 +708,16 @@ fn energy(
     let x = g.upload(&to(rand_vec(k * n, 7)))?;
     let mut y = g.zeros::<bf16>(m * n)?;
     let case = format!("{m}x{k} times {k}x{n}, bf16");
-    let dense_ms = g.time_ms(2, 5, || lopper_cuda::gemm(g, m, n, k, &wd, &x, &mut y))?;
-    let (reps, secs, dj, dw) = joules_per_call(g, meter, dense_ms, SECS, || {
-        lopper_cuda::gemm(g, m, n, k, &wd, &x, &mut y)
-    })?;
-    rows.push(ERow {
-        case: case.clone(),
-        kernel: "cublas_bf16 (dense)".into(),
-        ms: dense_ms,
-        reps,
-        seconds: secs,
-        joules: dj,
-        watts: dw,
-        vs_dense: 1.0,
-    });
+    let dense = energy_row(
+        g,
+        meter,
+        case.clone(),
+        "cublas_bf16 (dense)".into(),
+        None,
+        || lopper_cuda::gemm(g, m, n, k, &wd, &x, &mut y),
+    )?;
+    let dj = dense.joules;
+    rows.push(dense);
     let w24 = lopper_cuda::sparse24_compress(g, &wd, m, k)?;
     // the fastest tile configuration at this shape
     let mut best = (f64::INFINITY, lopper_cuda::Spmm24Tile::DEFAULT);
@@ -727,20 +732,14 @@ fn energy(
             best = (ms, tile);
         }
     }
-    let (ms, tile) = best;
-    let (reps, secs, j, wt) = joules_per_call(g, meter, ms, SECS, || {
-        lopper_cuda::sparse24_spmm_with(g, &w24, &x, n, &mut y, tile)
-    })?;
-    eprintln!("energy 2:4: {ms:.3} ms, {j:.4} J vs dense {dj:.4} J");
-    rows.push(ERow {
+    let tile = best.1;
+    rows.push(energy_row(
+        g,
+        meter,
         case,
-        kernel: format!("sparse24_spmm {} (mma.sp)", tile.name()),
-        ms,
-        reps,
-        seconds: secs,
-        joules: j,
-        watts: wt,
-        vs_dense: j / dj,
-    });
+        format!("sparse24_spmm {}", tile.name()),
+        Some(dj),
+        || lopper_cuda::sparse24_spmm_with(g, &w24, &x, n, &mut y, tile),
+    )?);
     Ok(())
 }

@@ -54,6 +54,15 @@ fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
+fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+/// A device buffer of bf16 read back as f32.
+fn download_f32(g: &Gpu, d: &lopper_cuda::CudaSlice<bf16>) -> Vec<f32> {
+    g.download(d).unwrap().iter().map(|v| v.to_f32()).collect()
+}
+
 /// |got - want| <= atol + rtol |want|: f32 with the reference's length-scaled tolerance, bf16 with
 /// 1e-2 relative (of the row's scale).
 fn check(got: &[f32], want: &[f64], len: usize, bf: bool, what: &str) {
@@ -122,22 +131,17 @@ fn csr_spmm_bf16() {
         let w = random_csr(m, k, dens, 50 + s as u64);
         let wv = round_bf16(w.values());
         let w = w.with_values(wv.clone()).unwrap();
-        let wb: Vec<bf16> = wv.iter().map(|&x| bf16::from_f32(x)).collect();
+        let wb = to_bf16(&wv);
         let dw = lopper_cuda::CsrDev::from_parts(&g, m, k, w.row_ptr(), w.col_idx(), &wb).unwrap();
         for &n in &[1usize, 8, 24, 256, 264] {
             let x = round_bf16(&dense(k, n, 7 + n as u64));
-            let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let xb = to_bf16(&x);
             let want = reference::spmm(&w.to_dense(), m, k, &x, n);
             let dx = g.upload(&xb).unwrap();
             let mut dy = g.zeros::<bf16>(m * n).unwrap();
             lopper_cuda::csr_spmm(&g, &dw, &dx, n, &mut dy, lopper_cuda::SpmmVariant::Auto)
                 .unwrap();
-            let got: Vec<f32> = g
-                .download(&dy)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_f32())
-                .collect();
+            let got: Vec<f32> = download_f32(&g, &dy);
             check(&got, &want, k, true, &format!("spmm bf16 {m}x{k} n={n}"));
         }
     }
@@ -202,8 +206,10 @@ fn csr_sddmm_f32_and_bf16() {
             let (ar, br) = (round_bf16(&a), round_bf16(&b));
             let want = reference::sddmm(&p, &ar, &br, d);
             let dp = GpuCsr::upload(&g, &p).unwrap();
-            let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
-            let (da, db) = (g.upload(&to(&ar)).unwrap(), g.upload(&to(&br)).unwrap());
+            let (da, db) = (
+                g.upload(&to_bf16(&ar)).unwrap(),
+                g.upload(&to_bf16(&br)).unwrap(),
+            );
             let mut out = g.zeros::<f32>(p.nnz().max(1)).unwrap();
             lopper_cuda::csr_sddmm(&g, dp.dev(), &da, &db, d, &mut out).unwrap();
             let mut got = g.download(&out).unwrap();
@@ -255,7 +261,7 @@ fn sparse24_spmm_matches_reference() {
             .unwrap();
             check(&y, &want, k, true, &format!("spmm_24 {m}x{k} n={n}"));
             // every tile configuration of the kernel, at the device level, into a poisoned Y
-            let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let xb = to_bf16(&x);
             let dx = g.upload(&xb).unwrap();
             for tile in lopper_cuda::Spmm24Tile::ALL {
                 if !tile.runs_on(&g) {
@@ -263,12 +269,7 @@ fn sparse24_spmm_matches_reference() {
                 }
                 let mut dy = g.upload(&vec![bf16::NAN; m * n]).unwrap();
                 lopper_cuda::sparse24_spmm_with(&g, dw.dev(), &dx, n, &mut dy, tile).unwrap();
-                let got: Vec<f32> = g
-                    .download(&dy)
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_f32())
-                    .collect();
+                let got: Vec<f32> = download_f32(&g, &dy);
                 let what = format!("sparse24_spmm {} {m}x{k} n={n}", tile.name());
                 // every tile is checked before the test fails, so one run names all the wrong ones
                 if let Err(e) = std::panic::catch_unwind(|| check(&got, &want, k, true, &what)) {
@@ -306,7 +307,7 @@ fn sparse24_compress_matches_cpu_pruning() {
         let gpu_s = gpu::prune_24(&g, MatRef::new(&d, m, k).unwrap()).unwrap();
         assert_eq!(gpu_s, cpu, "prune {m}x{k}");
         // and the raw words equal the CPU reorder, padding included
-        let wb: Vec<bf16> = d.iter().map(|&x| bf16::from_f32(x)).collect();
+        let wb = to_bf16(&d);
         let dev = GpuSparse24::prune(&g, &g.upload(&wb).unwrap(), m, k).unwrap();
         assert_eq!(
             dev.download(&g).unwrap(),
@@ -412,24 +413,18 @@ fn cublas_gemm_f32_and_bf16() {
             false,
             &format!("sgemm {m}x{n}x{k}"),
         );
-        let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
         let mut cb = g.zeros::<bf16>(m * n).unwrap();
         lopper_cuda::gemm(
             &g,
             m,
             n,
             k,
-            &g.upload(&to(&a)).unwrap(),
-            &g.upload(&to(&b)).unwrap(),
+            &g.upload(&to_bf16(&a)).unwrap(),
+            &g.upload(&to_bf16(&b)).unwrap(),
             &mut cb,
         )
         .unwrap();
-        let got: Vec<f32> = g
-            .download(&cb)
-            .unwrap()
-            .iter()
-            .map(|v| v.to_f32())
-            .collect();
+        let got: Vec<f32> = download_f32(&g, &cb);
         check(&got, &want, k, true, &format!("bf16 gemm {m}x{n}x{k}"));
     }
 }
