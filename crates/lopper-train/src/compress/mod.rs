@@ -193,7 +193,7 @@ pub(crate) fn replace_weight(
     let new = make(layer)?;
     let g = gather(layer.weight(), &new, m, k);
     let old_kind = layer.weight().kind_name();
-    let low_rank_old = stored_positions(layer.weight(), m, k).is_none();
+    let low_rank_old = matches!(layer.weight(), Weight::LowRank { .. } | Weight::Lora { .. });
     layer.set_weight(new)?;
     let pname = format!("{name}.weight");
     match g {
@@ -240,8 +240,10 @@ pub(crate) fn mask_from_f32(v: &[f32], what: &str) -> Result<Vec<bool>> {
 /// The keep-mask of the layer's current weight for Dense (all true), Masked (its mask), Csr and
 /// Sparse24 (their patterns). `None` for low-rank kinds.
 pub(crate) fn current_mask(w: &Weight, m: usize, k: usize) -> Option<Vec<bool>> {
-    if let Weight::Masked { mask, .. } = w {
-        return Some(mask.clone());
+    match w {
+        Weight::Masked { mask, .. } => return Some(mask.clone()),
+        Weight::Dense { .. } => return Some(vec![true; m * k]),
+        _ => {}
     }
     let pos = stored_positions(w, m, k)?;
     let mut mask = vec![false; m * k];
