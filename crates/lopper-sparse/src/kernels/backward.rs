@@ -91,7 +91,9 @@ fn backward_body<const FMA: bool>(
     r1: usize,
 ) {
     let w = d1 - d0;
-    let wide = FMA && w == D_BLOCK && isa() == Isa::Avx512;
+    // AVX-512 rows for any whole number of registers up to a full block (128 columns in 8
+    // registers; a 64-token sequence panel, as attention's backward passes, in 4)
+    let wide = FMA && w.is_multiple_of(16) && w <= D_BLOCK && isa() == Isa::Avx512;
     for j in r0..r1 {
         let (s, e) = (rp[j], rp[j + 1]);
         let (cols, vals) = (&ci[s..e], &v[s..e]);
@@ -107,9 +109,20 @@ fn backward_body<const FMA: bool>(
         if wide {
             #[cfg(target_arch = "x86_64")]
             {
-                // SAFETY: `wide` implies AVX-512F (isa() checked it); xr and out hold D_BLOCK
-                // floats and every slab row read has D_BLOCK (i < M, the slab's row count).
-                unsafe { avx512::row(xr, slab, cols, vals, out, dws) };
+                // SAFETY: `wide` implies AVX-512F (isa() checked it); xr and out hold w = 16 V
+                // floats and every slab row read has w (i < M, the slab's row count).
+                unsafe {
+                    match w / 16 {
+                        8 => avx512::row::<8>(xr, slab, cols, vals, out, dws),
+                        7 => avx512::row::<7>(xr, slab, cols, vals, out, dws),
+                        6 => avx512::row::<6>(xr, slab, cols, vals, out, dws),
+                        5 => avx512::row::<5>(xr, slab, cols, vals, out, dws),
+                        4 => avx512::row::<4>(xr, slab, cols, vals, out, dws),
+                        3 => avx512::row::<3>(xr, slab, cols, vals, out, dws),
+                        2 => avx512::row::<2>(xr, slab, cols, vals, out, dws),
+                        _ => avx512::row::<1>(xr, slab, cols, vals, out, dws),
+                    }
+                }
                 continue;
             }
         }
@@ -144,18 +157,16 @@ fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::D_BLOCK;
     use crate::kernels::sddmm::avx512::sum8;
     use std::arch::x86_64::*;
 
-    const V: usize = D_BLOCK / 16; // registers per block of a row
-
-    /// One row j of W^T over a 128-wide block: X[j]'s block in eight registers, dX[j]'s in eight
-    /// accumulators, and per group of eight entries eight dot products, reduced together.
-    /// SAFETY: the CPU has AVX-512F; `xr` and `out` hold D_BLOCK floats; every `cols[p]` indexes
-    /// a row of `slab` (row stride D_BLOCK); `vals` and `dw` have `cols.len()` elements.
+    /// One row j of W^T over a block of 16 V columns (V = 8: a full 128-wide block): X[j]'s block
+    /// in V registers, dX[j]'s in V accumulators, and per group of eight entries eight dot
+    /// products, reduced together.
+    /// SAFETY: the CPU has AVX-512F; `xr` and `out` hold 16 V floats; every `cols[p]` indexes
+    /// a row of `slab` (row stride 16 V); `vals` and `dw` have `cols.len()` elements.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn row(
+    pub(super) unsafe fn row<const V: usize>(
         xr: &[f32],
         slab: &[f32],
         cols: &[u32],
@@ -163,7 +174,9 @@ mod avx512 {
         out: &mut [f32],
         dw: &mut [f32],
     ) {
-        debug_assert!(xr.len() == D_BLOCK && out.len() == D_BLOCK);
+        const { assert!(V >= 1 && V <= 8) };
+        let width = 16 * V; // the slab's row stride
+        debug_assert!(xr.len() == width && out.len() == width);
         debug_assert!(vals.len() == cols.len() && dw.len() == cols.len());
         // SAFETY: xr holds V * 16 floats.
         let xv: [__m512; V] =
@@ -176,13 +189,13 @@ mod avx512 {
         let mut dots = [_mm512_setzero_ps(); 8];
         let n = cols.len();
         for p in 0..n {
-            let base = cols[p] as usize * D_BLOCK;
-            debug_assert!(base + D_BLOCK <= slab.len());
+            let base = cols[p] as usize * width;
+            debug_assert!(base + width <= slab.len());
             let wb = _mm512_set1_ps(vals[p]);
             // two chains of four for the dot product (half the latency of one chain of eight)
             let mut dot = [_mm512_setzero_ps(); 2];
             for c in 0..V {
-                // SAFETY: slab row cols[p] holds D_BLOCK floats (caller's contract).
+                // SAFETY: slab row cols[p] holds 16 V floats (caller's contract).
                 let y = unsafe { _mm512_loadu_ps(ys.add(base + 16 * c)) };
                 dot[c % 2] = _mm512_fmadd_ps(xv[c], y, dot[c % 2]);
                 acc[c] = _mm512_fmadd_ps(wb, y, acc[c]);
