@@ -162,8 +162,9 @@ proptest! {
         }
     }
 
-    /// Long rows (the eight-entries-at-once AVX-512 path), D around the 128-wide block, and the dense
-    /// operands both 64-byte aligned (read in place) and one float off (copied to an aligned slab).
+    /// Long rows (the eight-entries-at-once AVX-512 path), D around the 128-wide block and at every
+    /// AVX-512 row width (16 to 112 columns, and after a full block), and the dense operands both
+    /// 64-byte aligned (read in place) and one float off (copied to an aligned slab).
     #[test]
     fn sddmm_long_rows_and_operand_alignment(m in 1usize..6, k in 100usize..400,
                                              dd in prop::sample::select(vec![1usize, 16, 32, 48, 64, 80, 96, 112, 127, 128, 129, 144, 192, 256, 300]),

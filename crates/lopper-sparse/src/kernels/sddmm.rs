@@ -157,7 +157,8 @@ fn sddmm_body<const FMA: bool>(
     let out = unsafe { std::slice::from_raw_parts_mut(out.0.add(rp[r0]), rp[r1] - rp[r0]) };
     let base = rp[r0];
     let w = d1 - d0;
-    let wide = FMA && w == D_BLOCK && isa() == Isa::Avx512;
+    // AVX-512 rows for any whole number of registers up to a full block (8 registers)
+    let wide = FMA && w.is_multiple_of(16) && w <= D_BLOCK && isa() == Isa::Avx512;
     for i in r0..r1 {
         let arow = &a[i * d + d0..i * d + d1];
         let (s, e) = (rp[i], rp[i + 1]);
@@ -169,8 +170,19 @@ fn sddmm_body<const FMA: bool>(
             #[cfg(target_arch = "x86_64")]
             {
                 // SAFETY: `wide` implies the CPU has AVX-512F (isa() checked it); arow has
-                // D_BLOCK elements and every slab row read has w = D_BLOCK elements (j < K).
-                p = unsafe { avx512::row(arow, slab, cols, o) };
+                // w = 16 V elements and every slab row read has w elements (j < K).
+                p = unsafe {
+                    match w / 16 {
+                        8 => avx512::row::<8>(arow, slab, cols, o),
+                        7 => avx512::row::<7>(arow, slab, cols, o),
+                        6 => avx512::row::<6>(arow, slab, cols, o),
+                        5 => avx512::row::<5>(arow, slab, cols, o),
+                        4 => avx512::row::<4>(arow, slab, cols, o),
+                        3 => avx512::row::<3>(arow, slab, cols, o),
+                        2 => avx512::row::<2>(arow, slab, cols, o),
+                        _ => avx512::row::<1>(arow, slab, cols, o),
+                    }
+                };
             }
         }
         let quads = (cols.len() - p) / 4;
@@ -190,24 +202,29 @@ fn sddmm_body<const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
-    use super::D_BLOCK;
     use std::arch::x86_64::*;
 
-    const V: usize = D_BLOCK / 16; // registers per block of A's row
-
-    /// `o[p] += arow . slab[cols[p]]` for every entry p of the row, eight at a time, the last few four
-    /// at a time; returns the number of entries (all of them).
-    /// SAFETY: the CPU has AVX-512F; `arow.len() == D_BLOCK`; every `cols[p]` indexes a row of
-    /// `slab` (row stride D_BLOCK).
+    /// `o[p] += arow . slab[cols[p]]` for every entry p of the row over a block of 16 V columns
+    /// (V = 8: a full 128-wide block), eight entries at a time, the last few four at a time;
+    /// returns the number of entries (all of them).
+    /// SAFETY: the CPU has AVX-512F; `arow.len() == 16 V`; every `cols[p]` indexes a row of
+    /// `slab` (row stride 16 V).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn row(arow: &[f32], slab: &[f32], cols: &[u32], o: &mut [f32]) -> usize {
-        debug_assert_eq!(arow.len(), D_BLOCK);
+    pub(super) unsafe fn row<const V: usize>(
+        arow: &[f32],
+        slab: &[f32],
+        cols: &[u32],
+        o: &mut [f32],
+    ) -> usize {
+        const { assert!(V >= 1 && V <= 8) };
+        let width = 16 * V;
+        debug_assert_eq!(arow.len(), width);
         // SAFETY: arow holds V * 16 floats.
         let av: [__m512; V] =
             std::array::from_fn(|c| unsafe { _mm512_loadu_ps(arow.as_ptr().add(16 * c)) });
         let groups = cols.len() / 8;
         for g in 0..groups {
-            let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * D_BLOCK);
+            let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * width);
             // SAFETY: every js[u] is the start of a slab row (caller's contract).
             let acc = unsafe { dots(&av, slab, js) };
             let r = sum8(acc);
@@ -221,7 +238,7 @@ pub(super) mod avx512 {
         while p < cols.len() {
             let n = (cols.len() - p).min(4);
             let js: [usize; 4] =
-                std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * D_BLOCK);
+                std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * width);
             // SAFETY: as above.
             let acc = unsafe { dots(&av, slab, js) };
             let r = sum4(acc);
@@ -235,15 +252,19 @@ pub(super) mod avx512 {
 
     /// `G` dot products of A's block (in registers) with slab rows starting at `js`, as vectors
     /// whose lanes still have to be summed: each load of the slab feeds one multiply-add.
-    /// SAFETY: the CPU has AVX-512F; every `js[u] + D_BLOCK <= slab.len()`.
+    /// SAFETY: the CPU has AVX-512F; every `js[u] + 16 V <= slab.len()`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn dots<const G: usize>(av: &[__m512; V], slab: &[f32], js: [usize; G]) -> [__m512; G] {
-        debug_assert!(js.iter().all(|&j| j + D_BLOCK <= slab.len()));
+    unsafe fn dots<const V: usize, const G: usize>(
+        av: &[__m512; V],
+        slab: &[f32],
+        js: [usize; G],
+    ) -> [__m512; G] {
+        debug_assert!(js.iter().all(|&j| j + 16 * V <= slab.len()));
         let mut acc = [_mm512_setzero_ps(); G];
         for (c, a) in av.iter().enumerate() {
             for u in 0..G {
-                // SAFETY: slab row js[u] holds D_BLOCK floats (caller's contract).
+                // SAFETY: slab row js[u] holds 16 V floats (caller's contract).
                 let bv = unsafe { _mm512_loadu_ps(slab.as_ptr().add(js[u] + 16 * c)) };
                 acc[u] = _mm512_fmadd_ps(*a, bv, acc[u]);
             }
