@@ -295,6 +295,37 @@ pub(crate) fn call_key() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// [`with_packed`] for a kernel that aligns its column tiles to the slab's cache lines itself
+/// ([`line_shift`]): when `in_place` and the block is all of X (`c0 == 0`, `c1 == n`) with rows a
+/// whole number of cache lines long (`n` a multiple of 16), X is read in place at any alignment,
+/// since every row then starts at the same offset within a line.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn with_packed_or_lines<R>(
+    in_place: bool,
+    x: &[f32],
+    k: usize,
+    n: usize,
+    c0: usize,
+    c1: usize,
+    key: u64,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    if in_place && c0 == 0 && c1 == n && n.is_multiple_of(16) {
+        return f(&x[..k * n]);
+    }
+    with_packed(x, k, n, c0, c1, key, f)
+}
+
+/// Columns from the start of a slab with row stride `sw` to the first column whose elements start
+/// a cache line in every row (0 to 15); 0 when rows are not a whole number of lines long.
+pub(crate) fn line_shift(slab: &[f32], sw: usize) -> usize {
+    if sw.is_multiple_of(16) {
+        (slab.as_ptr() as usize / 4).wrapping_neg() % 16
+    } else {
+        0
+    }
+}
+
 /// Runs `f` on a contiguous copy of `X[:, c0..c1]` (K rows, row stride `c1 - c0`), kept in a reused
 /// per-thread buffer that starts on a 64-byte boundary (no 16-lane load straddles two cache lines).
 /// Reading the task's slab from one contiguous block avoids the cache-set conflicts of X's own row

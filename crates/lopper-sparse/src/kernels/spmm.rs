@@ -6,7 +6,10 @@
 //! 64 (then 16, then 1) columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's entries, with two
 //! accumulator sets for even and odd entries so that consecutive multiply-adds are independent.
 use super::grid::call_key;
-use super::grid::{SyncPtr, check_mm, chunks_for, col_block, col_blocks, run_grid, with_packed};
+use super::grid::{
+    SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, run_grid,
+    with_packed_or_lines,
+};
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
 use crate::{Csr, CsrTranspose, Result};
@@ -51,8 +54,12 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     let (ci, v, xd) = (w.col_idx(), w.values(), x.data());
     let k = w.cols();
     let key = call_key();
+    // a misaligned X is copied to an aligned slab unless its rows are read too few times for the
+    // copy (each thread's, of all of X) to pay; read in place, the tiles at both ends of a row are
+    // narrow and the wide ones one fewer
+    let in_place = w.nnz() < IN_PLACE_READS * k;
     run_grid(par, &rows, &blocks, |r, c| {
-        with_packed(xd, k, n, c.start, c.end, key, |slab| {
+        with_packed_or_lines(in_place, xd, k, n, c.start, c.end, key, |slab| {
             spmm_task(
                 rp,
                 ci,
@@ -71,6 +78,13 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     });
     Ok(())
 }
+
+/// Below this many reads of each row of X on average (nnz / K), a misaligned X whose rows are whole
+/// cache lines is read in place rather than copied. DLMC transformer layers, N = 512, against
+/// torch.sparse_csr (2026-11-30): in place, the 512 x 512 layer went from 0.73-0.84x to 1.28-1.47x
+/// at 98% (10 reads per row), 0.92x to 1.17-1.26x at 95% (26) and 1.19x to 1.27-1.33x at 90% (51),
+/// was even at 80% (102) and fell from 1.46-1.49x to 1.14-1.27x at 50% (256).
+const IN_PLACE_READS: usize = 64;
 
 /// `y = w^T x`: W (M, K) sparse, X (M, N), Y (K, N), overwritten. Builds W's transpose (O(nnz));
 /// when W's pattern is reused across calls, keep a [`CsrTranspose`] and call [`spmm_t_with`].
@@ -117,6 +131,15 @@ fn spmm_body<const FMA: bool>(
     c1: usize,
 ) {
     let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
+    // X may be read in place at any alignment (`with_packed_or_lines`): the wide tiles start where
+    // every row's elements start a cache line, so no 16-lane load straddles two lines; the columns
+    // before that and after the last whole 16 are covered by one 16-wide tile each, overlapping the
+    // aligned ones (an element's sum runs over the same entries in the same order in either tile,
+    // so both write the same value).
+    let shift = line_shift(slab, sw);
+    debug_assert!(
+        !sw.is_multiple_of(16) || (slab.as_ptr() as usize + 4 * shift).is_multiple_of(64)
+    );
     for i in r0..r1 {
         let (cols, vals) = (&ci[rp[i]..rp[i + 1]], &v[rp[i]..rp[i + 1]]);
         let b = bias.get(i).copied().unwrap_or(0.0);
@@ -124,6 +147,11 @@ fn spmm_body<const FMA: bool>(
         // tasks are disjoint (row chunk x column block), and the range lies inside Y.
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0) };
         let mut c = 0;
+        if shift > 0 {
+            // sw is a multiple of 16 here (line_shift), so at least 16
+            tile::<FMA, 16>(cols, vals, slab, sw, 0, b, &mut out[..16]);
+            c = shift;
+        }
         // AVX-512 (32 registers of 16 lanes): 128-wide tiles, 16 accumulators, half the per-entry
         // index work per multiply-add of the 64-wide tile that AVX2 (16 registers) is limited to.
         if wide {
@@ -139,6 +167,11 @@ fn spmm_body<const FMA: bool>(
         while c + 16 <= sw {
             tile::<FMA, 16>(cols, vals, slab, sw, c, b, &mut out[c..c + 16]);
             c += 16;
+        }
+        if c < sw && sw >= 16 {
+            // the last columns in one 16-wide tile ending at sw (overlapping the previous one)
+            tile::<FMA, 16>(cols, vals, slab, sw, sw - 16, b, &mut out[sw - 16..]);
+            c = sw;
         }
         while c < sw {
             tile::<FMA, 1>(cols, vals, slab, sw, c, b, &mut out[c..c + 1]);
