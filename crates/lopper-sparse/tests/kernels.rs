@@ -185,8 +185,9 @@ proptest! {
     /// The fused backward: dX = W^T dY overwritten and dW (in the transpose's order) accumulated,
     /// against the f64 spmm_t and sddmm references, with D around the 128-wide block (1, 127,
     /// 128, 129, 256, 300) and at every AVX-512 row width (16 to 112 columns; 144 and 192 end on
-    /// a 16- and a 64-column block after a full one), rows long enough for the eight-entries-at-once reduction, empty rows,
-    /// one heavy row, and dY both aligned (read in place) and one float off (copied).
+    /// a 16- and a 64-column block after a full one), rows long enough for the
+    /// eight-entries-at-once reduction, empty rows, one heavy row, and dY both aligned (read in
+    /// place) and one float off (copied).
     #[test]
     fn spmm_t_sddmm_matches_reference(m in 1usize..40, k in 1usize..60,
                                       dd in prop::sample::select(vec![1usize, 16, 32, 48, 64, 80, 96, 112, 127, 128, 129, 144, 192, 256, 300]),

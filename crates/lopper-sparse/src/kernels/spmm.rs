@@ -3,8 +3,10 @@
 //! Shapes: W is (M, K) with nnz stored entries, X is (K, N) dense row-major, Y is (M, N).
 //! Work: nnz * N multiply-adds; the dense GEMM of the same shape does M * K * N.
 //! Each task owns rows r0..r1 and columns c0..c1 of Y; each row is computed in register tiles of
-//! 64 (then 16, then 1) columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's entries, with two
-//! accumulator sets for even and odd entries so that consecutive multiply-adds are independent.
+//! 128 (AVX-512) or 64, then 16 columns: `acc[0..T] += w_ij * X[j, c..c+T]` over the row's
+//! entries, with two accumulator sets for even and odd entries so that consecutive multiply-adds
+//! are independent. The last columns (fewer than 16) are one 16-wide tile ending at the row's end,
+//! overlapping the previous tile (single columns only in a block narrower than 16).
 use super::grid::call_key;
 use super::grid::{
     SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, run_grid,
@@ -150,7 +152,7 @@ fn spmm_body<const FMA: bool>(
         if shift > 0 {
             // sw is a multiple of 16 here (line_shift), so at least 16
             tile::<FMA, 16>(cols, vals, slab, sw, 0, b, &mut out[..16]);
-            c = shift;
+            c = if sw == 16 { 16 } else { shift };
         }
         // AVX-512 (32 registers of 16 lanes): 128-wide tiles, 16 accumulators, half the per-entry
         // index work per multiply-add of the 64-wide tile that AVX2 (16 registers) is limited to.
