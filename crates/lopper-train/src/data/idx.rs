@@ -239,7 +239,13 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
         &plain,
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("neither {} nor {} is a file", plain.display(), gz.display()),
+            format!(
+                "neither {} nor {} is a file (the four IDX files of MNIST or Fashion-MNIST \
+                 belong in data.dir; Debian's dataset-fashion-mnist package installs them in \
+                 /usr/share/datasets/fashion-mnist)",
+                plain.display(),
+                gz.display()
+            ),
         ),
     ))
 }
