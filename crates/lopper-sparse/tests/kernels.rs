@@ -163,11 +163,12 @@ proptest! {
     }
 
     /// Long rows (the eight-entries-at-once AVX-512 path), D around the 128-wide block and at every
-    /// AVX-512 row width (16 to 112 columns, and after a full block), and the dense operands both
+    /// AVX-512 row width (16 to 112 columns, and after a full block), with a tail of portable
+    /// columns after the whole registers (24, 100, 127, 300), and the dense operands both
     /// 64-byte aligned (read in place) and one float off (copied to an aligned slab).
     #[test]
     fn sddmm_long_rows_and_operand_alignment(m in 1usize..6, k in 100usize..400,
-                                             dd in prop::sample::select(vec![1usize, 16, 32, 48, 64, 80, 96, 112, 127, 128, 129, 144, 192, 256, 300]),
+                                             dd in prop::sample::select(vec![1usize, 16, 24, 32, 48, 64, 80, 96, 100, 112, 127, 128, 129, 144, 192, 256, 300]),
                                              d in 0.05f64..1.0, seed: u64, shift in 0usize..2, p: u8) {
         let pat = random_csr(m, k, d, seed, false);
         let a = dense(m, dd, seed ^ 3);
@@ -185,12 +186,13 @@ proptest! {
     /// The fused backward: dX = W^T dY overwritten and dW (in the transpose's order) accumulated,
     /// against the f64 spmm_t and sddmm references, with D around the 128-wide block (1, 127,
     /// 128, 129, 256, 300) and at every AVX-512 row width (16 to 112 columns; 144 and 192 end on
-    /// a 16- and a 64-column block after a full one), rows long enough for the
+    /// a 16- and a 64-column block after a full one; 24 and 100 leave a tail of portable columns
+    /// after the whole registers), rows long enough for the
     /// eight-entries-at-once reduction, empty rows, one heavy row, and dY both aligned (read in
     /// place) and one float off (copied).
     #[test]
     fn spmm_t_sddmm_matches_reference(m in 1usize..40, k in 1usize..60,
-                                      dd in prop::sample::select(vec![1usize, 16, 32, 48, 64, 80, 96, 112, 127, 128, 129, 144, 192, 256, 300]),
+                                      dd in prop::sample::select(vec![1usize, 16, 24, 32, 48, 64, 80, 96, 100, 112, 127, 128, 129, 144, 192, 256, 300]),
                                       d in 0.0f64..1.0, seed: u64, heavy: bool, shift in 0usize..2, p: u8) {
         let w = random_csr(m, k, d, seed, heavy);
         let wt = w.transpose();

@@ -91,9 +91,15 @@ fn backward_body<const FMA: bool>(
     r1: usize,
 ) {
     let w = d1 - d0;
-    // AVX-512 rows for any whole number of registers up to a full block (128 columns in 8
-    // registers; a 64-token sequence panel, as attention's backward passes, in 4)
-    let wide = FMA && w.is_multiple_of(16) && w <= D_BLOCK && isa() == Isa::Avx512;
+    // AVX-512 rows over the block's whole registers (up to 8: a full 128-wide block; a 64-token
+    // sequence panel, as attention's backward passes, in 4), the portable loop over the 1..15
+    // columns after them, or over all of a block narrower than one register
+    let vw = if FMA && isa() == Isa::Avx512 {
+        w / 16 * 16
+    } else {
+        0
+    };
+    debug_assert!(w <= D_BLOCK);
     for j in r0..r1 {
         let (s, e) = (rp[j], rp[j + 1]);
         let (cols, vals) = (&ci[s..e], &v[s..e]);
@@ -106,33 +112,37 @@ fn backward_body<const FMA: bool>(
             )
         };
         let xr = &x[j * d + d0..j * d + d1];
-        if wide {
-            #[cfg(target_arch = "x86_64")]
-            {
-                // SAFETY: `wide` implies AVX-512F (isa() checked it); xr and out hold w = 16 V
-                // floats and every slab row read has w (i < M, the slab's row count).
-                unsafe {
-                    match w / 16 {
-                        8 => avx512::row::<8>(xr, slab, cols, vals, out, dws),
-                        7 => avx512::row::<7>(xr, slab, cols, vals, out, dws),
-                        6 => avx512::row::<6>(xr, slab, cols, vals, out, dws),
-                        5 => avx512::row::<5>(xr, slab, cols, vals, out, dws),
-                        4 => avx512::row::<4>(xr, slab, cols, vals, out, dws),
-                        3 => avx512::row::<3>(xr, slab, cols, vals, out, dws),
-                        2 => avx512::row::<2>(xr, slab, cols, vals, out, dws),
-                        _ => avx512::row::<1>(xr, slab, cols, vals, out, dws),
-                    }
+        let mut c = 0; // the columns c..w left to the portable loop
+        #[cfg(target_arch = "x86_64")]
+        if vw > 0 {
+            let (xv, ov) = (&xr[..vw], &mut out[..vw]);
+            // SAFETY: vw > 0 implies AVX-512F (isa() checked it); xv and ov hold vw = 16 V
+            // floats, and every slab row read has w >= vw (i < M, the slab's row count).
+            unsafe {
+                match vw / 16 {
+                    8 => avx512::row::<8>(xv, slab, w, cols, vals, ov, dws),
+                    7 => avx512::row::<7>(xv, slab, w, cols, vals, ov, dws),
+                    6 => avx512::row::<6>(xv, slab, w, cols, vals, ov, dws),
+                    5 => avx512::row::<5>(xv, slab, w, cols, vals, ov, dws),
+                    4 => avx512::row::<4>(xv, slab, w, cols, vals, ov, dws),
+                    3 => avx512::row::<3>(xv, slab, w, cols, vals, ov, dws),
+                    2 => avx512::row::<2>(xv, slab, w, cols, vals, ov, dws),
+                    _ => avx512::row::<1>(xv, slab, w, cols, vals, ov, dws),
                 }
-                continue;
             }
+            c = vw;
         }
-        out.fill(0.0);
+        if c == w {
+            continue;
+        }
+        let (xt, ot) = (&xr[c..], &mut out[c..]);
+        ot.fill(0.0);
         for ((&i, &wv), o) in cols.iter().zip(vals).zip(dws.iter_mut()) {
-            let yr = &slab[i as usize * w..(i as usize + 1) * w];
-            for (a, &y) in out.iter_mut().zip(yr) {
+            let yr = &slab[i as usize * w + c..(i as usize + 1) * w];
+            for (a, &y) in ot.iter_mut().zip(yr) {
                 *a = fmadd::<FMA>(wv, y, *a);
             }
-            *o += dot::<FMA>(xr, yr);
+            *o += dot::<FMA>(xt, yr);
         }
     }
 }
@@ -160,23 +170,25 @@ mod avx512 {
     use crate::kernels::sddmm::avx512::sum8;
     use std::arch::x86_64::*;
 
-    /// One row j of W^T over a block of 16 V columns (V = 8: a full 128-wide block): X[j]'s block
-    /// in V registers, dX[j]'s in V accumulators, and per group of eight entries eight dot
-    /// products, reduced together.
+    /// One row j of W^T over the first 16 V columns of a block (V = 8: a full 128-wide block):
+    /// X[j]'s columns in V registers, dX[j]'s in V accumulators, and per group of eight entries
+    /// eight dot products, reduced together (added to `dw`).
     /// SAFETY: the CPU has AVX-512F; `xr` and `out` hold 16 V floats; every `cols[p]` indexes
-    /// a row of `slab` (row stride 16 V); `vals` and `dw` have `cols.len()` elements.
+    /// a row of `slab` (row stride `stride` >= 16 V); `vals` and `dw` have `cols.len()` elements.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn row<const V: usize>(
         xr: &[f32],
         slab: &[f32],
+        stride: usize,
         cols: &[u32],
         vals: &[f32],
         out: &mut [f32],
         dw: &mut [f32],
     ) {
         const { assert!(V >= 1 && V <= 8) };
-        let width = 16 * V; // the slab's row stride
-        debug_assert!(xr.len() == width && out.len() == width);
+        let width = 16 * V;
+        debug_assert!(xr.len() == width && out.len() == width && stride >= width);
         debug_assert!(vals.len() == cols.len() && dw.len() == cols.len());
         // SAFETY: xr holds V * 16 floats.
         let xv: [__m512; V] =
@@ -189,7 +201,7 @@ mod avx512 {
         let mut dots = [_mm512_setzero_ps(); 8];
         let n = cols.len();
         for p in 0..n {
-            let base = cols[p] as usize * width;
+            let base = cols[p] as usize * stride;
             debug_assert!(base + width <= slab.len());
             let wb = _mm512_set1_ps(vals[p]);
             // two chains of four for the dot product (half the latency of one chain of eight)

@@ -157,45 +157,56 @@ fn sddmm_body<const FMA: bool>(
     let out = unsafe { std::slice::from_raw_parts_mut(out.0.add(rp[r0]), rp[r1] - rp[r0]) };
     let base = rp[r0];
     let w = d1 - d0;
-    // AVX-512 rows for any whole number of registers up to a full block (8 registers)
-    let wide = FMA && w.is_multiple_of(16) && w <= D_BLOCK && isa() == Isa::Avx512;
+    // AVX-512 rows over the block's whole registers (up to 8: a full 128-wide block), the portable
+    // loop over the 1..15 columns after them, or over all of a block narrower than one register
+    let vw = if FMA && isa() == Isa::Avx512 {
+        w / 16 * 16
+    } else {
+        0
+    };
+    debug_assert!(w <= D_BLOCK);
     for i in r0..r1 {
         let arow = &a[i * d + d0..i * d + d1];
         let (s, e) = (rp[i], rp[i + 1]);
         let cols = &ci[s..e];
         let o = &mut out[s - base..e - base];
-        let brow = |j: u32| &slab[j as usize * w..(j as usize + 1) * w];
-        let mut p = 0;
-        if wide {
-            #[cfg(target_arch = "x86_64")]
-            {
-                // SAFETY: `wide` implies the CPU has AVX-512F (isa() checked it); arow has
-                // w = 16 V elements and every slab row read has w elements (j < K).
-                p = unsafe {
-                    match w / 16 {
-                        8 => avx512::row::<8>(arow, slab, cols, o),
-                        7 => avx512::row::<7>(arow, slab, cols, o),
-                        6 => avx512::row::<6>(arow, slab, cols, o),
-                        5 => avx512::row::<5>(arow, slab, cols, o),
-                        4 => avx512::row::<4>(arow, slab, cols, o),
-                        3 => avx512::row::<3>(arow, slab, cols, o),
-                        2 => avx512::row::<2>(arow, slab, cols, o),
-                        _ => avx512::row::<1>(arow, slab, cols, o),
-                    }
-                };
-            }
+        let mut c = 0; // the columns c..w left to the portable loop
+        #[cfg(target_arch = "x86_64")]
+        if vw > 0 {
+            let av = &arow[..vw];
+            // SAFETY: vw > 0 implies the CPU has AVX-512F (isa() checked it); av has vw = 16 V
+            // elements and every slab row read has w >= vw elements (j < K).
+            unsafe {
+                match vw / 16 {
+                    8 => avx512::row::<8>(av, slab, w, cols, o),
+                    7 => avx512::row::<7>(av, slab, w, cols, o),
+                    6 => avx512::row::<6>(av, slab, w, cols, o),
+                    5 => avx512::row::<5>(av, slab, w, cols, o),
+                    4 => avx512::row::<4>(av, slab, w, cols, o),
+                    3 => avx512::row::<3>(av, slab, w, cols, o),
+                    2 => avx512::row::<2>(av, slab, w, cols, o),
+                    _ => avx512::row::<1>(av, slab, w, cols, o),
+                }
+            };
+            c = vw;
         }
-        let quads = (cols.len() - p) / 4;
+        if c == w {
+            continue;
+        }
+        let at = &arow[c..];
+        let brow = |j: u32| &slab[j as usize * w + c..(j as usize + 1) * w];
+        let mut p = 0;
+        let quads = cols.len() / 4;
         for _ in 0..quads {
             let js = [cols[p], cols[p + 1], cols[p + 2], cols[p + 3]];
-            let r = dot4::<FMA>(arow, [brow(js[0]), brow(js[1]), brow(js[2]), brow(js[3])]);
+            let r = dot4::<FMA>(at, [brow(js[0]), brow(js[1]), brow(js[2]), brow(js[3])]);
             for t in 0..4 {
                 o[p + t] += r[t];
             }
             p += 4;
         }
         for q in p..cols.len() {
-            o[q] += dot1::<FMA>(arow, brow(cols[q]));
+            o[q] += dot1::<FMA>(at, brow(cols[q]));
         }
     }
 }
@@ -204,27 +215,28 @@ fn sddmm_body<const FMA: bool>(
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    /// `o[p] += arow . slab[cols[p]]` for every entry p of the row over a block of 16 V columns
-    /// (V = 8: a full 128-wide block), eight entries at a time, the last few four at a time;
-    /// returns the number of entries (all of them).
+    /// `o[p] += arow . slab[cols[p]][..16 V]` for every entry p of the row over the first 16 V
+    /// columns of a block (V = 8: a full 128-wide block), eight entries at a time, the last few
+    /// four at a time.
     /// SAFETY: the CPU has AVX-512F; `arow.len() == 16 V`; every `cols[p]` indexes a row of
-    /// `slab` (row stride 16 V).
+    /// `slab` (row stride `stride` >= 16 V).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn row<const V: usize>(
         arow: &[f32],
         slab: &[f32],
+        stride: usize,
         cols: &[u32],
         o: &mut [f32],
-    ) -> usize {
+    ) {
         const { assert!(V >= 1 && V <= 8) };
         let width = 16 * V;
-        debug_assert_eq!(arow.len(), width);
+        debug_assert!(arow.len() == width && stride >= width);
         // SAFETY: arow holds V * 16 floats.
         let av: [__m512; V] =
             std::array::from_fn(|c| unsafe { _mm512_loadu_ps(arow.as_ptr().add(16 * c)) });
         let groups = cols.len() / 8;
         for g in 0..groups {
-            let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * width);
+            let js: [usize; 8] = std::array::from_fn(|u| cols[8 * g + u] as usize * stride);
             // SAFETY: every js[u] is the start of a slab row (caller's contract).
             let acc = unsafe { dots(&av, slab, js) };
             let r = sum8(acc);
@@ -238,7 +250,7 @@ pub(super) mod avx512 {
         while p < cols.len() {
             let n = (cols.len() - p).min(4);
             let js: [usize; 4] =
-                std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * width);
+                std::array::from_fn(|u| cols[p + if u < n { u } else { 0 }] as usize * stride);
             // SAFETY: as above.
             let acc = unsafe { dots(&av, slab, js) };
             let r = sum4(acc);
@@ -247,7 +259,6 @@ pub(super) mod avx512 {
             }
             p += n;
         }
-        p
     }
 
     /// `G` dot products of A's block (in registers) with slab rows starting at `js`, as vectors
