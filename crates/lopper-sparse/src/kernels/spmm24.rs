@@ -125,6 +125,11 @@ fn spmm24_body<const FMA: bool>(
             64
         } else if width >= 16 {
             16
+        } else if sw >= 16 {
+            // the last 1..15 columns in one 16-wide tile ending at sw, overlapping the previous
+            // tile (each element's sum runs in the same order in either: both write the same value)
+            c = sw - 16;
+            16
         } else {
             1
         };
