@@ -438,30 +438,23 @@ __device__ __forceinline__ void spmm_body_wgmma(int m, int k, int n, const uint4
 // two blocks share an SM (the shared memory allows it up to 113 KB per block on sm_90); the
 // 128-accumulator BN = 256 tiles get one block per SM and up to 255 registers.
 // `cargo xtask kernels` reports registers and fails on spills.
-#define SPARSE24_SPMM(BN, BK, STAGES, MINB)                                                   \
+// One wrapper per tile: KIND n (mma.sp, spmm_body) or w (wgmma.mma_async.sp, spmm_body_wgmma).
+#define SPARSE24_SPMM(KIND, BODY, BN, BK, STAGES, MINB)                                       \
   extern "C" __global__ void __launch_bounds__(THREADS, MINB)                                  \
-      sparse24_spmm_bf16_n##BN##_k##BK##_s##STAGES(                                            \
+      sparse24_spmm_bf16_##KIND##BN##_k##BK##_s##STAGES(                                       \
           int m, int k, int n, const uint4* __restrict__ vals, const uint32_t* __restrict__ meta, \
           const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y) {                \
-    spmm_body<BN, BK, STAGES>(m, k, n, vals, meta, x, y);                                      \
+    BODY<BN, BK, STAGES>(m, k, n, vals, meta, x, y);                                           \
   }
 
-SPARSE24_SPMM(128, 32, 3, 2)
-SPARSE24_SPMM(128, 64, 3, 2)
-SPARSE24_SPMM(128, 64, 4, 2)
-SPARSE24_SPMM(128, 128, 3, 1)
-SPARSE24_SPMM(256, 32, 4, 1)
-SPARSE24_SPMM(256, 64, 3, 1)
+SPARSE24_SPMM(n, spmm_body, 128, 32, 3, 2)
+SPARSE24_SPMM(n, spmm_body, 128, 64, 3, 2)
+SPARSE24_SPMM(n, spmm_body, 128, 64, 4, 2)
+SPARSE24_SPMM(n, spmm_body, 128, 128, 3, 1)
+SPARSE24_SPMM(n, spmm_body, 256, 32, 4, 1)
+SPARSE24_SPMM(n, spmm_body, 256, 64, 3, 1)
 
 // wgmma tiles (sm_90a; a trap elsewhere): 2 warpgroups x 64 rows, 128 columns each. (A 256-wide
 // tile measured no faster on the H200, 2026-11-30, and was dropped with its wrapper.)
-#define SPARSE24_SPMM_WGMMA(BN, BK, STAGES, MINB)                                             \
-  extern "C" __global__ void __launch_bounds__(THREADS, MINB)                                  \
-      sparse24_spmm_bf16_w##BN##_k##BK##_s##STAGES(                                            \
-          int m, int k, int n, const uint4* __restrict__ vals, const uint32_t* __restrict__ meta, \
-          const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y) {                \
-    spmm_body_wgmma<BN, BK, STAGES>(m, k, n, vals, meta, x, y);                                \
-  }
-
-SPARSE24_SPMM_WGMMA(128, 64, 3, 2)
-SPARSE24_SPMM_WGMMA(128, 64, 4, 2)
+SPARSE24_SPMM(w, spmm_body_wgmma, 128, 64, 3, 2)
+SPARSE24_SPMM(w, spmm_body_wgmma, 128, 64, 4, 2)

@@ -102,17 +102,13 @@ fn nvml_absent_is_an_error() {
     assert!(s.contains("NVML unavailable"), "{s}");
 }
 
-#[test]
-fn best_available_says_why() {
-    let sel = best_available_with(
-        Some(std::ffi::OsStr::new("/nonexistent/libnvidia-ml.so.1")),
-        Path::new("/nonexistent/powercap"),
-        EstimateMeter::cpu_time(10.0).unwrap(),
-    );
+/// The CPU-time estimate was picked, after reasons why NVML (mentioning `nvml_why`) and RAPL were
+/// not used, and the estimate's own line says ESTIMATE.
+fn assert_estimate_after_nvml_and_rapl(sel: &Selection, nvml_why: &str) {
     assert_eq!(sel.method(), Method::EstimateCpuTime);
     assert_eq!(sel.reasons.len(), 3, "{:?}", sel.reasons);
     assert!(
-        sel.reasons[0].starts_with("NVML not used"),
+        sel.reasons[0].starts_with("NVML not used") && sel.reasons[0].contains(nvml_why),
         "{:?}",
         sel.reasons
     );
@@ -122,6 +118,16 @@ fn best_available_says_why() {
         sel.reasons
     );
     assert!(sel.reasons[2].contains("ESTIMATE"), "{:?}", sel.reasons);
+}
+
+#[test]
+fn best_available_says_why() {
+    let sel = best_available_with(
+        Some(std::ffi::OsStr::new("/nonexistent/libnvidia-ml.so.1")),
+        Path::new("/nonexistent/powercap"),
+        EstimateMeter::cpu_time(10.0).unwrap(),
+    );
+    assert_estimate_after_nvml_and_rapl(&sel, "");
 
     // with a readable fake powercap, RAPL wins over the estimate
     let root = tempfile::tempdir().unwrap();
@@ -142,19 +148,7 @@ fn best_available_cpu_never_picks_nvml() {
         Path::new("/nonexistent/powercap"),
         EstimateMeter::cpu_time(10.0).unwrap(),
     );
-    assert_eq!(sel.method(), Method::EstimateCpuTime);
-    assert_eq!(sel.reasons.len(), 3, "{:?}", sel.reasons);
-    assert!(
-        sel.reasons[0].starts_with("NVML not used") && sel.reasons[0].contains("CPU"),
-        "{:?}",
-        sel.reasons
-    );
-    assert!(
-        sel.reasons[1].starts_with("RAPL not used"),
-        "{:?}",
-        sel.reasons
-    );
-    assert!(sel.reasons[2].contains("ESTIMATE"), "{:?}", sel.reasons);
+    assert_estimate_after_nvml_and_rapl(&sel, "CPU");
     // a readable powercap: RAPL
     let root = tempfile::tempdir().unwrap();
     domain(&root.path().join("intel-rapl:0"), "package-0", 1, 10);

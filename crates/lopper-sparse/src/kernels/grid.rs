@@ -295,27 +295,6 @@ pub(crate) fn call_key() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// [`with_packed`] for a kernel that aligns its column tiles to the slab's cache lines itself
-/// ([`line_shift`]): when `in_place` and the block is all of X (`c0 == 0`, `c1 == n`) with rows a
-/// whole number of cache lines long (`n` a multiple of 16), X is read in place at any alignment,
-/// since every row then starts at the same offset within a line.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn with_packed_or_lines<R>(
-    in_place: bool,
-    x: &[f32],
-    k: usize,
-    n: usize,
-    c0: usize,
-    c1: usize,
-    key: u64,
-    f: impl FnOnce(&[f32]) -> R,
-) -> R {
-    if in_place && c0 == 0 && c1 == n && n.is_multiple_of(16) {
-        return f(&x[..k * n]);
-    }
-    with_packed(x, k, n, c0, c1, key, f)
-}
-
 /// Columns from the start of a slab with row stride `sw` to the first column whose elements start
 /// a cache line in every row (0 to 15); 0 when rows are not a whole number of lines long.
 pub(crate) fn line_shift(slab: &[f32], sw: usize) -> usize {
@@ -331,9 +310,13 @@ pub(crate) fn line_shift(slab: &[f32], sw: usize) -> usize {
 /// Reading the task's slab from one contiguous block avoids the cache-set conflicts of X's own row
 /// stride (a power of two such as 4 KiB maps K rows onto a few sets of L1 and L2).
 /// - When the block is all of X's columns and X starts on a 64-byte boundary, X already is that slab
-///   and `f` reads it in place (no copy).
+///   and `f` reads it in place (no copy). With `any_line_offset`, for a kernel that starts its
+///   column tiles on the slab's cache lines itself ([`line_shift`]), X is read in place at any
+///   alignment when its rows are whole cache lines (`n` a multiple of 16): every row then starts at
+///   the same offset within a line.
 /// - `key` is the call's [`call_key`]: consecutive tasks of one call on one thread that read the same
 ///   columns copy them once (X cannot change during a call).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn with_packed<R>(
     x: &[f32],
     k: usize,
@@ -341,10 +324,13 @@ pub(crate) fn with_packed<R>(
     c0: usize,
     c1: usize,
     key: u64,
+    any_line_offset: bool,
     f: impl FnOnce(&[f32]) -> R,
 ) -> R {
     let w = c1 - c0;
-    if c0 == 0 && c1 == n && (x.as_ptr() as usize).is_multiple_of(64) {
+    let in_place =
+        (x.as_ptr() as usize).is_multiple_of(64) || (any_line_offset && n.is_multiple_of(16));
+    if c0 == 0 && c1 == n && in_place {
         return f(&x[..k * n]);
     }
     PACK.with(|cell| {

@@ -9,8 +9,7 @@
 //! overlapping the previous tile (single columns only in a block narrower than 16).
 use super::grid::call_key;
 use super::grid::{
-    SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, run_grid,
-    with_packed_or_lines,
+    SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, run_grid, with_packed,
 };
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
@@ -61,7 +60,7 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     // narrow and the wide ones one fewer
     let in_place = w.nnz() < IN_PLACE_READS * k;
     run_grid(par, &rows, &blocks, |r, c| {
-        with_packed_or_lines(in_place, xd, k, n, c.start, c.end, key, |slab| {
+        with_packed(xd, k, n, c.start, c.end, key, in_place, |slab| {
             spmm_task(
                 rp,
                 ci,
@@ -133,7 +132,7 @@ fn spmm_body<const FMA: bool>(
     c1: usize,
 ) {
     let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
-    // X may be read in place at any alignment (`with_packed_or_lines`): the wide tiles start where
+    // X may be read in place at any alignment (`with_packed`'s `any_line_offset`): the wide tiles start where
     // every row's elements start a cache line, so no 16-lane load straddles two lines; the columns
     // before that and after the last whole 16 are covered by one 16-wide tile each, overlapping the
     // aligned ones (an element's sum runs over the same entries in the same order in either tile,
