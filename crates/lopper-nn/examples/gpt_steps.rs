@@ -1,8 +1,8 @@
 //! Interleaved A/B timing of training steps (forward + backward, no optimizer) of the tiny GPT
 //! (4 layers, 4 heads, width 256, context 128, batch 8):
 //! `cargo run --release -p lopper-nn --example gpt_steps -- [rounds] [config...]`
-//! where a config is `KIND:THREADS[:rm][:bf16]`, KIND `dense` or `csr80`, THREADS `row` (products split by
-//! rows on rayon, the default), `faer` (faer's own parallel GEMM) or `seq` (everything on one
+//! where a config is `KIND:THREADS[:rm][:bf16]`, KIND `dense` or `csr80`, THREADS `row` (products split into
+//! slabs of columns or rows on rayon, the default), `faer` (faer's own parallel GEMM) or `seq` (everything on one
 //! thread); `rm` keeps sparse MLPs row-major (`Gpt::set_feature_major(false)`), `bf16` stores
 //! weights and saved activations as bf16 (`Gpt::set_precision`).
 //! Each round runs one step of every config in turn; prints the median and best tokens/s of each.
@@ -50,7 +50,7 @@ fn model(cfg: &str) -> Result<Gpt, Box<dyn std::error::Error>> {
             g.set_loop_par(Par::Seq);
         }
         "faer" => g.set_gemm_threads(GemmThreads::Faer),
-        "row" => g.set_gemm_threads(GemmThreads::RowSplit),
+        "row" => g.set_gemm_threads(GemmThreads::Slabs),
         other => return Err(format!("unknown threads {other:?} (row, faer, seq)").into()),
     }
     match kind {

@@ -245,7 +245,7 @@ impl Gpt {
         }
     }
 
-    /// How dense products use several threads (default [`GemmThreads::RowSplit`]: one rayon pool
+    /// How dense products use several threads (default [`GemmThreads::Slabs`]: one rayon pool
     /// for everything).
     pub fn set_gemm_threads(&mut self, how: GemmThreads) {
         self.threads = how;

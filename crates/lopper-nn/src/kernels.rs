@@ -142,23 +142,31 @@ unsafe fn tile8(s: *const f32, ss: usize, d: *mut f32, ds: usize) {
     }
 }
 
-/// Rows of C below which a product is not split.
+/// Rows of C below which a product is not split by rows.
 const SPLIT_MIN_ROWS: usize = 64;
+
+/// Columns of C each slab needs before a product is split by columns. faer works on our row-major
+/// C as its column-major transpose, so its 96-wide register tiles run along C's rows: a slab of
+/// under about 256 columns pays its edge tiles. At the GPT's shapes on two threads, column slabs
+/// won 4-15% from N = 768 on (dW of 256 x 1024 x 1024 the most: every thread then reads its half of
+/// the big operand instead of all of it) and row slabs 2-5% at N = 256 (`docs/nn.md`).
+const SPLIT_MIN_COLS: usize = 256;
 
 /// How a Linear runs its products on several threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmThreads {
-    /// Split C's rows into one slab per rayon thread, each a single-threaded GEMM (one pool: the
-    /// rayon threads that also run the elementwise loops). The default.
+    /// Split C into one slab per rayon thread, each a single-threaded GEMM (one pool: the rayon
+    /// threads that also run the elementwise loops): slabs of columns when each is at least 256
+    /// wide, else slabs of rows. The default.
     #[default]
-    RowSplit,
+    Slabs,
     /// faer's own parallel GEMM (private-gemm's thread pool).
     Faer,
 }
 
 /// `C (m, n) = alpha A (m, k) op(B) + beta C`, A not transposed, all row-major and contiguous.
-/// With `GemmThreads::RowSplit` and `par` of t > 1 threads, C's rows are split into t slabs run
-/// as sequential GEMMs on rayon; otherwise one faer call with `par`.
+/// With `GemmThreads::Slabs` and `par` of t > 1 threads, C's columns or rows are split into t
+/// slabs run as sequential GEMMs on rayon; otherwise one faer call with `par`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_nx(
     c: &mut [f32],
@@ -223,10 +231,22 @@ fn gemm_rows(
             format!("bias of {} for {n} columns", init.map_or(0, <[f32]>::len)),
         ));
     }
+    if how == GemmThreads::Slabs && t > 1 && n >= SPLIT_MIN_COLS * 2 && k > 0 && m > 0 {
+        let slabs = t.min(n / SPLIT_MIN_COLS);
+        // slabs start on 64-byte lines of C's rows
+        let width = n.div_ceil(slabs).next_multiple_of(16);
+        let cf = faer::MatMut::from_row_major_slice_mut(c, m, n);
+        let bf = match tb {
+            Transpose::No => b.as_faer(),
+            Transpose::Yes => b.as_faer().transpose(),
+        };
+        let af = faer::MatRef::from_row_major_slice(a, m, k);
+        return col_slabs(cf, 0, width, af, bf, alpha, beta, init);
+    }
     if how == GemmThreads::Faer || t <= 1 || m < SPLIT_MIN_ROWS * 2 || k == 0 || n == 0 {
         fill(c, n);
-        // RowSplit keeps to one pool: a product too short to split runs on the caller's thread
-        let par = if how == GemmThreads::RowSplit {
+        // Slabs keeps to one pool: a product too small to split runs on the caller's thread
+        let par = if how == GemmThreads::Slabs {
             Par::Seq
         } else {
             par
@@ -261,6 +281,58 @@ fn gemm_rows(
             )?;
             Ok(())
         })
+}
+
+/// C's columns `c0..c0 + c.ncols()` of [`gemm_rows`] in slabs of `width` columns (the last one
+/// narrower), halved recursively on rayon: `c = alpha a b + beta c`, or with `init`, c's rows first
+/// set to `init[c0..]` and then `c += alpha a b`. `b` is op(B), (K, N) as a view.
+#[allow(clippy::too_many_arguments)]
+fn col_slabs(
+    mut c: faer::MatMut<'_, f32>,
+    c0: usize,
+    width: usize,
+    a: faer::MatRef<'_, f32>,
+    b: faer::MatRef<'_, f32>,
+    alpha: f32,
+    beta: f32,
+    init: Option<&[f32]>,
+) -> Result<()> {
+    use faer::reborrow::ReborrowMut;
+    let cols = c.ncols();
+    if cols > width {
+        // split at a whole number of slabs, the larger half first
+        let left = cols.div_ceil(width).div_ceil(2) * width;
+        let (l, r) = c.split_at_col_mut(left);
+        let (x, y) = rayon::join(
+            || col_slabs(l, c0, width, a, b, alpha, beta, init),
+            || col_slabs(r, c0 + left, width, a, b, alpha, beta, init),
+        );
+        return x.and(y);
+    }
+    let accum = match init {
+        Some(bias) => {
+            let bias = &bias[c0..c0 + cols];
+            let mut rows = c.rb_mut().try_as_row_major_mut().ok_or_else(|| {
+                crate::error::shape("gemm", "a column slab of C is not row-major")
+            })?;
+            for i in 0..rows.nrows() {
+                rows.rb_mut()
+                    .row_mut(i)
+                    .as_slice_mut()
+                    .copy_from_slice(bias);
+            }
+            faer::Accum::Add
+        }
+        None if beta == 0.0 => faer::Accum::Replace,
+        None => {
+            if beta != 1.0 {
+                faer::zip!(c.rb_mut()).for_each(|faer::unzip!(x)| *x *= beta);
+            }
+            faer::Accum::Add
+        }
+    };
+    faer::linalg::matmul::matmul(c, accum, a, b.subcols(c0, cols), alpha, faer::Par::Seq);
+    Ok(())
 }
 
 /// `out[i] += sum_j a[i, j]` for a (rows, cols) row-major.
@@ -661,6 +733,84 @@ mod tests {
         }
     }
 
+    /// Column slabs (N of 512 and more on several threads): every slab width, the last one
+    /// narrower, with and without bias, beta 0, 1 and 0.5, op(B) stored either way, against an
+    /// f64 reference.
+    #[test]
+    fn column_slabs_match_an_f64_reference() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for (m, k, n) in [(1, 5, 512), (37, 19, 700), (130, 1, 1031), (5, 64, 2048)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+            let b: Vec<f32> = (0..n * k).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+            let bias: Vec<f32> = (0..n).map(|j| (j % 5) as f32 - 2.0).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32 * 0.25).collect();
+            for tb in [Transpose::Yes, Transpose::No] {
+                for (beta, with_bias) in [(0.0, false), (1.0, false), (0.5, false), (1.0, true)] {
+                    let bm = match tb {
+                        Transpose::Yes => MatRef::new(&b, n, k).unwrap(),
+                        Transpose::No => MatRef::new(&b, k, n).unwrap(),
+                    };
+                    let mut c = c0.clone();
+                    pool.install(|| {
+                        if with_bias {
+                            gemm_nx_bias(
+                                &mut c,
+                                &a,
+                                bm,
+                                tb,
+                                m,
+                                k,
+                                &bias,
+                                Par::rayon(),
+                                GemmThreads::Slabs,
+                            )
+                        } else {
+                            gemm_nx(
+                                &mut c,
+                                &a,
+                                bm,
+                                tb,
+                                m,
+                                k,
+                                0.5,
+                                beta,
+                                Par::rayon(),
+                                GemmThreads::Slabs,
+                            )
+                        }
+                        .unwrap()
+                    });
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut dot = 0.0f64;
+                            for l in 0..k {
+                                let bv = match tb {
+                                    Transpose::Yes => b[j * k + l],
+                                    Transpose::No => b[l * n + j],
+                                };
+                                dot += a[i * k + l] as f64 * bv as f64;
+                            }
+                            let want = if with_bias {
+                                bias[j] as f64 + dot
+                            } else {
+                                0.5 * dot + beta as f64 * c0[i * n + j] as f64
+                            };
+                            let got = c[i * n + j] as f64;
+                            let tol = 1e-6 * (k as f64 + 1.0) * (1.0 + want.abs());
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{m}x{k}x{n} {tb:?} beta {beta} bias {with_bias} at ({i},{j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn row_split_gemm_matches_one_call() {
         let (m, k, n) = (301, 37, 29);
@@ -697,7 +847,7 @@ mod tests {
                 0.5,
                 1.0,
                 Par::rayon(),
-                GemmThreads::RowSplit,
+                GemmThreads::Slabs,
             )
             .unwrap()
         });

@@ -279,7 +279,7 @@ impl Linear {
         Ok(())
     }
 
-    /// How dense products use several threads (default [`GemmThreads::RowSplit`]).
+    /// How dense products use several threads (default [`GemmThreads::Slabs`]).
     pub fn set_gemm_threads(&mut self, how: GemmThreads) {
         self.threads = how;
     }
