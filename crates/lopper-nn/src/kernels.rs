@@ -3,7 +3,7 @@
 //! the CPU lacks AVX2+FMA.
 use crate::Result;
 use crate::activation::fast_exp_with;
-use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
+use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm, gemm_bias};
 use rayon::prelude::*;
 
 /// Whether the CPU has AVX2 and FMA (checked once by std's cache).
@@ -142,22 +142,12 @@ unsafe fn tile8(s: *const f32, ss: usize, d: *mut f32, ds: usize) {
     }
 }
 
-/// Rows of C below which a product is not split by rows.
-const SPLIT_MIN_ROWS: usize = 64;
-
-/// Columns of C each slab needs before a product is split by columns. faer works on our row-major
-/// C as its column-major transpose, so its 96-wide register tiles run along C's rows: a slab of
-/// under about 256 columns pays its edge tiles. At the GPT's shapes on two threads, column slabs
-/// won 4-15% from N = 768 on (dW of 256 x 1024 x 1024 the most: every thread then reads its half of
-/// the big operand instead of all of it) and row slabs 2-5% at N = 256 (`docs/nn.md`).
-const SPLIT_MIN_COLS: usize = 256;
-
 /// How a Linear runs its products on several threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmThreads {
-    /// Split C into one slab per rayon thread, each a single-threaded GEMM (one pool: the rayon
-    /// threads that also run the elementwise loops): slabs of columns when each is at least 256
-    /// wide, else slabs of rows. The default.
+    /// [`fn@lopper_tensor::gemm`]'s split of C into one slab per rayon thread, each a single-threaded
+    /// GEMM (one pool: the rayon threads that also run the elementwise loops): slabs of columns
+    /// when each is at least 256 wide, else slabs of rows. The default.
     #[default]
     Slabs,
     /// faer's own parallel GEMM (private-gemm's thread pool).
@@ -213,125 +203,58 @@ fn gemm_rows(
     par: Par,
     how: GemmThreads,
 ) -> Result<()> {
-    let fill = |cs: &mut [f32], n: usize| {
-        if let Some(bias) = init {
-            for row in cs.chunks_exact_mut(n) {
-                row.copy_from_slice(bias);
-            }
-        }
-    };
     let n = match tb {
         Transpose::No => b.cols(),
         Transpose::Yes => b.rows(),
     };
-    let t = par.threads();
-    if init.is_some_and(|b| b.len() != n) {
-        return Err(crate::error::shape(
-            "gemm",
-            format!("bias of {} for {n} columns", init.map_or(0, <[f32]>::len)),
-        ));
-    }
-    if how == GemmThreads::Slabs && t > 1 && n >= SPLIT_MIN_COLS * 2 && k > 0 && m > 0 {
-        let slabs = t.min(n / SPLIT_MIN_COLS);
-        // slabs start on 64-byte lines of C's rows
-        let width = n.div_ceil(slabs).next_multiple_of(16);
-        let cf = faer::MatMut::from_row_major_slice_mut(c, m, n);
-        let bf = match tb {
-            Transpose::No => b.as_faer(),
-            Transpose::Yes => b.as_faer().transpose(),
-        };
-        let af = faer::MatRef::from_row_major_slice(a, m, k);
-        return col_slabs(cf, 0, width, af, bf, alpha, beta, init);
-    }
-    if how == GemmThreads::Faer || t <= 1 || m < SPLIT_MIN_ROWS * 2 || k == 0 || n == 0 {
-        fill(c, n);
-        // Slabs keeps to one pool: a product too small to split runs on the caller's thread
-        let par = if how == GemmThreads::Slabs {
-            Par::Seq
-        } else {
-            par
-        };
-        return Ok(gemm(
-            MatMut::new(c, m, n)?,
-            MatRef::new(a, m, k)?,
-            Transpose::No,
-            b,
-            tb,
-            alpha,
-            beta,
-            par,
-        )?);
-    }
-    let slabs = t.min(m / SPLIT_MIN_ROWS);
-    let rows = m.div_ceil(slabs);
-    c.par_chunks_mut(rows * n)
-        .zip(a.par_chunks(rows * k))
-        .try_for_each(|(cs, as_)| -> Result<()> {
-            let r = cs.len() / n;
-            fill(cs, n);
-            gemm(
-                MatMut::new(cs, r, n)?,
-                MatRef::new(as_, r, k)?,
-                Transpose::No,
-                b,
-                tb,
-                alpha,
-                beta,
-                Par::Seq,
-            )?;
-            Ok(())
-        })
-}
-
-/// C's columns `c0..c0 + c.ncols()` of [`gemm_rows`] in slabs of `width` columns (the last one
-/// narrower), halved recursively on rayon: `c = alpha a b + beta c`, or with `init`, c's rows first
-/// set to `init[c0..]` and then `c += alpha a b`. `b` is op(B), (K, N) as a view.
-#[allow(clippy::too_many_arguments)]
-fn col_slabs(
-    mut c: faer::MatMut<'_, f32>,
-    c0: usize,
-    width: usize,
-    a: faer::MatRef<'_, f32>,
-    b: faer::MatRef<'_, f32>,
-    alpha: f32,
-    beta: f32,
-    init: Option<&[f32]>,
-) -> Result<()> {
-    use faer::reborrow::ReborrowMut;
-    let cols = c.ncols();
-    if cols > width {
-        // split at a whole number of slabs, the larger half first
-        let left = cols.div_ceil(width).div_ceil(2) * width;
-        let (l, r) = c.split_at_col_mut(left);
-        let (x, y) = rayon::join(
-            || col_slabs(l, c0, width, a, b, alpha, beta, init),
-            || col_slabs(r, c0 + left, width, a, b, alpha, beta, init),
-        );
-        return x.and(y);
-    }
-    let accum = match init {
-        Some(bias) => {
-            let bias = &bias[c0..c0 + cols];
-            let mut rows = c.rb_mut().try_as_row_major_mut().ok_or_else(|| {
-                crate::error::shape("gemm", "a column slab of C is not row-major")
-            })?;
-            for i in 0..rows.nrows() {
-                rows.rb_mut()
-                    .row_mut(i)
-                    .as_slice_mut()
-                    .copy_from_slice(bias);
-            }
-            faer::Accum::Add
+    let (cm, am) = (MatMut::new(c, m, n)?, MatRef::new(a, m, k)?);
+    match (how, init) {
+        (GemmThreads::Slabs, Some(bias)) => {
+            gemm_bias(cm, am, Transpose::No, b, tb, alpha, bias, par)?
         }
-        None if beta == 0.0 => faer::Accum::Replace,
-        None => {
-            if beta != 1.0 {
-                faer::zip!(c.rb_mut()).for_each(|faer::unzip!(x)| *x *= beta);
+        (GemmThreads::Slabs, None) => gemm(cm, am, Transpose::No, b, tb, alpha, beta, par)?,
+        (GemmThreads::Faer, _) => {
+            // faer's own parallel GEMM on its private pool, for comparison
+            if let Some(bias) = init {
+                if bias.len() != n {
+                    return Err(crate::error::shape(
+                        "gemm",
+                        format!("bias of {} for {n} columns", bias.len()),
+                    ));
+                }
+                for row in c.chunks_exact_mut(n.max(1)) {
+                    row.copy_from_slice(bias);
+                }
             }
-            faer::Accum::Add
+            let mut cm = MatMut::new(c, m, n)?;
+            let fb = match tb {
+                Transpose::No => b.as_faer(),
+                Transpose::Yes => b.as_faer().transpose(),
+            };
+            if beta != 0.0 && beta != 1.0 && init.is_none() {
+                cm.data().iter_mut().for_each(|x| *x *= beta);
+            }
+            let accum = if beta == 0.0 && init.is_none() {
+                faer::Accum::Replace
+            } else {
+                faer::Accum::Add
+            };
+            if k == 0 {
+                if accum == faer::Accum::Replace {
+                    cm.data().fill(0.0);
+                }
+            } else {
+                faer::linalg::matmul::matmul(
+                    cm.as_faer(),
+                    accum,
+                    am.as_faer(),
+                    fb,
+                    alpha,
+                    par.to_faer(),
+                );
+            }
         }
-    };
-    faer::linalg::matmul::matmul(c, accum, a, b.subcols(c0, cols), alpha, faer::Par::Seq);
+    }
     Ok(())
 }
 

@@ -33,6 +33,9 @@ fn main() {
         ("dW qkv", 768, 1024, 256, Transpose::No),
         ("dW fc^T", 256, 1024, 1024, Transpose::No),
         ("dW proj", 256, 1024, 1024, Transpose::No),
+        ("bench 24", 3072, 768, 512, Transpose::No),
+        ("bench dlmc", 512, 512, 512, Transpose::No),
+        ("bench ffn", 2048, 512, 512, Transpose::No),
     ];
     let mut tot = [0.0f64; 4];
     for (name, m, k, n, tb) in shapes {

@@ -3,7 +3,8 @@
 //! - [`Tensor`]: dense, row-major, contiguous, one of three dtypes ([`DType`]: f32, f16, bf16).
 //! - [`MatRef`] / [`MatMut`]: borrowed row-major matrix views that kernels take (faer style).
 //! - [`gemm`](mod@gemm): dense GEMM through `faer` (never hand-rolled), with transposed operands
-//!   and an explicit parallelism argument ([`Par`]).
+//!   and an explicit parallelism argument ([`Par`]): on several threads C is cut into one slab of
+//!   columns or rows per rayon thread, each a single-threaded faer GEMM.
 //! - [`ops`]: the elementwise basics the sparse and nn crates need.
 //! - [`io`]: safetensors (all three dtypes, names and metadata kept) and `.npy` (f32, f16; C order), with
 //!   atomic writes (temp file + rename) so that a failed write never leaves a half-written file.
@@ -26,7 +27,7 @@ mod view;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use gemm::{Transpose, gemm, matmul};
+pub use gemm::{Transpose, gemm, gemm_bias, matmul};
 pub use par::Par;
 pub use tensor::{Storage, Tensor};
 pub use view::{MatMut, MatRef};
