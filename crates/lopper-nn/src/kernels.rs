@@ -3,7 +3,7 @@
 //! the CPU lacks AVX2+FMA.
 use crate::Result;
 use crate::activation::fast_exp_with;
-use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm, gemm_bias};
+use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm_with};
 use rayon::prelude::*;
 
 /// Whether the CPU has AVX2 and FMA (checked once by std's cache).
@@ -142,17 +142,9 @@ unsafe fn tile8(s: *const f32, ss: usize, d: *mut f32, ds: usize) {
     }
 }
 
-/// How a Linear runs its products on several threads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum GemmThreads {
-    /// [`fn@lopper_tensor::gemm`]'s split of C into one slab per rayon thread, each a single-threaded
-    /// GEMM (one pool: the rayon threads that also run the elementwise loops): slabs of columns
-    /// when each is at least 256 wide, else slabs of rows. The default.
-    #[default]
-    Slabs,
-    /// faer's own parallel GEMM (private-gemm's thread pool).
-    Faer,
-}
+/// How a Linear runs its products on several threads: [`lopper_tensor::GemmSplit`] (`Slabs`, the
+/// default, or faer's own pool `Faer`).
+pub use lopper_tensor::GemmSplit as GemmThreads;
 
 /// `C (m, n) = alpha A (m, k) op(B) + beta C`, A not transposed, all row-major and contiguous.
 /// With `GemmThreads::Slabs` and `par` of t > 1 threads, C's columns or rows are split into t
@@ -208,54 +200,18 @@ fn gemm_rows(
         Transpose::Yes => b.rows(),
     };
     let (cm, am) = (MatMut::new(c, m, n)?, MatRef::new(a, m, k)?);
-    match (how, init) {
-        (GemmThreads::Slabs, Some(bias)) => {
-            gemm_bias(cm, am, Transpose::No, b, tb, alpha, bias, par)?
-        }
-        (GemmThreads::Slabs, None) => gemm(cm, am, Transpose::No, b, tb, alpha, beta, par)?,
-        (GemmThreads::Faer, _) => {
-            // faer's own parallel GEMM on its private pool, for comparison
-            if let Some(bias) = init {
-                if bias.len() != n {
-                    return Err(crate::error::shape(
-                        "gemm",
-                        format!("bias of {} for {n} columns", bias.len()),
-                    ));
-                }
-                for row in c.chunks_exact_mut(n.max(1)) {
-                    row.copy_from_slice(bias);
-                }
-            }
-            let mut cm = MatMut::new(c, m, n)?;
-            let fb = match tb {
-                Transpose::No => b.as_faer(),
-                Transpose::Yes => b.as_faer().transpose(),
-            };
-            if beta != 0.0 && beta != 1.0 && init.is_none() {
-                cm.data().iter_mut().for_each(|x| *x *= beta);
-            }
-            let accum = if beta == 0.0 && init.is_none() {
-                faer::Accum::Replace
-            } else {
-                faer::Accum::Add
-            };
-            if k == 0 {
-                if accum == faer::Accum::Replace {
-                    cm.data().fill(0.0);
-                }
-            } else {
-                faer::linalg::matmul::matmul(
-                    cm.as_faer(),
-                    accum,
-                    am.as_faer(),
-                    fb,
-                    alpha,
-                    par.to_faer(),
-                );
-            }
-        }
-    }
-    Ok(())
+    Ok(gemm_with(
+        cm,
+        am,
+        Transpose::No,
+        b,
+        tb,
+        alpha,
+        beta,
+        init,
+        par,
+        how,
+    )?)
 }
 
 /// `out[i] += sum_j a[i, j]` for a (rows, cols) row-major.
@@ -656,86 +612,8 @@ mod tests {
         }
     }
 
-    /// Column slabs (N of 512 and more on several threads): every slab width, the last one
-    /// narrower, with and without bias, beta 0, 1 and 0.5, op(B) stored either way, against an
-    /// f64 reference.
     #[test]
-    fn column_slabs_match_an_f64_reference() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        for (m, k, n) in [(1, 5, 512), (37, 19, 700), (130, 1, 1031), (5, 64, 2048)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
-            let b: Vec<f32> = (0..n * k).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
-            let bias: Vec<f32> = (0..n).map(|j| (j % 5) as f32 - 2.0).collect();
-            let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32 * 0.25).collect();
-            for tb in [Transpose::Yes, Transpose::No] {
-                for (beta, with_bias) in [(0.0, false), (1.0, false), (0.5, false), (1.0, true)] {
-                    let bm = match tb {
-                        Transpose::Yes => MatRef::new(&b, n, k).unwrap(),
-                        Transpose::No => MatRef::new(&b, k, n).unwrap(),
-                    };
-                    let mut c = c0.clone();
-                    pool.install(|| {
-                        if with_bias {
-                            gemm_nx_bias(
-                                &mut c,
-                                &a,
-                                bm,
-                                tb,
-                                m,
-                                k,
-                                &bias,
-                                Par::rayon(),
-                                GemmThreads::Slabs,
-                            )
-                        } else {
-                            gemm_nx(
-                                &mut c,
-                                &a,
-                                bm,
-                                tb,
-                                m,
-                                k,
-                                0.5,
-                                beta,
-                                Par::rayon(),
-                                GemmThreads::Slabs,
-                            )
-                        }
-                        .unwrap()
-                    });
-                    for i in 0..m {
-                        for j in 0..n {
-                            let mut dot = 0.0f64;
-                            for l in 0..k {
-                                let bv = match tb {
-                                    Transpose::Yes => b[j * k + l],
-                                    Transpose::No => b[l * n + j],
-                                };
-                                dot += a[i * k + l] as f64 * bv as f64;
-                            }
-                            let want = if with_bias {
-                                bias[j] as f64 + dot
-                            } else {
-                                0.5 * dot + beta as f64 * c0[i * n + j] as f64
-                            };
-                            let got = c[i * n + j] as f64;
-                            let tol = 1e-6 * (k as f64 + 1.0) * (1.0 + want.abs());
-                            assert!(
-                                (got - want).abs() <= tol,
-                                "{m}x{k}x{n} {tb:?} beta {beta} bias {with_bias} at ({i},{j}): {got} vs {want}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn row_split_gemm_matches_one_call() {
+    fn slab_gemm_matches_one_faer_call() {
         let (m, k, n) = (301, 37, 29);
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
         let b: Vec<f32> = (0..n * k).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();

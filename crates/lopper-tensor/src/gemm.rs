@@ -26,6 +26,18 @@ pub const SPLIT_MIN_ROWS: usize = 64;
 /// it, faer's own parallel GEMM (its private thread pool) takes it.
 const SMALL_MACS: usize = 1 << 22;
 
+/// How a GEMM on several threads shares its work (a tunable of [`gemm_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmSplit {
+    /// C cut into one slab of columns (each at least [`SPLIT_MIN_COLS`] wide) or else of rows (at
+    /// least [`SPLIT_MIN_ROWS`]) per rayon thread, each a single-threaded faer GEMM: one pool, the
+    /// rayon threads that also run everything else. The default.
+    #[default]
+    Slabs,
+    /// faer's own parallel GEMM (its private thread pool), for comparison.
+    Faer,
+}
+
 /// `c = alpha * op(a) op(b) + beta * c` where `op(x)` is `x` or `x^T`.
 ///
 /// Shapes: op(a) is (M,K), op(b) is (K,N), c is (M,N). `beta == 0` overwrites `c` (NaNs in `c` are
@@ -46,7 +58,7 @@ pub fn gemm(
     beta: f32,
     par: Par,
 ) -> Result<()> {
-    gemm_impl(c, a, ta, b, tb, alpha, beta, None, par)
+    gemm_with(c, a, ta, b, tb, alpha, beta, None, par, GemmSplit::Slabs)
 }
 
 /// `c = alpha * op(a) op(b) + 1 bias^T`: every row of `c` (M,N) is first set to `bias` (N), each
@@ -62,11 +74,24 @@ pub fn gemm_bias(
     bias: &[f32],
     par: Par,
 ) -> Result<()> {
-    gemm_impl(c, a, ta, b, tb, alpha, 1.0, Some(bias), par)
+    gemm_with(
+        c,
+        a,
+        ta,
+        b,
+        tb,
+        alpha,
+        1.0,
+        Some(bias),
+        par,
+        GemmSplit::Slabs,
+    )
 }
 
+/// [`gemm`] with every option: `c = alpha * op(a) op(b) + beta * c`, or with `bias`,
+/// `c = alpha * op(a) op(b) + 1 bias^T` (`beta` unused), threads shared as `split` says.
 #[allow(clippy::too_many_arguments)]
-fn gemm_impl(
+pub fn gemm_with(
     mut c: MatMut<'_>,
     a: MatRef<'_>,
     ta: Transpose,
@@ -76,6 +101,7 @@ fn gemm_impl(
     beta: f32,
     bias: Option<&[f32]>,
     par: Par,
+    split: GemmSplit,
 ) -> Result<()> {
     let (m, k) = op_dims(&a, ta);
     let (k2, n) = op_dims(&b, tb);
@@ -117,7 +143,9 @@ fn gemm_impl(
         bias,
     };
     let fc = c.as_faer();
-    if t > 1 && k > 0 && n >= 2 * SPLIT_MIN_COLS {
+    if split == GemmSplit::Faer {
+        job.leaf(fc, 0..m, 0..n, par.to_faer());
+    } else if t > 1 && k > 0 && n >= 2 * SPLIT_MIN_COLS {
         let slabs = t.min(n / SPLIT_MIN_COLS);
         // column slabs start on 64-byte lines of C's rows
         let width = n.div_ceil(slabs).next_multiple_of(16);
@@ -330,11 +358,8 @@ mod tests {
             pool.install(|| {
                 let (cm, am, bm) = (MatMut::new(&mut c, m, n).unwrap(), MatRef::new(&a, ar, ac).unwrap(), MatRef::new(&b, br, bc).unwrap());
                 let (ta, tb) = (if ta { Transpose::Yes } else { Transpose::No }, if tb { Transpose::Yes } else { Transpose::No });
-                if with_bias {
-                    gemm_bias(cm, am, ta, bm, tb, 1.5, &bias, Par::rayon())
-                } else {
-                    gemm(cm, am, ta, bm, tb, 1.5, beta, Par::rayon())
-                }
+                let split = if seed % 4 == 0 { GemmSplit::Faer } else { GemmSplit::Slabs };
+                gemm_with(cm, am, ta, bm, tb, 1.5, beta, with_bias.then_some(&bias[..]), Par::rayon(), split)
             }).unwrap();
             let r = reference(&a, &b, m, k, n, ta, tb);
             for i in 0..m * n {

@@ -27,7 +27,7 @@ mod view;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use gemm::{Transpose, gemm, gemm_bias, matmul};
+pub use gemm::{GemmSplit, Transpose, gemm, gemm_bias, gemm_with, matmul};
 pub use par::Par;
 pub use tensor::{Storage, Tensor};
 pub use view::{MatMut, MatRef};
