@@ -1,11 +1,12 @@
-//! Probe of two-thread GEMM arrangements at the GPT's shapes: one thread, faer's parallel GEMM, row
-//! slabs and column slabs, each on rayon (docs/nn.md, "One pool").
+//! Probe of multi-threaded GEMM arrangements at the GPT's shapes (docs/nn.md, "One pool"): one
+//! thread, faer's parallel GEMM (`GemmSplit::Faer`), lopper's default (`gemm`, `GemmSplit::Slabs`),
+//! and slabs forced to rows or to columns (the two choices `Slabs` picks between), in GFLOP/s.
 //! Run: `RAYON_NUM_THREADS=2 cargo run --release -p lopper-tensor --example gemm_split`.
-use lopper_tensor::{MatMut, MatRef, Par, Transpose, gemm};
-use rayon::prelude::*;
+use lopper_tensor::{GemmSplit, MatMut, MatRef, Par, Transpose, gemm_with};
 use std::time::Instant;
 
-fn t<F: FnMut()>(mut f: F) -> f64 {
+/// Best of 7 batches of 5 calls, after 3 warm-up calls, in seconds per call.
+fn time<F: FnMut()>(mut f: F) -> f64 {
     for _ in 0..3 {
         f();
     }
@@ -20,24 +21,59 @@ fn t<F: FnMut()>(mut f: F) -> f64 {
     best
 }
 
+/// `c[:, c0..c1] = a op(b)[:, c0..c1]` on one thread, through faer's views.
+fn col_block(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    tb: Transpose,
+    c0: usize,
+    c1: usize,
+) {
+    let bf = match tb {
+        Transpose::No => faer::MatRef::from_row_major_slice(b, k, n),
+        Transpose::Yes => faer::MatRef::from_row_major_slice(b, n, k).transpose(),
+    };
+    let cf = faer::MatMut::from_row_major_slice_mut(c, m, n).subcols_mut(c0, c1 - c0);
+    let af = faer::MatRef::from_row_major_slice(a, m, k);
+    faer::linalg::matmul::matmul(
+        cf,
+        faer::Accum::Replace,
+        af,
+        bf.subcols(c0, c1 - c0),
+        1.0f32,
+        faer::Par::Seq,
+    );
+}
+
 fn main() {
-    // (M, K, N, tb): C (M,N) = A (M,K) op(B); tb Yes: B stored (N,K)
+    let threads = rayon::current_num_threads();
+    // (name, M, K, N, op of B): C (M, N) = A (M, K) op(B); with Transpose::Yes, B is stored (N, K)
     let shapes = [
         ("fwd qkv", 1024, 256, 768, Transpose::Yes),
         ("fwd fc", 1024, 256, 1024, Transpose::Yes),
         ("fwd proj", 1024, 1024, 256, Transpose::Yes),
-        ("fwd attnproj", 1024, 256, 256, Transpose::Yes),
+        ("fwd attn.proj", 1024, 256, 256, Transpose::Yes),
         ("dx qkv", 1024, 768, 256, Transpose::No),
         ("dx fc", 1024, 1024, 256, Transpose::No),
         ("dx proj", 1024, 256, 1024, Transpose::No),
         ("dW qkv", 768, 1024, 256, Transpose::No),
-        ("dW fc^T", 256, 1024, 1024, Transpose::No),
+        ("dW fc (x^T dy)", 256, 1024, 1024, Transpose::No),
         ("dW proj", 256, 1024, 1024, Transpose::No),
-        ("bench 24", 3072, 768, 512, Transpose::No),
-        ("bench dlmc", 512, 512, 512, Transpose::No),
-        ("bench ffn", 2048, 512, 512, Transpose::No),
+        ("lowrank x V^T", 1024, 256, 32, Transpose::Yes),
+        ("lowrank h U^T", 1024, 32, 256, Transpose::Yes),
+        ("lowrank dh^T x", 32, 1024, 256, Transpose::No),
+        ("small K 16", 1024, 16, 256, Transpose::Yes),
+        ("small K 64", 1024, 64, 256, Transpose::Yes),
+        ("small M 64", 64, 512, 512, Transpose::No),
+        ("spmm_24 base", 3072, 768, 512, Transpose::No),
+        ("DLMC 512", 512, 512, 512, Transpose::No),
+        ("DLMC 2048", 2048, 512, 512, Transpose::No),
     ];
-    let mut tot = [0.0f64; 4];
+    println!(
+        "{threads} threads; GFLOP/s: one thread | faer's pool | gemm (Slabs) | row slabs | column slabs"
+    );
     for (name, m, k, n, tb) in shapes {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i % 97) as f32 - 48.0) * 0.01)
@@ -46,120 +82,79 @@ fn main() {
             .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
             .collect();
         let mut c = vec![0.0f32; m * n];
-        let bm = || match tb {
+        let bm = match tb {
             Transpose::Yes => MatRef::new(&b, n, k).unwrap(),
             Transpose::No => MatRef::new(&b, k, n).unwrap(),
         };
-        let seq = t(|| {
-            gemm(
-                MatMut::new(&mut c, m, n).unwrap(),
-                MatRef::new(&a, m, k).unwrap(),
-                Transpose::No,
-                bm(),
-                tb,
-                1.0,
-                0.0,
-                Par::Seq,
-            )
-            .unwrap()
-        });
-        let faer = t(|| {
-            gemm(
-                MatMut::new(&mut c, m, n).unwrap(),
-                MatRef::new(&a, m, k).unwrap(),
-                Transpose::No,
-                bm(),
-                tb,
-                1.0,
-                0.0,
-                Par::Rayon(2),
-            )
-            .unwrap()
-        });
-        let rows = t(|| {
-            let r = m / 2;
-            c.par_chunks_mut(r * n)
-                .zip(a.par_chunks(r * k))
-                .for_each(|(cs, as_)| {
-                    let rr = cs.len() / n;
-                    gemm(
-                        MatMut::new(cs, rr, n).unwrap(),
-                        MatRef::new(as_, rr, k).unwrap(),
-                        Transpose::No,
-                        bm(),
-                        tb,
-                        1.0,
-                        0.0,
-                        Par::Seq,
-                    )
-                    .unwrap();
+        let am = MatRef::new(&a, m, k).unwrap();
+        let mut run = |par: Par, split: GemmSplit| {
+            time(|| {
+                let cm = MatMut::new(&mut c, m, n).unwrap();
+                gemm_with(cm, am, Transpose::No, bm, tb, 1.0, 0.0, None, par, split).unwrap()
+            })
+        };
+        let seq = run(Par::Seq, GemmSplit::Slabs);
+        let faer = run(Par::rayon(), GemmSplit::Faer);
+        let slabs = run(Par::rayon(), GemmSplit::Slabs);
+        let rows = {
+            let r = m.div_ceil(threads);
+            time(|| {
+                rayon::scope(|s| {
+                    for (cs, as_) in c.chunks_mut(r * n).zip(a.chunks(r * k)) {
+                        s.spawn(move |_| {
+                            let rr = cs.len() / n;
+                            let cm = MatMut::new(cs, rr, n).unwrap();
+                            let am = MatRef::new(as_, rr, k).unwrap();
+                            gemm_with(
+                                cm,
+                                am,
+                                Transpose::No,
+                                bm,
+                                tb,
+                                1.0,
+                                0.0,
+                                None,
+                                Par::Seq,
+                                GemmSplit::Slabs,
+                            )
+                            .unwrap();
+                        });
+                    }
                 })
-        });
-        // column split: each thread computes C[:, half] into its own buffer, B half
-        let mut c0 = vec![0.0f32; m * n / 2];
-        let mut c1 = vec![0.0f32; m * n / 2];
-        let cols = t(|| {
-            rayon::join(
-                || colhalf(&a, &b, &mut c0, m, k, n, tb, 0),
-                || colhalf(&a, &b, &mut c1, m, k, n, tb, 1),
-            );
-        });
+            })
+        };
+        let cols = {
+            // one thread per column block; each writes its own copy of C (columns of one row-major
+            // C cannot be handed out as slices), which is what the slab costs apart from the stores
+            let w = n.div_ceil(threads);
+            let mut copies = vec![vec![0.0f32; m * n]; threads];
+            time(|| {
+                rayon::scope(|s| {
+                    for (t, cc) in copies.iter_mut().enumerate() {
+                        let (a, b) = (&a, &b);
+                        s.spawn(move |_| {
+                            col_block(
+                                cc,
+                                a,
+                                b,
+                                (m, k, n),
+                                tb,
+                                (t * w).min(n),
+                                ((t + 1) * w).min(n),
+                            )
+                        });
+                    }
+                })
+            })
+        };
         let gf = 2.0 * (m * k * n) as f64 / 1e9;
         println!(
-            "{name:14} {m}x{k}x{n}: seq {:6.1}  faer2 {:6.1}  rows2 {:6.1}  cols2 {:6.1} GFLOP/s",
+            "{name:16} {m:>5}x{k:<5}x{n:<5} {:6.1} | {:6.1} | {:6.1} | {:6.1} | {:6.1}",
             gf / seq,
             gf / faer,
+            gf / slabs,
             gf / rows,
             gf / cols
         );
-        tot[0] += seq / 2.0;
-        tot[1] += faer;
-        tot[2] += rows;
-        tot[3] += cols;
-    }
-    println!(
-        "total ms: seq/2 {:.3} faer2 {:.3} rows2 {:.3} cols2 {:.3}",
-        tot[0] * 1e3,
-        tot[1] * 1e3,
-        tot[2] * 1e3,
-        tot[3] * 1e3
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn colhalf(
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    tb: Transpose,
-    h: usize,
-) {
-    let nh = n / 2;
-    match tb {
-        Transpose::Yes => {
-            // B stored (N, K): rows h*nh.. of it
-            let bs = &b[h * nh * k..(h + 1) * nh * k];
-            gemm(
-                MatMut::new(c, m, nh).unwrap(),
-                MatRef::new(a, m, k).unwrap(),
-                Transpose::No,
-                MatRef::new(bs, nh, k).unwrap(),
-                Transpose::Yes,
-                1.0,
-                0.0,
-                Par::Seq,
-            )
-            .unwrap();
-        }
-        Transpose::No => {
-            // B stored (K, N): a column block needs a strided view; use faer directly
-            let bf = faer::MatRef::from_row_major_slice(b, k, n).subcols(h * nh, nh);
-            let af = faer::MatRef::from_row_major_slice(a, m, k);
-            let cf = faer::MatMut::from_row_major_slice_mut(c, m, nh);
-            faer::linalg::matmul::matmul(cf, faer::Accum::Replace, af, bf, 1.0f32, faer::Par::Seq);
-        }
     }
 }

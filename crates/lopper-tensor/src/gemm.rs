@@ -23,8 +23,10 @@ pub const SPLIT_MIN_COLS: usize = 256;
 /// Each thread's slab of C has at least this many rows before a product is split by rows.
 pub const SPLIT_MIN_ROWS: usize = 64;
 /// Multiply-adds below which a product too narrow and too short to split runs on one thread; above
-/// it, faer's own parallel GEMM (its private thread pool) takes it.
-const SMALL_MACS: usize = 1 << 22;
+/// it, faer's own parallel GEMM (its private thread pool) takes it. On two threads faer's pool was
+/// no faster than one thread at 32 x 1024 x 256 (8.4M: 107-135 against 132-154 GFLOP/s), and
+/// column slabs narrower than 256 lost to both.
+const SMALL_MACS: usize = 1 << 26;
 
 /// How a GEMM on several threads shares its work (a tunable of [`gemm_with`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub enum GemmSplit {
 /// wide, else of rows when each has at least [`SPLIT_MIN_ROWS`] (on two threads of the development
 /// machine this ran 5-15% faster than faer's own parallel GEMM at every shape measured, and keeps
 /// every thread in the rayon pool). A product too small for either runs on the caller's thread, or
-/// on faer's own parallel GEMM when it holds more than 2^22 multiply-adds.
+/// on faer's own parallel GEMM when it holds more than 2^26 multiply-adds.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     c: MatMut<'_>,
@@ -142,14 +144,26 @@ pub fn gemm_with(
         beta,
         bias,
     };
+    // columns from the start of C to its first column that starts a cache line in every row (when
+    // rows are whole lines), so that no line of C is written by two threads
+    let lead = if n.is_multiple_of(16) {
+        (c.data().as_ptr() as usize / 4).wrapping_neg() % 16
+    } else {
+        0
+    };
     let fc = c.as_faer();
     if split == GemmSplit::Faer {
         job.leaf(fc, 0..m, 0..n, par.to_faer());
     } else if t > 1 && k > 0 && n >= 2 * SPLIT_MIN_COLS {
         let slabs = t.min(n / SPLIT_MIN_COLS);
-        // column slabs start on 64-byte lines of C's rows
         let width = n.div_ceil(slabs).next_multiple_of(16);
-        job.cols(fc, 0, width);
+        // the first slab ends on a line boundary near `width`, the others are `width` wide
+        let first = if width > lead {
+            lead + (width - lead) / 16 * 16
+        } else {
+            width
+        };
+        job.cols(fc, 0, first, width);
     } else if t > 1 && k > 0 && m >= 2 * SPLIT_MIN_ROWS {
         let slabs = t.min(m / SPLIT_MIN_ROWS);
         job.rows(fc, 0, m.div_ceil(slabs));
@@ -172,20 +186,22 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// C's columns `c0..c0 + c.ncols()` in slabs of `width` (the last one narrower), halved
-    /// recursively on rayon at a whole number of slabs.
-    fn cols(self, c: faer::MatMut<'_, f32>, c0: usize, width: usize) {
-        let cols = c.ncols();
-        if cols > width {
-            let left = cols.div_ceil(width).div_ceil(2) * width;
-            let (l, r) = c.split_at_col_mut(left);
-            rayon::join(
-                || self.cols(l, c0, width),
-                || self.cols(r, c0 + left, width),
-            );
-        } else {
+    /// C's columns `c0..c0 + c.ncols()` in slabs: the first one ends at column `first`, the next
+    /// ones are `width` wide (the last one narrower); halved recursively on rayon at a slab
+    /// boundary.
+    fn cols(self, c: faer::MatMut<'_, f32>, c0: usize, first: usize, width: usize) {
+        let end = c0 + c.ncols();
+        if first >= end {
             let m = c.nrows();
-            self.leaf(c, 0..m, c0..c0 + cols, faer::Par::Seq);
+            self.leaf(c, 0..m, c0..end, faer::Par::Seq);
+        } else {
+            let slabs = 1 + (end - first).div_ceil(width);
+            let split = first + (slabs.div_ceil(2) - 1) * width;
+            let (l, r) = c.split_at_col_mut(split - c0);
+            rayon::join(
+                || self.cols(l, c0, first, width),
+                || self.cols(r, split, split + width, width),
+            );
         }
     }
 
@@ -367,6 +383,54 @@ mod tests {
                 let want = 1.5 * r[i] + base;
                 let tol = 1e-5 * (k as f64 + 1.0) * (1.0 + want.abs());
                 prop_assert!((c[i] as f64 - want).abs() <= tol, "({}, {}) got {} want {want}", i / n, i % n, c[i]);
+            }
+        }
+    }
+
+    /// Column slabs start on C's cache lines wherever C starts: every offset within a line, with
+    /// and without a bias, equal to one thread's result.
+    #[test]
+    fn column_slabs_at_every_offset_of_c_match_one_thread() {
+        let (m, k, n) = (3, 7, 1040);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let bias: Vec<f32> = (0..n).map(|j| (j % 3) as f32).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for off in 0..16 {
+            for with_bias in [false, true] {
+                let run = |par: Par| {
+                    let mut buf = vec![0.25f32; off + m * n];
+                    let c = MatMut::new(&mut buf[off..], m, n).unwrap();
+                    let (am, bm) = (
+                        MatRef::new(&a, m, k).unwrap(),
+                        MatRef::new(&b, k, n).unwrap(),
+                    );
+                    let bias = with_bias.then_some(&bias[..]);
+                    pool.install(|| {
+                        gemm_with(
+                            c,
+                            am,
+                            Transpose::No,
+                            bm,
+                            Transpose::No,
+                            1.0,
+                            1.0,
+                            bias,
+                            par,
+                            GemmSplit::Slabs,
+                        )
+                    })
+                    .unwrap();
+                    buf[off..].to_vec()
+                };
+                assert_eq!(
+                    run(Par::rayon()),
+                    run(Par::Seq),
+                    "offset {off}, bias {with_bias}"
+                );
             }
         }
     }
