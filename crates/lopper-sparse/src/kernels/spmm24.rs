@@ -3,7 +3,8 @@
 //! Shapes: W (M, K) 2:4 (values (M, K/2) + metadata), X (K, N), Y (M, N). Work: M*K/2*N
 //! multiply-adds, half of the dense GEMM's.
 //! Register tile: 7 rows of W x T = 64 columns of Y with AVX-512 (28 of its 32 registers hold
-//! accumulators), 4 rows x 16 columns elsewhere. For each group g of 4 along K, the four rows
+//! accumulators), and one tile of 16, 32, 48 or 64 columns for a row's last columns (overlapping
+//! the previous tile when wider than what is left); 4 rows x 16 columns elsewhere. For each group g of 4 along K, the four rows
 //! X[4g..4g+4, c..c+T] are read from cache and shared by the tile's rows, each of which picks its
 //! two rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
 use super::grid::call_key;
@@ -120,42 +121,54 @@ fn spmm24_body<const FMA: bool>(
     let mr = if wide { MR_WIDE } else { MR_NARROW };
     let mut c = 0;
     while c < sw {
-        let width = sw - c;
-        let t = if wide && width >= 64 {
-            64
-        } else if width >= 16 {
-            16
-        } else if sw >= 16 {
-            // the last 1..15 columns in one 16-wide tile ending at sw, overlapping the previous
-            // tile (each element's sum runs in the same order in either: both write the same value)
-            c = sw - 16;
-            16
-        } else {
-            1
-        };
+        let t = tile_width(sw - c, sw, wide);
+        // a tile wider than the columns left ends at sw, overlapping the previous one (each
+        // element's sum runs in the same order in either tile: both write the same value)
+        c = c.min(sw - t);
         let mut i = r0;
         while i < r1 {
             let rows = (r1 - i).min(mr);
-            match (rows, t) {
-                (MR_WIDE, 64) => tile::<FMA, MR_WIDE, 64>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (MR_WIDE, 16) => tile::<FMA, MR_WIDE, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (MR_WIDE, _) => tile::<FMA, MR_WIDE, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0),
-                (MR_NARROW, 16) => {
-                    tile::<FMA, MR_NARROW, 16>(v, m, bias, slab, k, sw, y, n, i, c, c0)
+            // tile::<FMA, R, T> at row `row` for the tile width t (tile_width's values)
+            macro_rules! run {
+                ($r:expr, $row:expr) => {
+                    match t {
+                        64 => tile::<FMA, $r, 64>(v, m, bias, slab, k, sw, y, n, $row, c, c0),
+                        48 => tile::<FMA, $r, 48>(v, m, bias, slab, k, sw, y, n, $row, c, c0),
+                        32 => tile::<FMA, $r, 32>(v, m, bias, slab, k, sw, y, n, $row, c, c0),
+                        16 => tile::<FMA, $r, 16>(v, m, bias, slab, k, sw, y, n, $row, c, c0),
+                        _ => tile::<FMA, $r, 1>(v, m, bias, slab, k, sw, y, n, $row, c, c0),
+                    }
+                };
+            }
+            if rows == MR_WIDE && wide {
+                run!(MR_WIDE, i);
+            } else if rows == MR_NARROW && !wide {
+                run!(MR_NARROW, i);
+            } else {
+                for row in i..i + rows {
+                    run!(1, row);
                 }
-                (MR_NARROW, 1) => {
-                    tile::<FMA, MR_NARROW, 1>(v, m, bias, slab, k, sw, y, n, i, c, c0)
-                }
-                (_, 64) => (i..i + rows)
-                    .for_each(|ii| tile::<FMA, 1, 64>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
-                (_, 16) => (i..i + rows)
-                    .for_each(|ii| tile::<FMA, 1, 16>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
-                _ => (i..i + rows)
-                    .for_each(|ii| tile::<FMA, 1, 1>(v, m, bias, slab, k, sw, y, n, ii, c, c0)),
             }
             i += rows;
         }
         c += t;
+    }
+}
+
+/// Width of the next column tile with `width` of a slab's `sw` columns left: 64 on AVX-512 while
+/// 64 are left; then one tile of the rest rounded up to 16, 32, 48 or 64 (AVX-512; 16 elsewhere),
+/// which overlaps the previous tile when wider than the rest; single columns only when the whole
+/// slab is narrower than 16. At N = 100 this is one 64- and one 48-wide tile, where 16-wide tiles
+/// (two multiply-adds per metadata decode and value broadcast) ran at 0.7x dense.
+fn tile_width(width: usize, sw: usize, wide: bool) -> usize {
+    if wide && width >= 64 {
+        64
+    } else if sw < 16 {
+        1
+    } else if wide {
+        width.next_multiple_of(16).min(sw / 16 * 16)
+    } else {
+        16
     }
 }
 
