@@ -1,5 +1,6 @@
-//! `lopper bench spmm` and `lopper bench spmm24`: the production CPU kernels against faer's dense GEMM
-//! of the same shape, timed in the same run (interleaved rounds, medians).
+//! `lopper bench spmm` and `lopper bench spmm24`: the production CPU kernels against lopper's dense GEMM
+//! of the same shape (`lopper_tensor::gemm`: faer, one slab of C per thread), timed in the same run
+//! (interleaved rounds, medians).
 //!
 //! Matrices: `--matrix FILE` (one `.smtx`, or Matrix Market by its `.mtx` extension or its
 //! `%%MatrixMarket` header), `--matrices DIR` (every .smtx and .mtx below it, symlinked folders not
