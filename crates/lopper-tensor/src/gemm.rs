@@ -155,14 +155,7 @@ pub fn gemm_with(
     if split == GemmSplit::Faer {
         job.leaf(fc, 0..m, 0..n, par.to_faer());
     } else if t > 1 && k > 0 && n >= 2 * SPLIT_MIN_COLS {
-        let slabs = t.min(n / SPLIT_MIN_COLS);
-        let width = n.div_ceil(slabs).next_multiple_of(16);
-        // the first slab ends on a line boundary near `width`, the others are `width` wide
-        let first = if width > lead {
-            lead + (width - lead) / 16 * 16
-        } else {
-            width
-        };
+        let (first, width) = col_plan(n, t.min(n / SPLIT_MIN_COLS), lead);
         job.cols(fc, 0, first, width);
     } else if t > 1 && k > 0 && m >= 2 * SPLIT_MIN_ROWS {
         let slabs = t.min(m / SPLIT_MIN_ROWS);
@@ -173,6 +166,19 @@ pub fn gemm_with(
         job.leaf(fc, 0..m, 0..n, p);
     }
     Ok(())
+}
+
+/// Column slabs for `slabs` (2 or more) threads over `n` columns whose column `lead` starts a cache
+/// line: the first slab ends at the returned `first`, on a line boundary at or before an even
+/// share, and the other `slabs - 1` share the rest in `width`s of whole lines.
+fn col_plan(n: usize, slabs: usize, lead: usize) -> (usize, usize) {
+    let even = n.div_ceil(slabs).next_multiple_of(16);
+    let first = if even > lead {
+        lead + (even - lead) / 16 * 16
+    } else {
+        even
+    };
+    (first, (n - first).div_ceil(slabs - 1).next_multiple_of(16))
 }
 
 /// One GEMM's operands (op applied: `a` is (M,K), `b` is (K,N)) while C is cut into slabs.
@@ -431,6 +437,28 @@ mod tests {
                     run(Par::Seq),
                     "offset {off}, bias {with_bias}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn column_plans_make_one_slab_per_thread_on_line_boundaries() {
+        for n in [512usize, 528, 1024, 1040, 2048, 3000] {
+            for slabs in 2..=(n / SPLIT_MIN_COLS).min(8) {
+                for lead in 0..16 {
+                    let (first, width) = col_plan(n, slabs, lead);
+                    let mut ends = vec![first];
+                    while *ends.last().unwrap() < n {
+                        ends.push(ends.last().unwrap() + width);
+                    }
+                    let what = format!("n {n}, {slabs} slabs, lead {lead}: ends {ends:?}");
+                    assert_eq!(ends.len(), slabs, "{what}");
+                    assert!(
+                        ends[..slabs - 1].iter().all(|e| (e + 16 - lead) % 16 == 0),
+                        "{what}"
+                    );
+                    assert!(first >= SPLIT_MIN_COLS - 16 && width >= 16, "{what}");
+                }
             }
         }
     }
