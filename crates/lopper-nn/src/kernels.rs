@@ -147,8 +147,9 @@ unsafe fn tile8(s: *const f32, ss: usize, d: *mut f32, ds: usize) {
 pub use lopper_tensor::GemmSplit as GemmThreads;
 
 /// `C (m, n) = alpha A (m, k) op(B) + beta C`, A not transposed, all row-major and contiguous.
-/// With `GemmThreads::Slabs` and `par` of t > 1 threads, C's columns or rows are split into t
-/// slabs run as sequential GEMMs on rayon; otherwise one faer call with `par`.
+/// Through [`lopper_tensor::gemm_with`]: with `GemmThreads::Slabs` and `par` of t > 1 threads,
+/// C's columns or rows are split into t slabs run as single-threaded GEMMs on rayon; with
+/// `GemmThreads::Faer`, one faer call on faer's own pool.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_nx(
     c: &mut [f32],

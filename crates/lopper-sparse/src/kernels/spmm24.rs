@@ -4,9 +4,10 @@
 //! multiply-adds, half of the dense GEMM's.
 //! Register tile: 7 rows of W x T = 64 columns of Y with AVX-512 (28 of its 32 registers hold
 //! accumulators), and one tile of 16, 32, 48 or 64 columns for a row's last columns (overlapping
-//! the previous tile when wider than what is left); 4 rows x 16 columns elsewhere. For each group g of 4 along K, the four rows
-//! X[4g..4g+4, c..c+T] are read from cache and shared by the tile's rows, each of which picks its
-//! two rows by its metadata: `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
+//! the previous tile when wider than what is left); 4 rows x 16 columns elsewhere. For each group
+//! g of 4 along K, the four rows X[4g..4g+4, c..c+T] are read from cache and shared by the tile's
+//! rows, each of which picks its two rows by its metadata:
+//! `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
 use super::grid::call_key;
 use super::grid::{
     SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, run_grid,
