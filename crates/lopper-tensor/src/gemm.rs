@@ -464,26 +464,6 @@ mod tests {
     }
 
     #[test]
-    fn gemm_bias_rejects_a_bias_of_the_wrong_length() {
-        let (a, b) = (vec![1.0; 6], vec![1.0; 6]);
-        let mut c = vec![0.0; 4];
-        let e = gemm_bias(
-            MatMut::new(&mut c, 2, 2).unwrap(),
-            MatRef::new(&a, 2, 3).unwrap(),
-            Transpose::No,
-            MatRef::new(&b, 3, 2).unwrap(),
-            Transpose::No,
-            1.0,
-            &[0.0; 3],
-            Par::Seq,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("a bias of 3 for 2 columns"), "{e}");
-        assert_eq!(c, vec![0.0; 4], "nothing written");
-    }
-
-    #[test]
     fn gemm_rejects_bad_shapes() {
         let a = vec![0.0; 6];
         let b = vec![0.0; 6];
@@ -500,6 +480,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("gemm"), "{err}");
+        // a bias of the wrong length: an error naming both lengths, and C untouched
+        let b = vec![1.0; 6];
+        let e = gemm_bias(
+            MatMut::new(&mut c, 2, 2).unwrap(),
+            MatRef::new(&a, 2, 3).unwrap(),
+            Transpose::No,
+            MatRef::new(&b, 3, 2).unwrap(),
+            Transpose::No,
+            1.0,
+            &[0.0; 3],
+            Par::Seq,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a bias of 3 for 2 columns"), "{e}");
+        assert_eq!(c, vec![0.0; 4], "nothing written");
     }
 
     #[test]
