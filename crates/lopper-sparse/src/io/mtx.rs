@@ -137,9 +137,25 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
                 .parse::<i64>()
                 .map_err(|_| err(path, ln, format!("{:?} is not an integer", t[2])))?
                 as f32,
-            Field::Real => t[2]
-                .parse::<f32>()
-                .map_err(|_| err(path, ln, format!("{:?} is not a number", t[2])))?,
+            Field::Real => {
+                let x = t[2]
+                    .parse::<f32>()
+                    .map_err(|_| err(path, ln, format!("{:?} is not a number", t[2])))?;
+                // a finite number beyond f32 (a float64 file's 1e39) parses to infinity: refused,
+                // not stored as inf; an explicit `inf` (as `to_string` writes one) is kept
+                let explicit = t[2]
+                    .trim_start_matches(['+', '-'])
+                    .get(..3)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("inf"));
+                if x.is_infinite() && !explicit {
+                    return Err(err(
+                        path,
+                        ln,
+                        format!("value {} is beyond the range of f32", t[2]),
+                    ));
+                }
+                x
+            }
         };
         if sym == Symmetry::Symmetric && j > i {
             return Err(err(
@@ -201,11 +217,7 @@ pub fn parse(text: &str, path: &Path) -> Result<(Csr, Field)> {
 
 /// Reads a Matrix Market file.
 pub fn read(path: &Path) -> Result<(Csr, Field)> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, path)
+    parse(&super::smtx::read_text(path, "Matrix Market")?, path)
 }
 
 /// Matrix Market text (`real general`, or `pattern general`) of a CSR.
@@ -327,6 +339,121 @@ mod tests {
                 m.contains(":2: malformed Matrix Market file: 4294967295 rows needs"),
                 "{m}"
             );
+        }
+    }
+
+    #[test]
+    fn real_values_beyond_f32_are_refused() {
+        // a float64 file's 1e39 was read as infinity
+        let p = Path::new("r.mtx");
+        let head = "%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n";
+        for v in ["1e39", "-3.5e38", "1e400"] {
+            let e = parse(&format!("{head}2 2 {v}\n"), p)
+                .unwrap_err()
+                .to_string();
+            let want = format!(
+                "r.mtx:4: malformed Matrix Market file: value {v} is beyond the range of f32"
+            );
+            assert!(e.contains(&want), "{e}");
+        }
+        // the largest f32, an explicit infinity (as the writer prints one) and underflow still read
+        for (v, want) in [
+            ("3.4028235e38", f32::MAX),
+            ("-inf", f32::NEG_INFINITY),
+            ("+Infinity", f32::INFINITY),
+            ("1e-50", 0.0),
+        ] {
+            let (c, _) = parse(&format!("{head}2 2 {v}\n"), p).unwrap();
+            assert_eq!(c.values()[1], want, "{v}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_text_is_a_format_error_naming_its_line() {
+        // it was an I/O error saying only "stream did not contain valid UTF-8"
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("u.mtx");
+        let mut b = b"%%MatrixMarket matrix coordinate real general\n% \xe9t\xe9\n".to_vec();
+        b.extend_from_slice(b"1 1 1\n1 1 2.5\n");
+        std::fs::write(&p, &b).unwrap();
+        let e = read(&p).unwrap_err();
+        assert!(matches!(e, Error::Format { line: 2, .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("u.mtx:2: malformed Matrix Market file: byte 48 is not UTF-8 text"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, bare or after a banner, read from a file: never a panic; bytes that
+        /// are not UTF-8 are a format error, and text that reads writes back to text that reads.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            banner in proptest::prelude::any::<bool>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("a.mtx");
+            let mut b = if banner {
+                b"%%MatrixMarket matrix coordinate real general\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            b.extend_from_slice(&tail);
+            std::fs::write(&p, &b).unwrap();
+            match read(&p) {
+                Ok((c, f)) => proptest::prop_assert!(parse(&to_string(&c, f), &p).is_ok()),
+                Err(e) => {
+                    if std::str::from_utf8(&b).is_err() {
+                        proptest::prop_assert!(matches!(e, Error::Format { .. }), "{}", e);
+                    }
+                }
+            }
+        }
+
+        /// A valid file cut short, with a size or index replaced by a bad token, or with one byte
+        /// changed: never a panic. In a pattern file (every number a size or an index) the first
+        /// two are always an error (unless only white space was cut); a changed file that still
+        /// reads writes back the same matrix.
+        #[test]
+        fn mutated_valid_files_never_panic(
+            rows in 0usize..6,
+            cols in 1usize..10,
+            mask in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..20),
+            field in proptest::sample::select(vec![Field::Real, Field::Integer, Field::Pattern]),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            run in proptest::prelude::any::<proptest::sample::Index>(),
+            tok in proptest::sample::select(&crate::io::smtx::tests::BAD[..]),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let p = Path::new("m.mtx");
+            let m = crate::io::smtx::tests::valid(rows, cols, &mask);
+            let pattern = to_string(&m, Field::Pattern);
+            let k = at.index(pattern.len());
+            let cut = &pattern[..k];
+            if cut.trim_end() != pattern.trim_end() {
+                proptest::prop_assert!(parse(cut, p).is_err(), "{:?}", cut);
+            }
+            let runs = crate::io::smtx::tests::digit_runs(&pattern);
+            let (s, e) = runs[run.index(runs.len())];
+            let bad = format!("{}{tok}{}", &pattern[..s], &pattern[e..]);
+            proptest::prop_assert!(parse(&bad, p).is_err(), "{:?}", bad);
+            let good = to_string(&m, field);
+            // the same cuts of a real or integer file (whose values a cut may leave valid)
+            let _ = parse(&good[..at.index(good.len())], p);
+            let mut b = good.into_bytes();
+            let k = at.index(b.len());
+            b[k] = byte;
+            if let Ok((c, f)) = parse(&String::from_utf8_lossy(&b), p) {
+                let (again, g) = parse(&to_string(&c, f), p).unwrap();
+                proptest::prop_assert_eq!(g, f);
+                if c.values().iter().all(|x| !x.is_nan()) {
+                    proptest::prop_assert_eq!(again, c);
+                }
+            }
         }
     }
 }

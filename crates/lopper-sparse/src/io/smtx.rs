@@ -189,11 +189,26 @@ fn check_columns(path: &Path, rp: &[usize], ci: &[u32], cols: usize) -> Result<(
 
 /// Reads a `.smtx` file.
 pub fn read(path: &Path) -> Result<Pattern> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    parse(&read_text(path, "smtx")?, path)
+}
+
+/// Reads a text file of `format`: bytes that are not UTF-8 are an [`Error::Format`] naming their
+/// line and byte offset (`read_to_string` said only "stream did not contain valid UTF-8").
+pub(super) fn read_text(path: &Path, format: &'static str) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        Error::Format {
+            path: path.to_path_buf(),
+            format,
+            line,
+            detail: format!("byte {at} is not UTF-8 text"),
+        }
+    })
 }
 
 /// `.smtx` text of a CSR's pattern (its values are not written: the format has none).
@@ -219,7 +234,7 @@ pub fn write(path: &Path, m: &Csr) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -290,5 +305,123 @@ mod tests {
         has("3, 3, 0\n0 0 0 0\n\nx\n", &["s.smtx:4:"]);
         assert_eq!(parse("2, 5, 3\n0 2 3\n1 4 0\n\n  \n", p).unwrap().nnz(), 3);
         assert_eq!(parse("3, 3, 0\n0 0 0 0", p).unwrap().nnz(), 0);
+    }
+
+    #[test]
+    fn non_utf8_text_is_a_format_error_naming_its_line() {
+        // it was an I/O error saying only "stream did not contain valid UTF-8"
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("u.smtx");
+        std::fs::write(&p, b"2, 5, 3\n0 2 3\n1 \xff 0\n").unwrap();
+        let e = read(&p).unwrap_err();
+        assert!(matches!(e, Error::Format { line: 3, .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("u.smtx:3: malformed smtx file: byte 16 is not UTF-8 text"),
+            "{e}"
+        );
+        std::fs::write(&p, b"2, 5, 3\n0 2 3\n1 4 0\n").unwrap();
+        assert_eq!(read(&p).unwrap().nnz(), 3);
+    }
+
+    /// A `rows x cols` CSR whose pattern is `mask` (row-major, cycled), for the writers.
+    pub(crate) fn valid(rows: usize, cols: usize, mask: &[bool]) -> Csr {
+        let vals: Vec<f32> = (0..rows * cols).map(|x| x as f32 * 0.5 - 3.0).collect();
+        let keep: Vec<bool> = (0..rows * cols).map(|x| mask[x % mask.len()]).collect();
+        Csr::from_mask(
+            lopper_tensor::MatRef::new(&vals, rows, cols).unwrap(),
+            &keep,
+        )
+        .unwrap()
+    }
+
+    /// Tokens that are no count, offset or index.
+    pub(crate) const BAD: [&str; 9] = [
+        "-1",
+        "1.5",
+        "NaN",
+        "1e30",
+        "x",
+        "",
+        "4294967296",
+        "18446744073709551616",
+        "\u{fffd}",
+    ];
+
+    /// The byte ranges of the numbers (runs of digits) in `s`.
+    pub(crate) fn digit_runs(s: &str) -> Vec<(usize, usize)> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i > start {
+                out.push((start, i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, bare or after a header, read from a file: never a panic; bytes that
+        /// are not UTF-8 are a format error, and text that reads is a valid pattern.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            header in proptest::prelude::any::<bool>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("a.smtx");
+            let mut b = if header { b"2, 5, 3\n".to_vec() } else { Vec::new() };
+            b.extend_from_slice(&tail);
+            std::fs::write(&p, &b).unwrap();
+            match read(&p) {
+                Ok(pat) => proptest::prop_assert!(pat.with_values(vec![0.0; pat.nnz()]).is_ok()),
+                Err(e) => {
+                    if std::str::from_utf8(&b).is_err() {
+                        proptest::prop_assert!(matches!(e, Error::Format { .. }), "{}", e);
+                    }
+                }
+            }
+        }
+
+        /// A valid file cut short, with a number replaced by a bad token, or with one byte
+        /// changed: never a panic; the first two always an error (unless only white space was
+        /// cut), and a changed file that still reads is a valid pattern that writes back the same.
+        #[test]
+        fn mutated_valid_files_never_panic(
+            rows in 0usize..6,
+            cols in 1usize..10,
+            mask in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..20),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            run in proptest::prelude::any::<proptest::sample::Index>(),
+            tok in proptest::sample::select(&BAD[..]),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let p = Path::new("m.smtx");
+            let good = to_string(&valid(rows, cols, &mask));
+            let k = at.index(good.len());
+            let cut = &good[..k];
+            if cut.trim_end() != good.trim_end() {
+                proptest::prop_assert!(parse(cut, p).is_err(), "{:?}", cut);
+            }
+            let runs = digit_runs(&good);
+            let (s, e) = runs[run.index(runs.len())];
+            let bad = format!("{}{tok}{}", &good[..s], &good[e..]);
+            proptest::prop_assert!(parse(&bad, p).is_err(), "{:?}", bad);
+            let mut b = good.clone().into_bytes();
+            b[k] = byte;
+            if let Ok(pat) = parse(&String::from_utf8_lossy(&b), p) {
+                let c = pat.with_values(vec![1.0; pat.nnz()]).unwrap();
+                proptest::prop_assert_eq!(parse(&to_string(&c), p).unwrap(), pat);
+            }
+        }
     }
 }

@@ -73,10 +73,14 @@ pub fn from_bytes(buf: &[u8], path: &Path) -> Result<Tensor> {
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| fmt_err(path, format!("shape {shape_s} is not a tuple")))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    // a Python tuple: `()`, `(3,)`, `(2, 3)` or `(2, 3,)`; only the last item may be empty (after a
+    // trailing comma): `(,)` and `(2,,3)` are not tuples
+    let mut items: Vec<&str> = inner.split(',').map(str::trim).collect();
+    if items.last() == Some(&"") {
+        items.pop();
+    }
+    let shape = items
+        .iter()
         .map(|s| s.parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| fmt_err(path, format!("bad shape {shape_s}")))?;
@@ -234,5 +238,91 @@ mod tests {
         assert!(e.to_string().contains(">f4"), "{e}");
         let e = from_bytes(&replace(b"False", b"True "), p).unwrap_err();
         assert!(e.to_string().contains("Fortran"), "{e}");
+    }
+
+    #[test]
+    fn shape_tuples_with_empty_items_are_refused() {
+        // `(,)` read as a scalar and `(2,,3)` as (2, 3): not Python tuples, so not NumPy headers
+        let p = Path::new("s.npy");
+        let file = |shape: &str, data: usize| {
+            let h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&[1, 0]);
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b.extend_from_slice(&vec![0; 4 * data]);
+            b
+        };
+        for (shape, data) in [("(,)", 1), ("(2,,3)", 6), ("(,3)", 3), ("(2,3,,)", 6)] {
+            let e = from_bytes(&file(shape, data), p).unwrap_err().to_string();
+            assert!(
+                e.contains("s.npy") && e.contains(&format!("bad shape {shape}")),
+                "{e}"
+            );
+        }
+        // a trailing comma, spaces and the empty tuple still read
+        for (shape, want) in [
+            ("(2, 3,)", vec![2, 3]),
+            ("( 4 , )", vec![4]),
+            ("()", vec![]),
+        ] {
+            let n = want.iter().product();
+            assert_eq!(from_bytes(&file(shape, n), p).unwrap().shape(), &want[..]);
+        }
+    }
+
+    /// A valid file from the writer.
+    fn valid(shape: &[usize], f16: bool) -> Vec<u8> {
+        let n = shape.iter().product();
+        let t = Tensor::from_f32(shape, (0..n).map(|x| x as f32 * 0.75).collect()).unwrap();
+        to_bytes(&t.to_dtype(if f16 { DType::F16 } else { DType::F32 })).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, bare or after the magic and a version: an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_are_errors(
+            prefix in 0usize..3,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut b = [&b""[..], b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00"][prefix].to_vec();
+            b.extend_from_slice(&tail);
+            proptest::prop_assert!(from_bytes(&b, Path::new("f.npy")).is_err());
+        }
+
+        /// A valid file cut short, with a wrong header length, or with one byte changed: never a
+        /// panic; the first two always an error, and a changed file that still reads has the
+        /// file's tail as its data.
+        #[test]
+        fn mutated_valid_files_never_panic(
+            shape in proptest::collection::vec(0usize..4, 0..4),
+            f16 in proptest::prelude::any::<bool>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            hlen in proptest::prop_oneof![
+                proptest::strategy::Just(0u16),
+                proptest::strategy::Just(1),
+                proptest::strategy::Just(u16::MAX),
+                proptest::prelude::any::<u16>(),
+            ],
+        ) {
+            let p = Path::new("f.npy");
+            let good = valid(&shape, f16);
+            let k = at.index(good.len());
+            proptest::prop_assert!(from_bytes(&good[..k], p).is_err());
+            if hlen != u16::from_le_bytes([good[8], good[9]]) {
+                let mut b = good.clone();
+                b[8..10].copy_from_slice(&hlen.to_le_bytes());
+                proptest::prop_assert!(from_bytes(&b, p).is_err());
+            }
+            let mut b = good.clone();
+            b[k] = byte;
+            if let Ok(t) = from_bytes(&b, p) {
+                let data = t.storage().as_bytes();
+                proptest::prop_assert_eq!(data, &b[b.len() - data.len()..]);
+            }
+        }
     }
 }

@@ -79,21 +79,21 @@ pub fn from_bytes(buf: &[u8], path: &Path) -> Result<SafetensorsFile> {
             format!("tensor {name:?} appears twice in the header"),
         ));
     }
-    let st = SafeTensors::deserialize(buf).map_err(|e| {
-        // the crate's message may not name the tensor: find the one at fault
-        let why = super::st_header::explain(buf).unwrap_or_default();
-        fmt_err(
-            path,
-            if why.is_empty() {
-                e.to_string()
-            } else {
-                format!("{e}: {why}")
-            },
-        )
-    })?;
+    // the first tensor whose dtype, shape and offsets disagree, named (the crate's message may not
+    // name it); checked before the crate parses, which adds the last data offset to the header
+    // length unchecked: offsets summing to near u64::MAX panicked there ("attempt to add with
+    // overflow") in debug builds
+    if let Some(why) = super::st_header::explain(buf) {
+        return Err(fmt_err(path, why));
+    }
+    let st = SafeTensors::deserialize(buf).map_err(|e| fmt_err(path, e.to_string()))?;
     let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| fmt_err(path, e.to_string()))?;
+    // file order: by data offset, and tensors that share one (empty tensors) in header order; the
+    // crate's `offset_keys` orders those as its HashMap iterates, differently from read to read
+    let mut names = super::st_header::names(buf).unwrap_or_else(|| meta.offset_keys());
+    names.sort_by_key(|n| meta.info(n).map(|i| i.data_offsets));
     let mut entries = Vec::new();
-    for name in meta.offset_keys() {
+    for name in names {
         let view = st.tensor(&name).map_err(|e| fmt_err(path, e.to_string()))?;
         let shape = view.shape().to_vec();
         let data = view.data();
@@ -295,6 +295,138 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.tensor("w").unwrap().to_f32_vec(), vec![1.0]);
+    }
+
+    #[test]
+    fn offsets_summing_past_u64_are_an_error_not_an_overflow() {
+        // sixteen contiguous U8 tensors whose last offset is u64::MAX, each size in range: the
+        // crate's parser added that offset to the header length and panicked (debug builds)
+        let step = 1u64 << 60;
+        let parts: Vec<String> = (0..16u64)
+            .map(|i| {
+                let (a, b) = (i * step, if i == 15 { u64::MAX } else { (i + 1) * step });
+                format!(
+                    r#""t{i}":{{"dtype":"U8","shape":[{}],"data_offsets":[{a},{b}]}}"#,
+                    b - a
+                )
+            })
+            .collect();
+        let b = file(&format!("{{{}}}", parts.join(",")), &[0; 4]);
+        let e = from_bytes(&b, Path::new("big.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.safetensors"), "{e}");
+        assert!(
+            e.contains(
+                "tensor \"t0\": data_offsets [0, 1152921504606846976] lie outside the 4 bytes"
+            ),
+            "{e}"
+        );
+    }
+
+    /// A valid file from the writer: `n` tensors of the three float dtypes and one raw, and metadata.
+    fn valid(shapes: &[Vec<usize>], seed: u64) -> Vec<u8> {
+        let mut f = SafetensorsFile::default();
+        for (i, s) in shapes.iter().enumerate() {
+            let dt = [DType::F32, DType::F16, DType::BF16][i % 3];
+            f.push(
+                format!("t{i}"),
+                Tensor::randn(s, 1.0, seed + i as u64).to_dtype(dt),
+            );
+        }
+        f.entries.push((
+            "ids".into(),
+            Entry::Raw {
+                dtype: RawDType::I32,
+                shape: vec![2],
+                bytes: vec![7; 8],
+            },
+        ));
+        f.metadata.insert("format".into(), "pt".into());
+        to_bytes(&f).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, bare or as the header of a file: an error, never a panic (a header
+        /// that is a JSON object, such as `{}`, may be a valid file).
+        #[test]
+        fn arbitrary_bytes_are_errors(
+            header in proptest::prelude::any::<bool>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let p = Path::new("f.safetensors");
+            if header {
+                let h = String::from_utf8_lossy(&tail);
+                let object = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&h);
+                let r = from_bytes(&file(&h, b""), p);
+                proptest::prop_assert!(r.is_err() || object.is_ok());
+            } else {
+                proptest::prop_assert!(from_bytes(&tail, p).is_err());
+            }
+        }
+
+        /// A valid file cut short, with a wrong header length, or with one byte changed: never a
+        /// panic; the first two always an error, and a changed file that still reads writes back
+        /// to a file that reads the same tensors.
+        #[test]
+        fn mutated_valid_files_never_panic(
+            shapes in proptest::collection::vec(proptest::collection::vec(0usize..4, 0..3), 0..4),
+            seed in 0u64..1000,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            hlen in proptest::prop_oneof![
+                proptest::strategy::Just(0u64),
+                proptest::strategy::Just(u64::MAX),
+                proptest::strategy::Just(1 << 31),
+                proptest::strategy::Just(1 << 63),
+                proptest::prelude::any::<u64>(),
+                0u64..400,
+            ],
+        ) {
+            let p = Path::new("f.safetensors");
+            let good = valid(&shapes, seed);
+            let k = at.index(good.len());
+            proptest::prop_assert!(from_bytes(&good[..k], p).is_err());
+            if hlen.to_le_bytes() != good[..8] {
+                let mut b = good.clone();
+                b[..8].copy_from_slice(&hlen.to_le_bytes());
+                proptest::prop_assert!(from_bytes(&b, p).is_err());
+            }
+            let mut b = good.clone();
+            b[k] = byte;
+            if let Ok(mut f) = from_bytes(&b, p) {
+                // the writer lays tensors out by dtype, then name: compare them by name
+                let mut again = from_bytes(&to_bytes(&f).unwrap(), p).unwrap();
+                f.entries.sort_by(|a, b| a.0.cmp(&b.0));
+                again.entries.sort_by(|a, b| a.0.cmp(&b.0));
+                proptest::prop_assert_eq!(again, f);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_tensors_sharing_an_offset_read_in_header_order() {
+        // they came back in a HashMap's order, which changed from one read to the next
+        let h = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"e2":{"dtype":"F16","shape":[0],"data_offsets":[4,4]},"e1":{"dtype":"BF16","shape":[2,0],"data_offsets":[4,4]},"e3":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#;
+        let b = file(h, &[0; 4]);
+        for _ in 0..20 {
+            let f = from_bytes(&b, Path::new("e.safetensors")).unwrap();
+            let names: Vec<&str> = f.entries.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["a", "w", "e2", "e1", "e3"]);
+        }
+        // and what the writer lays out reads back as it was written, every time
+        let mut f = SafetensorsFile::default();
+        for n in ["z", "y", "x"] {
+            f.push(n, Tensor::zeros(&[0], DType::F32));
+        }
+        f.push("w", Tensor::zeros(&[2], DType::F32));
+        let b = to_bytes(&f).unwrap();
+        let first = from_bytes(&b, Path::new("e.safetensors")).unwrap();
+        for _ in 0..20 {
+            assert_eq!(from_bytes(&b, Path::new("e.safetensors")).unwrap(), first);
+        }
     }
 
     #[test]

@@ -47,6 +47,17 @@ pub(crate) fn duplicate(buf: &[u8]) -> Option<String> {
         .find(|k| !seen.insert(k.clone()))
 }
 
+/// The tensor names in header order (`__metadata__` left out).
+pub(crate) fn names(buf: &[u8]) -> Option<Vec<String>> {
+    let (p, _) = pairs(buf)?;
+    Some(
+        p.into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "__metadata__")
+            .collect(),
+    )
+}
+
 /// Bytes per element of a safetensors dtype name; `None` for names it does not know.
 fn elem_bytes(dtype: &str) -> Option<u64> {
     Some(match dtype {
@@ -58,7 +69,8 @@ fn elem_bytes(dtype: &str) -> Option<u64> {
     })
 }
 
-/// What is wrong with the first tensor whose dtype, shape and offsets disagree, naming it.
+/// What is wrong with the first tensor whose dtype, shape and offsets disagree, naming it. Asked
+/// before the crate parses: offsets past the data never reach its unchecked sum.
 pub(crate) fn explain(buf: &[u8]) -> Option<String> {
     let (p, data_len) = pairs(buf)?;
     for (name, v) in p.iter().filter(|(k, _)| k != "__metadata__") {
