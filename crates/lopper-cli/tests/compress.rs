@@ -357,3 +357,115 @@ fn a_compressed_store_is_expanded_first() {
             .contains_key("lopper.lowrank")
     );
 }
+
+#[test]
+fn negative_numbers_are_refused_naming_their_argument() {
+    // clap took "-1" for an unknown flag: "unexpected argument '-1' found" named no argument
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    checkpoint(&inp);
+    let cases: [(Vec<&str>, &str); 6] = [
+        (
+            vec!["compress", s(&inp), "-o", s(&out), "--rank", "-1"],
+            "'--rank <RANK>'",
+        ),
+        (
+            vec!["compress", s(&inp), "-o", s(&out), "--energy", "-0.5"],
+            "--energy -0.5: energy fraction must be in (0, 1]",
+        ),
+        (
+            vec![
+                "prune",
+                s(&inp),
+                "-o",
+                s(&out),
+                "--sparsity",
+                "0.5",
+                "--scope",
+                "global",
+                "--min-density",
+                "-1",
+            ],
+            "min density: -1 is outside [0, 1]",
+        ),
+        (
+            vec!["train", "--recipe", "r.toml", "--steps", "-1"],
+            "'--steps <STEPS>'",
+        ),
+        (
+            vec!["train", "--recipe", "r.toml", "--threads", "-2"],
+            "'--threads <THREADS>'",
+        ),
+        (vec!["bench", "spmm24", "--m", "-4"], "'--m <M>'"),
+    ];
+    for (args, want) in cases {
+        let o = lopper(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn rsvd_factors_zero_and_exactly_low_rank_matrices() {
+    // the power iterations' LU divided 0 by 0 on an exactly rank-deficient sketch: "SVD ... did
+    // not converge (NaN or Inf in the input?)" for finite weights
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    let u: Vec<f32> = (1..=8).map(|x| x as f32).collect();
+    let rank1: Vec<f32> = u
+        .iter()
+        .flat_map(|a| u.iter().map(move |b| a * b))
+        .collect();
+    let mut f = SafetensorsFile::default();
+    f.push(
+        "zero.weight",
+        Tensor::from_f32(&[8, 8], vec![0.0; 64]).unwrap(),
+    );
+    f.push(
+        "rank1.weight",
+        Tensor::from_f32(&[8, 8], rank1.clone()).unwrap(),
+    );
+    st::write(&inp, &f).unwrap();
+    let o = lopper(&[
+        "compress",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--method",
+        "rsvd",
+        "--rank",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let g = st::read(&out).unwrap();
+    for (name, e) in &g.entries {
+        let Entry::Tensor(t) = e else {
+            panic!("{name}")
+        };
+        let got = t.to_f32_vec();
+        let want = if name == "zero.weight" {
+            vec![0.0; 64]
+        } else {
+            rank1.clone()
+        };
+        let err = if name == "zero.weight" {
+            got.iter().map(|x| x.abs()).fold(0.0, f32::max) as f64
+        } else {
+            rel_frobenius_error(&want, &got).unwrap()
+        };
+        assert!(err < 1e-5, "{name}: error {err}");
+    }
+}

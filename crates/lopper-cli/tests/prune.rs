@@ -421,3 +421,45 @@ fn notes_say_what_the_numbers_hide() {
         "{text}"
     );
 }
+
+#[test]
+fn inputs_that_are_not_regular_files_are_refused_by_argument() {
+    // a FIFO waited for a writer forever (and /dev/zero would never end); a folder said only
+    // "Is a directory"
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let fifo = dir.path().join("fifo.safetensors");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let mut inputs = vec![(dir.path().to_path_buf(), "is a folder, not a file")];
+    if made.is_ok_and(|s| s.success()) {
+        inputs.push((fifo, "is not a regular file"));
+    }
+    for (input, want) in &inputs {
+        let runs: [(Vec<&str>, &str); 4] = [
+            (vec!["inspect", p(input)], "FILE"),
+            (
+                vec!["prune", p(input), "-o", p(&out), "--sparsity", "0.5"],
+                "INPUT",
+            ),
+            (
+                vec!["compress", p(input), "-o", p(&out), "--rank", "2"],
+                "INPUT",
+            ),
+            (
+                vec!["bench", "spmm", "--matrix", p(input), "--rounds", "1"],
+                "--matrix",
+            ),
+        ];
+        for (args, arg) in runs {
+            let o = lopper(&args);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{args:?} succeeded");
+            assert!(
+                stderr.contains(&format!("{arg} {}: {want}", p(input))),
+                "{args:?}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        }
+    }
+}

@@ -637,3 +637,42 @@ fn a_run_into_a_used_folder_keeps_the_earlier_checkpoints() {
         ]
     );
 }
+
+#[test]
+fn a_resume_path_that_is_a_fifo_is_refused_not_read() {
+    // reading the FIFO (given, or as the manifest.json of a folder) waited for a writer forever
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write(dir.path(), "gpt.toml", GPT);
+    let out = dir.path().join("out");
+    let ck = dir.path().join("step-00000001");
+    std::fs::create_dir(&ck).unwrap();
+    let fifo = ck.join("manifest.json");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        return; // no mkfifo here
+    }
+    for resume in [&fifo, &ck] {
+        let o = lopper_in(
+            dir.path(),
+            &[
+                "train",
+                "--recipe",
+                s(&recipe),
+                "--out",
+                s(&out),
+                "--resume",
+                s(resume),
+            ],
+        );
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert!(
+            t.contains(&format!(
+                "checkpoint {}: cannot read: not a regular file",
+                s(&fifo)
+            )),
+            "{t}"
+        );
+        assert!(!out.exists(), "{t}");
+    }
+}

@@ -92,12 +92,15 @@ pub fn orthonormalize(y: &mut Mat<f32>, par: faer::Par) {
 /// Replaces the columns of `y` (rows, l), rows >= l, by another basis of their span: the unit lower
 /// trapezoidal factor of faer's partially pivoted LU, rows permuted back. Cheaper than a QR and
 /// well-conditioned enough to normalize the intermediate power iterations (as fbpca does);
-/// the last basis is always orthonormalized by QR.
+/// the last basis is always orthonormalized by QR. When `y` has rank below l with an exactly zero
+/// pivot (a zero or exactly low-rank matrix: the LU divides 0 by 0), the basis is orthonormalized
+/// by QR instead, which has no division by a pivot.
 pub fn lu_normalize(y: &mut Mat<f32>, par: faer::Par) {
     let (m, l) = y.shape();
     if l == 0 || m == 0 {
         return;
     }
+    let orig = y.clone();
     let mut perm = vec![0usize; m];
     let mut perm_inv = vec![0usize; m];
     let req = faer::linalg::lu::partial_pivoting::factor::lu_in_place_scratch::<usize, f32>(
@@ -117,12 +120,32 @@ pub fn lu_normalize(y: &mut Mat<f32>, par: faer::Par) {
     );
     // P y = L U: row i of L belongs to row perm[i] of y
     let mut q = Mat::<f32>::zeros(m, l);
+    let mut finite = true;
     for i in 0..m {
         for j in 0..l.min(i + 1) {
-            q[(perm[i], j)] = if i == j { 1.0 } else { y[(i, j)] };
+            let x = if i == j { 1.0 } else { y[(i, j)] };
+            finite &= x.is_finite();
+            q[(perm[i], j)] = x;
         }
     }
-    *y = q;
+    if finite {
+        *y = q;
+    } else {
+        *y = orig;
+        orthonormalize(y, par);
+    }
+}
+
+/// The power of two that brings the largest |a| into [1, 2) when it lies outside
+/// [2^-32, 2^32] (1 otherwise, and for a zero matrix): products with the scaled matrix neither
+/// overflow nor underflow in f32, and scaling by a power of two is exact.
+fn scale_of(a: &[f32]) -> f32 {
+    let amax = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if amax == 0.0 || (2f32.powi(-32)..=2f32.powi(32)).contains(&amax) {
+        return 1.0;
+    }
+    let e = (amax.log2().floor() as i32).clamp(-126, 126);
+    2f32.powi(-e)
 }
 
 /// Randomized rank-`r` SVD of `a` (M, N), computed in f32. Returns `r` triplets
@@ -157,13 +180,17 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
     let l = r.saturating_add(params.oversample).min(p);
     let fp = par.to_faer();
     let af = a.as_faer(); // (M, N)
+    // every product uses c A, whose largest entry is near 1 when A's is far from it (weights of
+    // 1e30 overflowed the QR's squares, 1e-30 underflowed them); the singular values are divided
+    // by c at the end
+    let c = scale_of(a.data());
 
     // omega is (N, l), Gaussian
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let omega = Mat::<f32>::from_fn(n, l, |_, _| StandardNormal.sample(&mut rng));
     // y is (M, l) = A omega
     let mut y = Mat::<f32>::zeros(m, l);
-    matmul(y.as_mut(), Accum::Replace, af, omega.as_ref(), 1.0f32, fp);
+    matmul(y.as_mut(), Accum::Replace, af, omega.as_ref(), c, fp);
     // intermediate bases are LU-normalized, the last one orthonormalized (QR)
     let seq = faer::Par::Seq;
     if params.power_iters == 0 {
@@ -179,12 +206,12 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
             Accum::Replace,
             af.transpose(),
             y.as_ref(),
-            1.0f32,
+            c,
             fp,
         );
         lu_normalize(&mut z, seq);
         // y is (M, l) = A z
-        matmul(y.as_mut(), Accum::Replace, af, z.as_ref(), 1.0f32, fp);
+        matmul(y.as_mut(), Accum::Replace, af, z.as_ref(), c, fp);
         if it + 1 == params.power_iters {
             orthonormalize(&mut y, seq);
         } else {
@@ -198,7 +225,7 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
         Accum::Replace,
         af.transpose(),
         y.as_ref(),
-        1.0f32,
+        c,
         fp,
     );
     let (v, s, ub) = faer_thin_svd("rsvd", bt.as_ref(), faer::Par::Seq)?; // v (N, l), ub (l, l)
@@ -217,7 +244,7 @@ pub fn rsvd(a: MatRef<'_>, r: usize, params: RsvdParams, par: Par) -> Result<Svd
         cols: n,
         k: r,
         u: cols_row_major(u.as_ref(), r),
-        s: s[..r].to_vec(),
+        s: s[..r].iter().map(|x| x / f64::from(c)).collect(),
         vt: cols_transposed(v.as_ref(), r),
     })
 }
@@ -309,6 +336,55 @@ mod tests {
         let got0 = rsvd(MatRef::new(&a, n, n).unwrap(), r, p0, Par::Seq).unwrap();
         let e0 = rel_frobenius_error(&a, &got0.reconstruct(Par::Seq).unwrap()).unwrap();
         assert!(e0 > e, "no power iterations {e0} vs two {e}");
+    }
+
+    #[test]
+    fn exactly_rank_deficient_and_far_scaled_matrices_factor() {
+        // an exactly zero pivot in the power iterations' LU (a zero matrix, a zero row block, an
+        // exact rank-1 matrix) gave NaN and "did not converge"; so did entries of 1e30 (the QR's
+        // squares overflowed), and entries of 1e-30 lost their accuracy (the squares underflowed)
+        let n = 8;
+        let u: Vec<f32> = (1..=n).map(|x| x as f32).collect();
+        let rank1: Vec<f32> = u
+            .iter()
+            .flat_map(|a| u.iter().map(move |b| a * b))
+            .collect();
+        let mut one = vec![0.0f32; n * n];
+        one[0] = 1.0;
+        let mut half = randn(n * n, 3);
+        half[n * n / 2..].fill(0.0);
+        let base = randn(n * n, 4);
+        let cases: Vec<(&str, Vec<f32>)> = vec![
+            ("zero", vec![0.0; n * n]),
+            ("one entry", one),
+            ("rank 1", rank1),
+            ("zero rows", half),
+            ("1e30", base.iter().map(|x| x * 1e30).collect()),
+            ("1e-30", base.iter().map(|x| x * 1e-30).collect()),
+        ];
+        for (what, a) in cases {
+            let m = MatRef::new(&a, n, n).unwrap();
+            let full = svd(m, Precision::F64, Par::Seq).unwrap();
+            let opt = optimal_rel_error(&full.s, 4);
+            for power_iters in [0, 1, 2] {
+                let p = RsvdParams {
+                    power_iters,
+                    ..Default::default()
+                };
+                let got = rsvd(m, 4, p, Par::Seq).unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(got.s.iter().all(|x| x.is_finite()), "{what}: {:?}", got.s);
+                for (x, y) in got.s.iter().zip(&full.s) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * full.s[0] + 1e-45,
+                        "{what}: {x} vs {y}"
+                    );
+                }
+                if full.s[0] > 0.0 {
+                    let e = rel_frobenius_error(&a, &got.reconstruct(Par::Seq).unwrap()).unwrap();
+                    assert!(e <= opt + 1e-3, "{what}: rel error {e} vs optimum {opt}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -479,6 +479,21 @@ pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The bytes of a checkpoint file; a FIFO or a device is refused before reading (a FIFO would
+/// wait for a writer, a device might never end).
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    if let Ok(m) = std::fs::metadata(path)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        return Err(ck(
+            path,
+            "cannot read: not a regular file (a FIFO or a device)",
+        ));
+    }
+    std::fs::read(path).map_err(|e| ck(path, format!("cannot read: {e}")))
+}
+
 /// Reads and validates a manifest (a checkpoint directory or its `manifest.json`).
 pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
     let mpath = if path.is_dir() {
@@ -486,7 +501,7 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read(&mpath).map_err(|e| ck(&mpath, format!("cannot read: {e}")))?;
+    let text = read_file(&mpath)?;
     let v: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| ck(&mpath, format!("not JSON: {e}")))?;
     match v.get("format").and_then(|f| f.as_str()) {
@@ -761,7 +776,7 @@ pub fn load(path: &Path, trainer: &mut Trainer) -> Result<()> {
     }
     let dir = mpath.parent().unwrap_or(Path::new("."));
     let tpath = dir.join(&man.tensors_file);
-    let bytes = std::fs::read(&tpath).map_err(|e| ck(&tpath, format!("cannot read: {e}")))?;
+    let bytes = read_file(&tpath)?;
     if bytes.len() as u64 != man.tensors_bytes {
         return Err(ck(
             &tpath,

@@ -705,3 +705,133 @@ fn a_digits_batch_above_the_training_rows_points_at_data_batch() {
         .build()
         .unwrap();
 }
+
+#[test]
+fn a_context_beyond_memory_is_refused_at_model_ctx() {
+    // without data.context the window is model.ctx: the error named `data.ctx`, a key that
+    // does not exist
+    if lopper_tensor::mem::physical_memory().is_none() {
+        return;
+    }
+    let text = BASE
+        .replace("ctx = 16", "ctx = 100000000000")
+        .replace("context = 16\n", "");
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "model.ctx", "{detail}");
+    assert!(
+        detail.contains("more than this machine's memory"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn betas_take_exactly_two_values() {
+    // toml filled [f32; 2] from the first two of three values and dropped the third
+    for (betas, want) in [
+        (
+            "[0.9, 0.95, 0.999]",
+            "invalid length 3, expected an array of length 2",
+        ),
+        ("[0.9]", "invalid length 1"),
+    ] {
+        let text = BASE.replace("lr = 1e-3", &format!("lr = 1e-3\nbetas = {betas}"));
+        let (line, key, detail) = recipe_err(&text);
+        assert_eq!(key, "optimizer.betas", "{detail}");
+        assert_eq!(line, line_of(&text, "betas"), "{detail}");
+        assert!(detail.contains(want), "{detail}");
+    }
+    let text = BASE.replace("lr = 1e-3", "lr = 1e-3\nbetas = [0.9, 0.95]");
+    let r = Recipe::from_str(&text, "t.toml").unwrap();
+    assert_eq!(r.spec.optimizer.betas, Some([0.9, 0.95]));
+}
+
+#[test]
+fn a_default_stage_name_taken_by_an_earlier_name_is_an_error() {
+    // stage[2] would be called masked_magnitude.2, the name stage[1] chose: the two callbacks'
+    // checkpoint states collided at the first checkpoint, after training had started
+    let mm = "kind = \"masked_magnitude\"\nsparsity = 0.5\nat = 1\n";
+    let text = format!(
+        "{BASE}\n[[stage]]\n{mm}\n[[stage]]\n{mm}name = \"masked_magnitude.2\"\ninclude = \"mlp\"\n\n[[stage]]\n{mm}include = \"attn\"\n"
+    );
+    let (line, key, detail) = recipe_err(&text);
+    assert_eq!(key, "stage[2].kind", "{detail}");
+    assert!(
+        detail.contains("default name \"masked_magnitude.2\""),
+        "{detail}"
+    );
+    let last = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("kind = \"masked"))
+        .last();
+    assert_eq!(line, last.unwrap().0 + 1, "{detail}");
+}
+
+#[test]
+fn a_data_path_that_is_a_fifo_is_refused_not_read() {
+    // reading a FIFO waited for a writer forever
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("corpus.txt");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        return; // no mkfifo here
+    }
+    let text = BASE.replace(
+        "kind = \"text\"",
+        &format!("kind = \"text\"\npath = {:?}", s(&fifo)),
+    );
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "data.path", "{detail}");
+    assert!(detail.contains("is not a regular file"), "{detail}");
+}
+
+#[test]
+fn a_val_fraction_that_empties_a_part_points_at_data_val_fraction() {
+    // the error named data.kind, which the recipe did not get wrong
+    let text = BASE.replace("val_batches = 1", "val_batches = 1\nval_fraction = 1e-9");
+    let (key, detail) = build_err(&text);
+    assert_eq!(key, "data.val_fraction", "{detail}");
+    assert!(detail.contains("leaves 0 validation"), "{detail}");
+    let digits = "name = \"d\"\n[model]\nkind = \"mlp\"\nsizes = [64, 10]\n[data]\nkind = \"digits\"\nval_fraction = 0.9999\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nsteps = 1\n";
+    let (key, detail) = build_err(digits);
+    assert_eq!(key, "data.val_fraction", "{detail}");
+    assert!(detail.contains("0 training"), "{detail}");
+}
+
+#[test]
+fn magnitude_pruning_after_a_lowrank_or_lora_stage_is_refused_when_built() {
+    // the pruning stage failed at its step, in the middle of the run, without a recipe key
+    let lowrank = "kind = \"lowrank\"\nat = 1\nrank = 4\n";
+    let lora = "kind = \"lora\"\nat = 1\nrank = 2\n";
+    let mm = |at: u64| format!("kind = \"masked_magnitude\"\nsparsity = 0.5\nat = {at}\n");
+    let gm = "kind = \"gradual_magnitude\"\nsparsity = 0.5\nstart = 0\nend = 3\n";
+    let two = |a: &str, b: &str| format!("{BASE}\n[[stage]]\n{a}\n[[stage]]\n{b}\n");
+    for (text, key, want) in [
+        (two(lowrank, &mm(2)), "stage[1].kind", "stage[0] (lowrank)"),
+        (two(gm, lowrank), "stage[0].kind", "stage[1] (lowrank)"),
+        // same step: stages run in file order
+        (two(lowrank, &mm(1)), "stage[1].kind", "at step 1"),
+        (
+            two(lora, &format!("{}include = \"mlp\"\n", mm(3))),
+            "stage[1].include",
+            "h.0.mlp.fc, which stage[0] (lora) turns into a LoRA adapter",
+        ),
+    ] {
+        let (k, detail) = build_err(&text);
+        assert_eq!(k, key, "{detail}");
+        assert!(detail.contains(want), "{detail}");
+    }
+    // pruning first, or other layers: fine
+    for text in [
+        two(&mm(1), lowrank),
+        two(
+            &format!("{lowrank}include = \"attn\"\n"),
+            &format!("{}include = \"mlp\"\n", mm(2)),
+        ),
+    ] {
+        Recipe::from_str(&text, "t.toml")
+            .unwrap()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

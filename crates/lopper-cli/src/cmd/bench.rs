@@ -37,13 +37,13 @@ const MAX_MIN_TIME: f64 = 60.0;
 #[derive(Args, Clone)]
 pub struct Common {
     /// Threads (0 = all cores; at most max(64, 8 x the cores)).
-    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+    #[arg(long, default_value_t = 0, value_parser = parse_threads, allow_negative_numbers = true)]
     pub threads: usize,
     /// Timed rounds (1 to 1000); each round times sparse then dense (interleaved), medians are reported.
-    #[arg(long, default_value_t = 7, value_parser = parse_rounds)]
+    #[arg(long, default_value_t = 7, value_parser = parse_rounds, allow_negative_numbers = true)]
     pub rounds: usize,
     /// Minimum seconds per timed sample, 0 to 60 (calls are repeated to reach it).
-    #[arg(long, default_value_t = 0.02, value_parser = parse_min_time)]
+    #[arg(long, default_value_t = 0.02, value_parser = parse_min_time, allow_negative_numbers = true)]
     pub min_time: f64,
     /// Print JSON instead of the table (one object for one matrix/shape, else an array).
     #[arg(long)]
@@ -63,7 +63,7 @@ pub struct SpmmArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// Columns of X (comma separated, positive).
-    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = parse_positive)]
+    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = parse_positive, allow_negative_numbers = true)]
     pub n: Vec<usize>,
     /// Which product: `spmm` (Y = W X), `spmm_t` (Y = W^T X, cached transpose), `sddmm` (A B^T at
     /// W's pattern, A (M, N), B (K, N)), `spmm_t_sddmm` (a sparse layer's backward in one pass:
@@ -78,13 +78,13 @@ pub struct SpmmArgs {
 #[derive(Args)]
 pub struct Spmm24Args {
     /// Rows of W (positive).
-    #[arg(long, default_value_t = 3072, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 3072, value_parser = parse_positive, allow_negative_numbers = true)]
     pub m: usize,
     /// Columns of W and rows of X (a positive multiple of 4).
-    #[arg(long, default_value_t = 768, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 768, value_parser = parse_positive, allow_negative_numbers = true)]
     pub k: usize,
     /// Columns of X (positive).
-    #[arg(long, default_value_t = 512, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 512, value_parser = parse_positive, allow_negative_numbers = true)]
     pub n: usize,
     #[command(flatten)]
     pub common: Common,
@@ -542,6 +542,7 @@ fn matrix_name(f: &Path) -> String {
 /// Reads a matrix file: Matrix Market when it ends in `.mtx` or starts with `%%MatrixMarket`, else
 /// `.smtx`. Values are random in [-1, 1) either way (the benchmark times patterns).
 fn read_matrix(f: &Path) -> Result<Csr, CliError> {
+    super::check_input("matrix file", f)?;
     let text = std::fs::read_to_string(f).map_err(|source| CliError::Io {
         path: f.to_path_buf(),
         source,
@@ -622,6 +623,7 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
     };
     let mut cases: Vec<(String, Csr)> = Vec::new();
     let files = if let Some(f) = &a.matrix {
+        super::check_input("--matrix", f)?;
         vec![f.clone()]
     } else if let Some(d) = a.matrices.clone().or_else(default_dlmc) {
         let mut v = Vec::new();

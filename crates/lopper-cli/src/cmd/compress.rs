@@ -47,13 +47,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "svd")]
     pub method: MethodArg,
     /// Fixed rank R (>= 1; clamped to min(M, N)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rank: Option<usize>,
     /// Keep singular values until this fraction of sum sigma^2 is reached, in (0, 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub energy: Option<f64>,
     /// Parameters (and flops) after / before at most this fraction, > 0.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub ratio: Option<f64>,
     /// Only tensors whose name matches this regex.
     #[arg(long)]
@@ -65,13 +65,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "dense")]
     pub store: StoreArg,
     /// rsvd only: oversampling columns [default: 10].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub oversample: Option<usize>,
     /// rsvd only: power iterations, at most 64 [default: 2].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub power_iters: Option<usize>,
     /// rsvd only: seed of the Gaussian sketch [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<u64>,
 }
 
@@ -139,6 +139,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let include = regex("--include", &args.include)?;
     let exclude = regex("--exclude", &args.exclude)?;
     lopper_tensor::io::check_output(&args.output)?; // before the SVDs, not after
+    super::check_input("INPUT", &args.input)?;
     let input = lopper_prune::store::load(&args.input)?;
     if input.metadata.contains_key(LOWRANK_KEY) {
         return Err(CliError::Usage(format!(

@@ -45,13 +45,13 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Train this many steps per variant instead of the recipes' own.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub steps: Option<u64>,
     /// A smoke run: 20 steps per variant (unless --steps says otherwise).
     #[arg(long)]
     pub quick: bool,
     /// rayon threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub threads: usize,
     /// No progress bars and no status lines (the table is still printed).
     #[arg(long)]

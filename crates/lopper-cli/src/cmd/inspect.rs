@@ -15,6 +15,7 @@ pub struct Args {
 
 /// Runs `lopper inspect`.
 pub fn run(args: Args) -> Result<(), CliError> {
+    super::check_input("FILE", &args.file)?;
     let raw = lopper_tensor::io::safetensors::read(&args.file)?;
     let d = describe(&raw, &args.file.display().to_string())?;
     if args.json {

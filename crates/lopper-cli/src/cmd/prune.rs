@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "layer")]
     pub scope: ScopeArg,
     /// Global scope: minimum density every tensor keeps.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub min_density: f64,
     /// Only tensors whose name matches this regex.
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "dense")]
     pub store: StoreArg,
     /// Seed of --method random (only) [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// With an N:M pattern: also search an ASP-style channel permutation per tensor and report
     /// the fraction of |w| kept with and without it (the output itself is not permuted).
@@ -135,6 +135,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         lopper_prune::check_sparsity(s)?;
     }
     lopper_tensor::io::check_output(&args.output)?;
+    super::check_input("INPUT", &args.input)?;
     let input = store::load(&args.input)?;
     let mut pruned = prune_checkpoint(&input, &spec)?;
     // a factor store's manifest describes the factors before pruning (rank, error): drop it

@@ -31,17 +31,17 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Train this many steps in all instead of the recipe's.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub steps: Option<u64>,
     /// Continue from this checkpoint (a step-XXXXXXXX folder or its manifest) of the same recipe.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Save a checkpoint every N steps, and one after the last step, into the recipe's
     /// train.checkpoint_dir when it names one, else into OUT/checkpoints/.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub checkpoint_every: Option<u64>,
     /// rayon threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub threads: usize,
     /// No progress bar and no status lines (the table is still printed).
     #[arg(long)]

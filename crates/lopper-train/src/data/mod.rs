@@ -112,7 +112,19 @@ pub fn gunzip_if_gzip(bytes: Vec<u8>, path: &str) -> Result<Vec<u8>, DataError> 
 }
 
 /// Reads a whole file, decompressing it when it starts with the gzip magic (whatever its name).
+/// A folder, a FIFO or a device is refused before reading (a FIFO would wait for a writer, a
+/// device such as `/dev/zero` would never end).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    if let Ok(m) = std::fs::metadata(path)
+        && !m.is_file()
+    {
+        let what = if m.is_dir() {
+            "is a folder, not a file"
+        } else {
+            "is not a regular file (a FIFO or a device)"
+        };
+        return Err(DataError::io(path, std::io::Error::other(what)));
+    }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     gunzip_if_gzip(bytes, &path.display().to_string())
 }

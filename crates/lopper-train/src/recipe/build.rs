@@ -1,6 +1,7 @@
 //! [`Recipe::build`]: model, data, optimizer, schedule, stages and train callbacks.
 use super::Recipe;
-use super::spec::{EndSpec, StageSpec, keys, stage_key};
+use super::spans::Spans;
+use super::spec::{Checker, EndSpec, StageSpec, keys, stage_key};
 use crate::compress::{
     GradualMagnitude, GradualMagnitudeConfig, Grow, LayerScope, Layout, LowRankRule,
     MaskedMagnitude, Rigl, RiglConfig, RiglEnd, ToLora, ToLowRank, ToSparse24,
@@ -85,9 +86,14 @@ impl Recipe {
             ..d
         };
         let mut trainer = Trainer::new(model, optimizer, schedule, data, cfg);
-        let mut names: Vec<String> = Vec::new();
-        for (i, st) in s.stage.iter().enumerate() {
-            let cb = self.stage(i, st, &mut names)?;
+        let spans = Spans::new(&self.text);
+        let checker = Checker {
+            spans: &spans,
+            file: &self.source,
+        };
+        let names = checker.stage_names(&s.stage)?;
+        for (i, (st, name)) in s.stage.iter().zip(names).enumerate() {
+            let cb = self.stage(i, st, name)?;
             trainer.add_callback(cb);
         }
         if let Some(p) = t.early_stopping_patience {
@@ -122,9 +128,12 @@ impl Recipe {
     /// Checks every stage against the built model, before anything trains (so `lopper compare`
     /// fails before its first recipe runs, and the error names the recipe's line and key): the
     /// `include` / `exclude` regexes compile and select at least one Linear layer, a `sparse24`
-    /// stage's layers have K a multiple of 4, and a `lora` rank fits every selected layer.
+    /// stage's layers have K a multiple of 4, a `lora` rank fits every selected layer, and no
+    /// magnitude pruning stage prunes a layer after a `lowrank` or `lora` stage converted it.
     fn check_stages(&self, model: &dyn Model) -> Result<()> {
         let layers = model.linears();
+        // per stage: its selection and the key that makes it
+        let mut sels: Vec<(Vec<bool>, &str)> = Vec::new();
         for (i, st) in self.spec.stage.iter().enumerate() {
             let regex_key = if st.include.is_some() {
                 "include"
@@ -184,6 +193,53 @@ impl Recipe {
                     ));
                 }
             }
+            sels.push((sel, regex_key));
+        }
+        self.check_pruning_after_factoring(&layers, &sels)
+    }
+
+    /// Magnitude pruning (`gradual_magnitude`, `masked_magnitude`) needs a dense, masked or Csr
+    /// weight: a pruning step on a layer that a `lowrank` or `lora` stage has already converted
+    /// (at an earlier step, or at the same step by a stage earlier in the file, since stages run
+    /// in file order) would fail in the middle of the run. Found here instead, at the pruning
+    /// stage's selection key.
+    fn check_pruning_after_factoring(
+        &self,
+        layers: &[&lopper_nn::Linear],
+        sels: &[(Vec<bool>, &str)],
+    ) -> Result<()> {
+        let stages = &self.spec.stage;
+        for (j, pj) in stages.iter().enumerate() {
+            // the last step at which the stage prunes
+            let last = match (pj.kind.as_str(), pj.end, pj.at) {
+                ("gradual_magnitude", Some(EndSpec::Step(e)), _) => e,
+                ("masked_magnitude", _, Some(at)) => at,
+                _ => continue,
+            };
+            for (i, fi) in stages.iter().enumerate() {
+                let what = match fi.kind.as_str() {
+                    "lowrank" => "low-rank factors",
+                    "lora" => "a LoRA adapter",
+                    _ => continue,
+                };
+                let at = fi.at.unwrap_or(0);
+                if !(last > at || (last == at && j > i)) {
+                    continue;
+                }
+                let shared = layers
+                    .iter()
+                    .zip(sels[j].0.iter().zip(&sels[i].0))
+                    .find(|(_, (a, b))| **a && **b);
+                if let Some((l, _)) = shared {
+                    return Err(self.err(
+                        &stage_key(j, sels[j].1),
+                        format!(
+                            "selects layer {}, which stage[{i}] ({}) turns into {what} at step {at}, before this stage prunes it (last pruning step {last}): magnitude pruning needs a dense, masked or csr weight; split the layers with include and exclude",
+                            l.name, fi.kind
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -200,13 +256,24 @@ impl Recipe {
                 Some(p) => TextData::from_file(p).map_err(|e| data_err("path", e))?,
                 None => TextData::embedded_kjv(),
             };
+            let val_fraction = d.val_fraction.unwrap_or(defaults::VAL_FRACTION);
+            // a fraction that leaves no validation or no training byte is the fraction's fault
+            // when the recipe gives one (the text's otherwise)
+            text.split_point(val_fraction).map_err(|e| {
+                let key = match (d.val_fraction, &d.path) {
+                    (Some(_), _) => "val_fraction",
+                    (None, Some(_)) => "path",
+                    (None, None) => "kind",
+                };
+                data_err(key, e)
+            })?;
             let src = TextSource::new(
                 text,
                 TextSourceConfig {
                     batch: d.batch.unwrap_or(defaults::TEXT_BATCH),
                     context: d.context.unwrap_or(ctx),
                     seed: s.seed,
-                    val_fraction: d.val_fraction.unwrap_or(defaults::VAL_FRACTION),
+                    val_fraction,
                     val_batches: d.val_batches.unwrap_or(defaults::VAL_BATCHES),
                 },
             )
@@ -233,7 +300,14 @@ impl Recipe {
                 };
                 let f = d.val_fraction.unwrap_or(defaults::DIGITS_VAL_FRACTION);
                 let key = if d.path.is_some() { "path" } else { "kind" };
-                let (train, val) = imgs.split(f, s.seed).map_err(|e| data_err(key, e))?;
+                imgs.validate().map_err(|e| data_err(key, e))?;
+                // a split that leaves either part empty is the fraction's fault when given
+                let split_key = if d.val_fraction.is_some() {
+                    "val_fraction"
+                } else {
+                    key
+                };
+                let (train, val) = imgs.split(f, s.seed).map_err(|e| data_err(split_key, e))?;
                 // a batch outside 1..=rows is the batch's fault, as for IDX sets
                 let key = if train.rows > 0 && val.rows > 0 && !(1..=train.rows).contains(&batch) {
                     "batch"
@@ -289,10 +363,10 @@ impl Recipe {
         let (m, d) = (&self.spec.model, &self.spec.data);
         let ctx = m.ctx.unwrap_or(1) as f64;
         // the keys that size the run, their values and the smallest values they can take
-        let ctx_key = if d.context.is_some() {
-            "context"
+        let ctx_key: &[&str] = if d.context.is_some() {
+            &["data", "context"]
         } else {
-            "ctx"
+            &["model", "ctx"]
         };
         let dims: [(&[&str], f64, f64); 7] = [
             (
@@ -305,7 +379,7 @@ impl Recipe {
                 d.val_batches.unwrap_or(defaults::VAL_BATCHES) as f64,
                 1.0,
             ),
-            (&["data", ctx_key], d.context.map_or(ctx, |c| c as f64), 1.0),
+            (ctx_key, d.context.map_or(ctx, |c| c as f64), 1.0),
             (
                 &["model", "vocab"],
                 m.vocab.unwrap_or(defaults::VOCAB) as f64,
@@ -406,30 +480,12 @@ impl Recipe {
         ))
     }
 
-    /// The callback of stage `i` (named after its kind, or `name`; `{kind}.{i}` when the kind's
-    /// name is taken).
-    fn stage(
-        &self,
-        i: usize,
-        st: &StageSpec,
-        names: &mut Vec<String>,
-    ) -> Result<Box<dyn Callback>> {
+    /// The callback of stage `i`, called `name` ([`Checker::stage_names`]).
+    fn stage(&self, i: usize, st: &StageSpec, name: String) -> Result<Box<dyn Callback>> {
         let scope = LayerScope {
             include: st.include.clone(),
             exclude: st.exclude.clone(),
         };
-        let name = match &st.name {
-            Some(n) if names.contains(n) => {
-                return Err(self.err(
-                    &stage_key(i, "name"),
-                    format!("{n:?} names another stage too"),
-                ));
-            }
-            Some(n) => n.clone(),
-            None if names.contains(&st.kind) => format!("{}.{i}", st.kind),
-            None => st.kind.clone(),
-        };
-        names.push(name.clone());
         let here = |e: crate::Error| self.err(&stage_key(i, "kind"), e.to_string());
         let seed = st.seed.unwrap_or(self.spec.seed);
         let cb: Box<dyn Callback> = match st.kind.as_str() {

@@ -87,6 +87,7 @@ pub struct OptimizerSpec {
     /// Base learning rate (required).
     pub lr: Option<f32>,
     /// AdamW betas (default [0.9, 0.999]).
+    #[serde(deserialize_with = "two_floats")]
     pub betas: Option<[f32; 2]>,
     /// AdamW epsilon (default 1e-8).
     pub eps: Option<f32>,
@@ -98,6 +99,21 @@ pub struct OptimizerSpec {
     pub dampening: Option<f32>,
     /// SGD Nesterov momentum (default false).
     pub nesterov: Option<bool>,
+}
+
+/// `betas`: exactly two numbers (toml fills a fixed-size array from the first elements of a longer
+/// one and ignores the rest, so `[0.9, 0.95, 0.999]` would pass unnoticed).
+fn two_floats<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<[f32; 2]>, D::Error> {
+    let v = Vec::<f32>::deserialize(d)?;
+    match v[..] {
+        [a, b] => Ok(Some([a, b])),
+        _ => Err(serde::de::Error::invalid_length(
+            v.len(),
+            &"an array of length 2",
+        )),
+    }
 }
 
 /// `[schedule]`: `kind = "constant"`, `"cosine"` or `"linear"` (warmup, min_lr).
@@ -338,7 +354,36 @@ impl Checker<'_> {
         for (i, s) in r.stage.iter().enumerate() {
             self.check_stage(i, s, steps)?;
         }
+        self.stage_names(&r.stage)?;
         Ok(())
+    }
+
+    /// The callback name of every stage: its `name`, else its kind, else `{kind}.{i}` when another
+    /// stage has the kind's name. Two stages with one name are an error (their checkpoint states
+    /// would collide), also when a default name is the `name` of an earlier stage.
+    pub fn stage_names(&self, stages: &[StageSpec]) -> Result<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        for (i, st) in stages.iter().enumerate() {
+            let name = match &st.name {
+                Some(n) => n.clone(),
+                None if names.contains(&st.kind) => format!("{}.{i}", st.kind),
+                None => st.kind.clone(),
+            };
+            if names.contains(&name) {
+                let (key, detail) = match &st.name {
+                    Some(n) => ("name", format!("{n:?} names another stage too")),
+                    None => (
+                        "kind",
+                        format!(
+                            "this stage's default name {name:?} is the name of another stage: give it a `name`"
+                        ),
+                    ),
+                };
+                return Err(self.err(&stage_key(i, key), detail));
+            }
+            names.push(name);
+        }
+        Ok(names)
     }
 
     fn check_train(&self, r: &RecipeSpec) -> Result<u64> {
