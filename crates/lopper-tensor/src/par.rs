@@ -3,7 +3,9 @@
 pub enum Par {
     /// One thread, the caller's.
     Seq,
-    /// Rayon with at most this many threads; `0` means the current rayon pool's size.
+    /// Rayon with at most this many threads; `0` means the current rayon pool's size, and lets a
+    /// kernel run a product too small to pay for waking the pool on the calling thread alone
+    /// (lopper-sparse's kernels do below 2^19 multiply-adds).
     Rayon(usize),
 }
 

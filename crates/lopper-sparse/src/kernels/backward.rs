@@ -12,7 +12,7 @@
 //!
 //! Each task owns a chunk of W^T's rows (so rows of dX and a contiguous range of `dwt`), balanced by
 //! stored entries, and walks D in blocks of 128 read from an aligned packed slab of dY (as sddmm).
-use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
+use super::grid::{SyncPtr, balanced_rows, call_key, par_for_work, run_grid, with_packed};
 use super::sddmm::D_BLOCK;
 use super::simd::{Isa, fmadd, isa, multiversion};
 use crate::error::{check_nnz, shape_err};
@@ -51,6 +51,8 @@ pub fn spmm_t_sddmm(
     if d == 0 || k == 0 {
         return Ok(());
     }
+    // two multiply-adds per stored entry and column: dX's and dW's
+    let par = par_for_work(par, t.nnz().saturating_mul(d).saturating_mul(2));
     let rp = t.row_ptr();
     let (ci, v, yd, xd) = (t.col_idx(), t.values(), dy.data(), x.data());
     let rows = balanced_rows(k, par.threads().max(1), |j| rp[j + 1] - rp[j] + 1);

@@ -153,6 +153,23 @@ pub(crate) fn col_blocks(n: usize, block: usize) -> Vec<Range<usize>> {
     blocks
 }
 
+/// Below this many multiply-adds a product runs on the calling thread alone: waking rayon's workers
+/// costs more than the second thread saves. On the 2-core Xeon of 2026-11-30 (`lopper bench spmm
+/// --matrix F --n N --threads 1|2`, DLMC layers at 98%), one thread against two: 0.010 against
+/// 0.017 ms at 0.12 M multiply-adds, 0.017 against 0.020 at 0.34 M, 0.037 against 0.046 at 0.50 M;
+/// two threads won from 0.6-0.7 M on (0.026 against 0.022 ms at 0.67 M).
+pub(crate) const SEQ_MACS: usize = 1 << 19;
+
+/// [`Par::Seq`] for a product of fewer than [`SEQ_MACS`] multiply-adds under `Par::Rayon(0)` (the
+/// current pool, as many threads as pay); `par` otherwise: an explicit thread count is run as given
+/// (the tests rely on it to run the parallel grid on small shapes).
+pub(crate) fn par_for_work(par: Par, macs: usize) -> Par {
+    match par {
+        Par::Rayon(0) if macs < SEQ_MACS => Par::Seq,
+        _ => par,
+    }
+}
+
 /// Runs `task(rows, cols)` over the grid of row chunks x column blocks with the given parallelism.
 /// Column blocks are the outer index so that a thread's consecutive tasks share their column block
 /// (the dense operand's slab stays in that core's cache).
@@ -268,6 +285,15 @@ mod tests {
                 "{k} {n}: {b}"
             );
         }
+    }
+
+    #[test]
+    fn small_products_run_on_the_calling_thread_only_when_the_pool_is_implicit() {
+        assert_eq!(par_for_work(Par::Rayon(0), SEQ_MACS - 1), Par::Seq);
+        assert_eq!(par_for_work(Par::Rayon(0), SEQ_MACS), Par::Rayon(0));
+        // an explicit count is run as given, however small the product
+        assert_eq!(par_for_work(Par::Rayon(2), 1), Par::Rayon(2));
+        assert_eq!(par_for_work(Par::Seq, usize::MAX), Par::Seq);
     }
 
     #[test]

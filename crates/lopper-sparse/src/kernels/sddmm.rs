@@ -12,7 +12,7 @@
 //! dots it with eight entries' rows of B at once: one load per multiply-add, and the eight sums
 //! reduced together (a transposed tree) instead of one by one.
 //! Elsewhere (and for D's last, narrower block) four entries are dotted against one load of A.
-use super::grid::{SyncPtr, balanced_rows, call_key, run_grid, with_packed};
+use super::grid::{SyncPtr, balanced_rows, call_key, par_for_work, run_grid, with_packed};
 use super::simd::{Isa, fmadd, isa, multiversion};
 use crate::error::{check_nnz, shape_err};
 use crate::{Csr, Result};
@@ -82,6 +82,7 @@ fn add_products(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], pa
         pattern.nnz(),
     );
     let key = call_key();
+    let par = par_for_work(par, nnz.saturating_mul(d));
     let threads = par.threads().max(1);
     let blocks = d.div_ceil(D_BLOCK);
     if threads > 1 && blocks >= threads {

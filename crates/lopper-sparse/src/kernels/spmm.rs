@@ -9,7 +9,8 @@
 //! overlapping the previous tile (single columns only in a block narrower than 16).
 use super::grid::call_key;
 use super::grid::{
-    SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, run_grid, with_packed,
+    SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, par_for_work, run_grid,
+    with_packed,
 };
 use super::simd::{fmadd, multiversion};
 use crate::error::shape_err;
@@ -46,6 +47,7 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     if n == 0 || w.rows() == 0 {
         return Ok(());
     }
+    let par = par_for_work(par, w.nnz().saturating_mul(n));
     let blocks = col_blocks(n, col_block(w.cols(), n));
     let rp = w.row_ptr();
     let rows = chunks_for(w.rows(), par.threads(), blocks.len(), |i| {

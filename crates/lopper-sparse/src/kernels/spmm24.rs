@@ -10,8 +10,8 @@
 //! `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
 use super::grid::call_key;
 use super::grid::{
-    SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, run_grid,
-    with_packed,
+    SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, par_for_work,
+    run_grid, with_packed,
 };
 use super::simd::{fmadd, multiversion};
 use crate::sparse24::meta_words;
@@ -65,6 +65,7 @@ fn spmm_24_impl(
         }
         return Ok(());
     }
+    let par = par_for_work(par, (w.rows() * (w.cols() / 2)).saturating_mul(n));
     let blocks = col_blocks(n, col_block_for(w.cols(), n, SPMM24_SLAB_BYTES));
     // chunks in units of MR_CHUNK rows
     let units = w.rows().div_ceil(MR_CHUNK);
