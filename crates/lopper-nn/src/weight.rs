@@ -8,6 +8,8 @@ use lopper_sparse::{Csr, CsrTranspose, Sparse24};
 use lopper_tensor::{MatRef, Par};
 
 /// A frozen LoRA base: dense or CSR.
+// one per layer, so the size of its larger variant does not matter
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum LoraBase {
     /// Dense (M, K).

@@ -19,6 +19,25 @@ pub struct Csr {
     row_ptr: Vec<usize>,
     col_idx: Vec<u32>,
     values: Vec<f32>,
+    /// [`Csr::rows_read`], found on first use (the pattern never changes after construction).
+    reads: RowsRead,
+}
+
+/// Which of `cols` rows a product `W X` reads from X (W's distinct column indices); `None` when it
+/// reads them all. Kept with the pattern; not part of equality or of `Debug`'s detail.
+#[derive(Clone, Default)]
+struct RowsRead(std::sync::OnceLock<Option<Box<[bool]>>>);
+
+impl PartialEq for RowsRead {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for RowsRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowsRead")
+    }
 }
 
 /// The transpose of a [`Csr`] together with the value permutation:
@@ -48,6 +67,7 @@ impl Csr {
             row_ptr,
             col_idx,
             values,
+            reads: RowsRead::default(),
         })
     }
 
@@ -70,6 +90,7 @@ impl Csr {
             row_ptr: vec![0; n],
             col_idx: Vec::new(),
             values: Vec::new(),
+            reads: RowsRead::default(),
         })
     }
 
@@ -146,6 +167,7 @@ impl Csr {
             row_ptr,
             col_idx,
             values,
+            reads: RowsRead::default(),
         })
     }
 
@@ -177,6 +199,7 @@ impl Csr {
             row_ptr: self.row_ptr.clone(),
             col_idx: self.col_idx.clone(),
             values: Vec::new(),
+            reads: self.reads.clone(),
         }
     }
 
@@ -232,6 +255,7 @@ impl Csr {
                 row_ptr,
                 col_idx,
                 values,
+                reads: RowsRead::default(),
             },
             perm,
             inv,
@@ -261,6 +285,31 @@ impl Csr {
     }
     pub fn col_idx(&self) -> &[u32] {
         &self.col_idx
+    }
+
+    /// Which rows of X the product `self * X` reads: flags over the `cols` rows, true for W's
+    /// distinct column indices; `None` when it reads every row. Found by one pass over the indices
+    /// on the first call (stopping once every row is seen) and kept with the pattern. The packed
+    /// kernels copy only these rows: an L0- or variational-dropout-pruned 512 x 2048 layer at 95%
+    /// reads 550 of X's 2048 rows.
+    pub fn rows_read(&self) -> Option<&[bool]> {
+        self.reads
+            .0
+            .get_or_init(|| {
+                let mut used = vec![false; self.cols];
+                let mut left = self.cols;
+                for &j in &self.col_idx {
+                    if left == 0 {
+                        break;
+                    }
+                    // j < cols: an invariant
+                    let u = &mut used[j as usize];
+                    left -= usize::from(!*u);
+                    *u = true;
+                }
+                (left > 0).then(|| used.into_boxed_slice())
+            })
+            .as_deref()
     }
     pub fn values(&self) -> &[f32] {
         &self.values
@@ -426,6 +475,32 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn rows_read_flags_the_distinct_columns() {
+        let d = [0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0];
+        let c = Csr::from_dense(MatRef::new(&d, 2, 5).unwrap(), 0.0).unwrap();
+        assert_eq!(c.rows_read(), Some(&[false, true, true, true, false][..]));
+        // kept with the pattern (values changed or not), and not part of equality
+        let v = c.with_values(vec![1.0; 3]).unwrap();
+        assert_eq!(v.rows_read(), c.rows_read());
+        assert_eq!(
+            Csr::from_dense(MatRef::new(&d, 2, 5).unwrap(), 0.0).unwrap(),
+            c
+        );
+        // every row read, none, or no rows at all
+        let full = Csr::from_dense(MatRef::new(&[1.0; 6], 2, 3).unwrap(), 0.0).unwrap();
+        assert_eq!(full.rows_read(), None);
+        assert_eq!(
+            Csr::zeros(3, 2).unwrap().rows_read(),
+            Some(&[false, false][..])
+        );
+        assert_eq!(Csr::zeros(3, 0).unwrap().rows_read(), None);
+        // the transpose reads W's rows that hold entries
+        assert_eq!(c.transpose().csr().rows_read(), None);
+        let t = Csr::zeros(2, 3).unwrap().transpose();
+        assert_eq!(t.csr().rows_read(), Some(&[false, false][..]));
     }
 
     proptest! {

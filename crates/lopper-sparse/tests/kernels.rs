@@ -311,6 +311,51 @@ fn all_zero_and_empty_shapes() {
 }
 
 #[test]
+fn spmm_copies_and_reads_only_the_rows_of_x_that_w_reads() {
+    // W reads rows 1, 4 and 6 of X (of 9); the other rows are NaN, so a kernel that read one
+    // would put NaN in Y. N = 1100 runs three column blocks (each packed), and X at a misaligned
+    // start is packed too; the first call leaves full slabs of another X behind on its threads.
+    let (m, k, n) = (7, 9, 1100);
+    let mut wd = vec![0.0f32; m * k];
+    for i in 0..m {
+        for (t, j) in [1, 4, 6].into_iter().enumerate() {
+            if (i + t) % 3 != 0 {
+                wd[i * k + j] = (i + 1) as f32 * 0.25 - t as f32;
+            }
+        }
+    }
+    let w = Csr::from_dense(MatRef::new(&wd, m, k).unwrap(), 0.0).unwrap();
+    let mut xd = dense(k, n, 7);
+    let want = reference::spmm(&wd, m, k, &xd, n);
+    for j in [0, 2, 3, 5, 7, 8] {
+        xd[j * n..(j + 1) * n].fill(f32::NAN);
+    }
+    let full = random_csr(m, k, 1.0, 3, false);
+    for shift in [0, 3] {
+        for par in [Par::Seq, Par::Rayon(2), Par::Rayon(0)] {
+            let other = Offset::new(&dense(k, n, 8), shift);
+            let mut y = vec![0.0f32; m * n];
+            spmm(
+                &full,
+                MatRef::new(other.get(), k, n).unwrap(),
+                MatMut::new(&mut y, m, n).unwrap(),
+                par,
+            )
+            .unwrap();
+            let x = Offset::new(&xd, shift);
+            spmm(
+                &w,
+                MatRef::new(x.get(), k, n).unwrap(),
+                MatMut::new(&mut y, m, n).unwrap(),
+                par,
+            )
+            .unwrap();
+            check(&y, &want, k, "spmm skipping rows").unwrap();
+        }
+    }
+}
+
+#[test]
 fn shape_errors_are_typed() {
     let w = random_csr(4, 6, 0.5, 1, false);
     let x = dense(5, 3, 1);

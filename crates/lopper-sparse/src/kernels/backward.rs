@@ -61,7 +61,7 @@ pub fn spmm_t_sddmm(
     run_grid(par, &rows, &[0..d], |r, _| {
         for d0 in (0..d).step_by(D_BLOCK) {
             let d1 = (d0 + D_BLOCK).min(d);
-            with_packed(yd, m, d, d0, d1, key, false, |slab| {
+            with_packed(yd, m, d, d0, d1, key, false, None, |slab| {
                 backward_task(rp, ci, v, slab, xd, d, d0, d1, dxp, dwp, r.start, r.end)
             });
         }

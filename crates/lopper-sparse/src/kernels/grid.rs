@@ -351,6 +351,8 @@ pub(crate) fn line_shift(slab: &[f32], sw: usize) -> usize {
 ///   column tiles on the slab's cache lines itself ([`line_shift`]), X is read in place at any
 ///   alignment when its rows are whole cache lines (`n` a multiple of 16): every row then starts at
 ///   the same offset within a line.
+/// - With `used` (K flags), only the rows flagged are read from X; the others are zeros in the slab
+///   (a sparse W whose columns skip rows of X: X is not read where W does not read it).
 /// - `key` is the call's [`call_key`]: consecutive tasks of one call on one thread that read the same
 ///   columns copy them once (X cannot change during a call).
 #[allow(clippy::too_many_arguments)]
@@ -362,6 +364,7 @@ pub(crate) fn with_packed<R>(
     c1: usize,
     key: u64,
     any_line_offset: bool,
+    used: Option<&[bool]>,
     f: impl FnOnce(&[f32]) -> R,
 ) -> R {
     let w = c1 - c0;
@@ -378,8 +381,22 @@ pub(crate) fn with_packed<R>(
             buf.reserve(k * w + 16);
             let pad = (16 - (buf.as_ptr() as usize / 4) % 16) % 16;
             buf.resize(pad, 0.0);
-            for j in 0..k {
-                buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+            match used {
+                None => {
+                    for j in 0..k {
+                        buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+                    }
+                }
+                // rows W does not read stay zero (never read)
+                Some(u) => {
+                    for j in 0..k {
+                        if u[j] {
+                            buf.extend_from_slice(&x[j * n + c0..j * n + c1]);
+                        } else {
+                            buf.resize(buf.len() + w, 0.0);
+                        }
+                    }
+                }
             }
             slab.pad = pad;
             slab.tag = Some((key, c0, c1));

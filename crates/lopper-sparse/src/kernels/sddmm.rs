@@ -109,7 +109,7 @@ fn add_products(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], pa
             };
             for d0 in c.step_by(D_BLOCK) {
                 let d1 = (d0 + D_BLOCK).min(d);
-                with_packed(bd, k, d, d0, d1, key, false, |slab| {
+                with_packed(bd, k, d, d0, d1, key, false, None, |slab| {
                     sddmm_task(rp, ci, ad, slab, d, d0, d1, o, r.start, r.end)
                 });
             }
@@ -128,7 +128,7 @@ fn add_products(pattern: &Csr, a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], pa
     run_grid(par, &rows, &[0..d], |r, _| {
         for d0 in (0..d).step_by(D_BLOCK) {
             let d1 = (d0 + D_BLOCK).min(d);
-            with_packed(bd, k, d, d0, d1, key, false, |slab| {
+            with_packed(bd, k, d, d0, d1, key, false, None, |slab| {
                 sddmm_task(rp, ci, ad, slab, d, d0, d1, op, r.start, r.end)
             });
         }

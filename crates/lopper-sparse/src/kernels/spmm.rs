@@ -61,8 +61,11 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     // copy (each thread's, of all of X) to pay; read in place, the tiles at both ends of a row are
     // narrow and the wide ones one fewer
     let in_place = w.nnz() < IN_PLACE_READS * k;
+    // the rows of X that W reads, when it skips some and X is copied: only those are copied
+    let copies = blocks.len() > 1 || !(xd.as_ptr() as usize).is_multiple_of(64);
+    let used_rows = if copies { w.rows_read() } else { None };
     run_grid(par, &rows, &blocks, |r, c| {
-        with_packed(xd, k, n, c.start, c.end, key, in_place, |slab| {
+        with_packed(xd, k, n, c.start, c.end, key, in_place, used_rows, |slab| {
             spmm_task(
                 rp,
                 ci,

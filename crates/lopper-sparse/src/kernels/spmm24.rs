@@ -77,7 +77,7 @@ fn spmm_24_impl(
     let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
     let key = call_key();
     run_grid(par, &chunks, &blocks, |r, c| {
-        with_packed(xd, k, n, c.start, c.end, key, false, |slab| {
+        with_packed(xd, k, n, c.start, c.end, key, false, None, |slab| {
             spmm24_task(
                 v,
                 m,
