@@ -248,7 +248,7 @@ fn bad_input_fails_cleanly_without_output() {
         (vec![s(&good), "--ratio", "-0.5"], "ratio"),
         (
             vec![s(&good), "--rank", "2", "--include", "nothing_matches_this"],
-            "no 2-D float tensor matches",
+            "no 2-D f32, f16 or bf16 tensor matches",
         ),
         (
             vec![s(&good), "--rank", "2", "--include", "(unclosed"],

@@ -227,7 +227,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     if done == 0 {
         return Err(CliError::Usage(format!(
-            "{}: no 2-D float tensor matches (--include {:?}, --exclude {:?}); nothing written",
+            "{}: no 2-D f32, f16 or bf16 tensor matches (--include {:?}, --exclude {:?}); nothing written",
             args.input.display(),
             args.include.as_deref().unwrap_or(""),
             args.exclude.as_deref().unwrap_or("")

@@ -35,6 +35,8 @@ where
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    // removes the temporary file unless it was renamed: on an error, and also when `write` panics
+    let guard = RemoveOnDrop(&tmp);
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
@@ -44,11 +46,22 @@ where
         drop(w);
         std::fs::rename(&tmp, path)
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(e));
+    match result {
+        Ok(()) => {
+            std::mem::forget(guard);
+            Ok(())
+        }
+        Err(e) => Err(io_err(e)),
     }
-    Ok(())
+}
+
+/// Removes a file when dropped (the temporary file of a write that did not finish).
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 /// Checks, before any work is spent, that [`write_atomic`] could write `path`: absent, a regular
@@ -113,6 +126,17 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         write_atomic(&p, |w| w.write_all(b"ok")).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"ok");
+        // a writer that panics: the old file stays and no temporary file is left
+        let r = std::panic::catch_unwind(|| {
+            write_atomic(&p, |w| {
+                w.write_all(b"half")?;
+                w.flush()?;
+                panic!("the writer failed")
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"ok");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
