@@ -5,9 +5,14 @@
 //! spmm, spmm_t and spmm_24 read X, and sddmm reads B, through a per-thread copy of the task's
 //! column block that starts on a 64-byte boundary, so no 16-lane load straddles two cache lines and
 //! a power-of-two row stride does not pile the rows into a few cache sets (a thread copies a block
-//! once per call; an aligned operand that is its own block is read in place). These loops are bound
-//! by loads: one per FMA, from the L2-resident slab; docs/benchmarks.md has the probes. The fused
-//! backward `spmm_t_sddmm` makes each load feed two FMAs (dX and dW of one entry).
+//! once per call; an aligned operand that is its own block is read in place). spmm copies only the
+//! rows of X that W reads ([`crate::Csr::rows_read`]). These loops are bound by loads: one per
+//! FMA, from the L2-resident slab; docs/benchmarks.md has the probes. The fused backward
+//! `spmm_t_sddmm` makes each load feed two FMAs (dX and dW of one entry).
+//!
+//! With `Par::Rayon(0)` (the current pool), a product of fewer than 2^19 multiply-adds runs on the
+//! calling thread alone: waking the pool costs more than a second thread saves. An explicit
+//! `Par::Rayon(n)` is run on n threads whatever the size.
 //!
 //! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
 mod backward;
