@@ -327,30 +327,41 @@ fn spmm_copies_and_reads_only_the_rows_of_x_that_w_reads() {
     let w = Csr::from_dense(MatRef::new(&wd, m, k).unwrap(), 0.0).unwrap();
     let mut xd = dense(k, n, 7);
     let want = reference::spmm(&wd, m, k, &xd, n);
+    // and a W that reads each of its rows of X twice: X is one block, read in place when aligned,
+    // else copied whole (its read rows only)
+    let mut few = vec![0.0f32; m * k];
+    few[4] = 1.5;
+    few[6] = -0.5;
+    few[3 * k + 4] = 2.0;
+    few[5 * k + 6] = 0.75;
+    let few = Csr::from_dense(MatRef::new(&few, m, k).unwrap(), 0.0).unwrap();
+    let want_few = reference::spmm(&few.to_dense(), m, k, &xd, n);
     for j in [0, 2, 3, 5, 7, 8] {
         xd[j * n..(j + 1) * n].fill(f32::NAN);
     }
     let full = random_csr(m, k, 1.0, 3, false);
     for shift in [0, 3] {
         for par in [Par::Seq, Par::Rayon(2), Par::Rayon(0)] {
-            let other = Offset::new(&dense(k, n, 8), shift);
-            let mut y = vec![0.0f32; m * n];
-            spmm(
-                &full,
-                MatRef::new(other.get(), k, n).unwrap(),
-                MatMut::new(&mut y, m, n).unwrap(),
-                par,
-            )
-            .unwrap();
-            let x = Offset::new(&xd, shift);
-            spmm(
-                &w,
-                MatRef::new(x.get(), k, n).unwrap(),
-                MatMut::new(&mut y, m, n).unwrap(),
-                par,
-            )
-            .unwrap();
-            check(&y, &want, k, "spmm skipping rows").unwrap();
+            for (w, want) in [(&w, &want), (&few, &want_few)] {
+                let other = Offset::new(&dense(k, n, 8), shift);
+                let mut y = vec![0.0f32; m * n];
+                spmm(
+                    &full,
+                    MatRef::new(other.get(), k, n).unwrap(),
+                    MatMut::new(&mut y, m, n).unwrap(),
+                    par,
+                )
+                .unwrap();
+                let x = Offset::new(&xd, shift);
+                spmm(
+                    w,
+                    MatRef::new(x.get(), k, n).unwrap(),
+                    MatMut::new(&mut y, m, n).unwrap(),
+                    par,
+                )
+                .unwrap();
+                check(&y, want, k, "spmm skipping rows").unwrap();
+            }
         }
     }
 }
