@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes a file atomically: `write` fills a temporary file in the same folder, which is synced and
-/// renamed over `path` only when everything succeeded. On any error the temporary file is removed and
-/// `path` is left as it was (absent, or the old file), never half-written.
+/// renamed over `path` only when everything succeeded (then the folder is synced too, so the rename
+/// survives a crash). On any error, or a panic in `write`, the temporary file is removed and `path`
+/// is left as it was (absent, or the old file), never half-written.
 ///
 /// A symbolic link is written through: its target is replaced and the link stays. An existing
 /// `path` that is not a regular file (a folder, a device such as /dev/null, a FIFO) is refused,
@@ -49,6 +50,12 @@ where
     match result {
         Ok(()) => {
             std::mem::forget(guard);
+            // the rename is durable once the folder's entry is on disk (a crash right after it could
+            // otherwise leave the old file); a file system that cannot sync a folder is not an error
+            #[cfg(unix)]
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
             Ok(())
         }
         Err(e) => Err(io_err(e)),
