@@ -503,6 +503,12 @@ fn recipe_paths_that_are_not_files_say_what_they_are() {
             "{err}"
         );
         assert!(!out.exists());
+        // compare takes its recipes as positional arguments, and says so
+        let o = lopper_in(dir.path(), &["compare", s(&p), "--out", s(&out)]);
+        assert!(!o.status.success(), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("RECIPES {}: {want}", s(&p))), "{err}");
+        assert!(!out.exists());
     }
 }
 

@@ -34,7 +34,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let out = report::out_dir(args.out.as_deref(), "compare");
     train::check_out_dir(&out)?;
     let threads = train::set_threads(args.threads)?;
-    let sources: Vec<RecipeSource> = args.recipes.iter().map(|p| RecipeSource::file(p)).collect();
+    let sources: Vec<RecipeSource> = args
+        .recipes
+        .iter()
+        .map(|p| RecipeSource::file(p).given_by("RECIPES"))
+        .collect();
     let opts = RunOpts {
         steps: args.steps,
         quiet: args.quiet,

@@ -57,6 +57,8 @@ pub struct RecipeSource {
     pub path: Option<PathBuf>,
     /// Embedded text, when it is not a file.
     pub text: Option<&'static str>,
+    /// The command-line argument that gave the file (`--recipe`, `RECIPES`), for errors.
+    pub arg: &'static str,
 }
 
 impl RecipeSource {
@@ -66,7 +68,13 @@ impl RecipeSource {
             label: path.display().to_string(),
             path: Some(path.to_path_buf()),
             text: None,
+            arg: "--recipe",
         }
+    }
+
+    /// This source given by the argument `arg` (errors about the file name it).
+    pub fn given_by(self, arg: &'static str) -> RecipeSource {
+        RecipeSource { arg, ..self }
     }
 
     /// A recipe embedded in the binary under its repository path `name` (`recipes/dense.toml`).
@@ -75,6 +83,7 @@ impl RecipeSource {
             label: format!("{name} (embedded)"),
             path: None,
             text: Some(text),
+            arg: "embedded",
         }
     }
 
@@ -91,7 +100,8 @@ impl RecipeSource {
                 };
                 if let Some(problem) = problem {
                     return Err(CliError::Usage(format!(
-                        "--recipe {}: {problem}",
+                        "{} {}: {problem}",
+                        self.arg,
                         p.display()
                     )));
                 }
