@@ -303,3 +303,101 @@ fn a_matrix_with_no_stored_entry_is_not_benchmarked() {
         "{err}"
     );
 }
+
+#[test]
+fn peer_figures_are_set_beside_the_rows_they_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("transformer/magnitude_pruning/0.9");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("layer.smtx"), "4, 6, 6\n0 2 2 5 6\n0 5 1 2 3 4\n").unwrap();
+    // one torch_csr row for this matrix at N = 16, a row of another library, another section,
+    // and a torch_csr row of a matrix not benchmarked
+    let peer = dir.path().join("peer.json");
+    let m = "transformer/magnitude_pruning/0.9/layer.smtx";
+    std::fs::write(
+        &peer,
+        serde_json::json!({"rows": [
+            {"section": "spmm", "lib": "torch_csr", "matrix": m, "n": 16, "gflops": 2.0},
+            {"section": "spmm", "lib": "scipy_csr", "matrix": m, "n": 32, "gflops": 1.0},
+            {"section": "gemm", "lib": "torch", "shape": "1x1x1", "gflops": 9.0},
+            {"section": "spmm", "lib": "torch_csr", "matrix": "x/y/0.5/other.smtx", "n": 16, "gflops": 3.0},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let p = peer.to_str().unwrap();
+    let mut args = vec![
+        "bench",
+        "spmm",
+        "--matrices",
+        d,
+        "--n",
+        "16,32",
+        "--peer",
+        p,
+    ];
+    args.extend(QUICK);
+    let rows = json_rows(&args);
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        if r["n"] == 16 {
+            assert_eq!(r["peer_gflops"], 2.0, "{r}");
+            let want = r["effective_gflops"].as_f64().unwrap() / 2.0;
+            assert!((r["vs_peer"].as_f64().unwrap() - want).abs() < 1e-9, "{r}");
+        } else {
+            // no torch_csr row at N = 32: no peer keys at all
+            assert!(
+                r.get("peer_gflops").is_none() && r.get("vs_peer").is_none(),
+                "{r}"
+            );
+        }
+    }
+    // the table: the two peer columns and the geometric mean over the matched rows
+    let out = lopper(&[
+        "bench",
+        "spmm",
+        "--matrices",
+        d,
+        "--n",
+        "16,32",
+        "--peer",
+        p,
+        "--rounds",
+        "1",
+        "--min-time",
+        "0",
+    ]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("peer GF/s") && t.contains("vs peer"), "{t}");
+    assert!(
+        t.contains("over torch_csr") && t.contains("over 1 of 2 rows"),
+        "{t}"
+    );
+    // scipy's row matches at N = 32 when asked for
+    let mut args = vec!["bench", "spmm", "--matrices", d, "--n", "32", "--peer", p];
+    args.extend(["--peer-lib", "scipy_csr"]);
+    args.extend(QUICK);
+    assert_eq!(json_rows(&args)[0]["peer_gflops"], 1.0);
+    // a file that is not JSON, and a row of the library without its figures, fail before timing
+    std::fs::write(&peer, "not json").unwrap();
+    fails_naming(
+        &["bench", "spmm", "--matrices", d, "--peer", p],
+        &["--peer", "peer.json", "not JSON"],
+    );
+    std::fs::write(
+        &peer,
+        r#"{"rows": [{"section": "spmm", "lib": "torch_csr", "matrix": "a", "n": 16}]}"#,
+    )
+    .unwrap();
+    fails_naming(
+        &["bench", "spmm", "--matrices", d, "--peer", p],
+        &["--peer", "row 0 (torch_csr)", "positive gflops"],
+    );
+    // --peer-lib needs --peer
+    fails_naming(
+        &["bench", "spmm", "--matrices", d, "--peer-lib", "x"],
+        &["--peer"],
+    );
+}

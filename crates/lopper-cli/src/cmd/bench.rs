@@ -18,6 +18,7 @@ use lopper_sparse::{Csr, Sparse24, sddmm, spmm, spmm_24, spmm_t_sddmm, spmm_t_wi
 use lopper_tensor::{MatMut, MatRef, Par, Tensor, Transpose, gemm};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,6 +72,15 @@ pub struct SpmmArgs {
     /// (for `spmm_t_sddmm`, the two GEMMs of a dense layer's backward).
     #[arg(long, default_value = "spmm", value_parser = ["spmm", "spmm_t", "sddmm", "spmm_t_sddmm"])]
     pub kernel: String,
+    /// A peer's figures to set beside lopper's: the JSON that `../shared/peers/peer_bench.py --json`
+    /// writes (rows with `section` "spmm", `lib`, `matrix` relative to the DLMC folder, `n`,
+    /// `gflops`). Each row of ours gets the peer's GFLOP/s on the same matrix and N and the ratio,
+    /// and the table their geometric mean. Measure both in the same hour.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+    /// Which of the peer file's libraries to compare with.
+    #[arg(long, default_value = "torch_csr", requires = "peer")]
+    pub peer_lib: String,
     #[command(flatten)]
     pub common: Common,
 }
@@ -113,6 +123,13 @@ pub struct Row {
     /// timed (`/proc/stat` steal); `null` where unknown (no `/proc/stat`, or a window shorter than
     /// one clock tick). Above 2% the table says its times are distorted.
     pub cpu_steal: Option<f64>,
+    /// With `--peer`: the peer library's GFLOP/s on the same matrix and N (absent without one, or
+    /// when the peer file has no such row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_gflops: Option<f64>,
+    /// With `--peer`: effective_gflops / peer_gflops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_peer: Option<f64>,
 }
 
 /// `--m`, `--k`, `--n`: a positive integer.
@@ -493,7 +510,49 @@ fn row(
         effective_gflops: 2.0 * nnz as f64 * n as f64 / ts / 1e9,
         dense_gflops: 2.0 * m as f64 * k as f64 * n as f64 / td / 1e9,
         cpu_steal,
+        peer_gflops: None,
+        vs_peer: None,
     }
+}
+
+/// A peer's GFLOP/s by (matrix name as [`matrix_name`] reports it, N), from `peer_bench.py`'s JSON:
+/// an object whose `rows` (or the document itself) is an array of rows; those with `section`
+/// "spmm" and `lib` equal to `lib` count. A row of that library without a string `matrix`, an
+/// integer `n` or a positive `gflops` is an error naming its index.
+fn load_peer(path: &Path, lib: &str) -> Result<HashMap<(String, usize), f64>, CliError> {
+    super::check_input("--peer", path)?;
+    let bad = |what: String| CliError::Usage(format!("--peer {}: {what}", path.display()));
+    let text = std::fs::read(path).map_err(|source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let rows = doc.get("rows").unwrap_or(&doc).as_array().ok_or_else(|| {
+        bad("no array of rows (peer_bench.py --json writes {\"rows\": [...]})".into())
+    })?;
+    let mut out = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.get("section").and_then(|v| v.as_str()) != Some("spmm")
+            || r.get("lib").and_then(|v| v.as_str()) != Some(lib)
+        {
+            continue;
+        }
+        let matrix = r.get("matrix").and_then(|v| v.as_str());
+        let n = r.get("n").and_then(|v| v.as_u64());
+        let g = r.get("gflops").and_then(|v| v.as_f64());
+        match (matrix, n, g) {
+            (Some(m), Some(n), Some(g)) if g.is_finite() && g > 0.0 => {
+                out.insert((matrix_name(Path::new(m)), n as usize), g);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "row {i} ({lib}) needs a string matrix, an integer n and a positive gflops: {r}"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The .smtx and .mtx files below `dir`. Symlinks to folders are not followed (they can loop);
@@ -616,6 +675,12 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
     if a.n.is_empty() || a.n.contains(&0) {
         return Err(CliError::Usage("--n needs positive column counts".into()));
     }
+    // read before anything is measured: a bad file fails at once
+    let peer = a
+        .peer
+        .as_deref()
+        .map(|p| load_peer(p, &a.peer_lib))
+        .transpose()?;
     let keep = |name: &str, path: &str| {
         a.filter
             .as_deref()
@@ -685,14 +750,41 @@ fn bench_spmm(a: SpmmArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for (name, w) in &cases {
         for &n in &a.n {
-            let r = measure_csr(name, w, n, &a.kernel, &a.common)?;
+            let mut r = measure_csr(name, w, n, &a.kernel, &a.common)?;
+            if let Some(g) = peer.as_ref().and_then(|p| p.get(&(name.clone(), n))) {
+                r.peer_gflops = Some(*g);
+                r.vs_peer = Some(r.effective_gflops / g);
+            }
             if !a.common.json {
                 eprintln!("{}", fmt_row(&r));
             }
             rows.push(r);
         }
     }
-    emit(&rows, &a.common, a.matrix.is_some() && a.n.len() == 1)
+    emit(&rows, &a.common, a.matrix.is_some() && a.n.len() == 1)?;
+    if let (Some(p), false) = (&a.peer, a.common.json) {
+        println!("{}", peer_line(&rows, &a.peer_lib, p));
+    }
+    Ok(())
+}
+
+/// The geometric mean of lopper over the peer on the rows that have a peer figure, or why none do.
+fn peer_line(rows: &[Row], lib: &str, path: &Path) -> String {
+    let r: Vec<f64> = rows.iter().filter_map(|r| r.vs_peer).collect();
+    if r.is_empty() {
+        return format!(
+            "no row of {} ({lib}) matches these matrices and N",
+            path.display()
+        );
+    }
+    let g = (r.iter().map(|x| x.ln()).sum::<f64>() / r.len() as f64).exp();
+    let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+    format!(
+        "geometric mean GFLOP/s over {lib} ({}): {g:.2}x over {} of {} rows, lowest {min:.2}x",
+        path.display(),
+        r.len(),
+        rows.len()
+    )
 }
 
 fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
@@ -781,8 +873,12 @@ fn bench_spmm24(a: Spmm24Args) -> Result<(), CliError> {
 }
 
 fn fmt_row(r: &Row) -> String {
+    let peer = match (r.peer_gflops, r.vs_peer) {
+        (Some(g), Some(v)) => format!(" {g:>9.1} {v:>7.2}x"),
+        _ => String::new(),
+    };
     format!(
-        "{:<44} {:>5}x{:<5} {:>6.3} {:>5} {:>9.3} {:>9.3} {:>8.1} {:>7.2}x",
+        "{:<44} {:>5}x{:<5} {:>6.3} {:>5} {:>9.3} {:>9.3} {:>8.1} {:>7.2}x{peer}",
         r.matrix,
         r.rows,
         r.cols,
@@ -849,8 +945,13 @@ fn emit(rows: &[Row], c: &Common, single: bool) -> Result<(), CliError> {
         println!("{s}");
         return Ok(());
     }
+    let peer = if rows.iter().any(|r| r.vs_peer.is_some()) {
+        format!(" {:>9} {:>8}", "peer GF/s", "vs peer")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<44} {:>11} {:>6} {:>5} {:>9} {:>9} {:>8} {:>8}",
+        "{:<44} {:>11} {:>6} {:>5} {:>9} {:>9} {:>8} {:>8}{peer}",
         "matrix", "shape", "sparse", "N", "sparse ms", "dense ms", "GFLOP/s", "speedup"
     );
     for r in rows {
