@@ -327,7 +327,7 @@ fn peer_figures_are_set_beside_the_rows_they_match() {
     .unwrap();
     let d = dir.path().to_str().unwrap();
     let p = peer.to_str().unwrap();
-    let mut args = vec![
+    let base = [
         "bench",
         "spmm",
         "--matrices",
@@ -337,8 +337,7 @@ fn peer_figures_are_set_beside_the_rows_they_match() {
         "--peer",
         p,
     ];
-    args.extend(QUICK);
-    let rows = json_rows(&args);
+    let rows = json_rows(&[&base[..], &QUICK[..]].concat());
     assert_eq!(rows.len(), 2);
     for r in &rows {
         if r["n"] == 16 {
@@ -354,20 +353,7 @@ fn peer_figures_are_set_beside_the_rows_they_match() {
         }
     }
     // the table: the two peer columns and the geometric mean over the matched rows
-    let out = lopper(&[
-        "bench",
-        "spmm",
-        "--matrices",
-        d,
-        "--n",
-        "16,32",
-        "--peer",
-        p,
-        "--rounds",
-        "1",
-        "--min-time",
-        "0",
-    ]);
+    let out = lopper(&[&base[..], &["--rounds", "1", "--min-time", "0"][..]].concat());
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("peer GF/s") && t.contains("vs peer"), "{t}");

@@ -26,7 +26,7 @@ pub struct Csr {
 /// Which of `cols` rows a product `W X` reads from X (W's distinct column indices); `None` when it
 /// reads them all. Kept with the pattern; not part of equality or of `Debug`'s detail.
 #[derive(Clone, Default)]
-struct RowsRead(std::sync::OnceLock<Option<Box<[bool]>>>);
+struct RowsRead(std::sync::OnceLock<Option<(Box<[bool]>, usize)>>);
 
 impl PartialEq for RowsRead {
     fn eq(&self, _: &Self) -> bool {
@@ -293,24 +293,32 @@ impl Csr {
     /// kernels copy only these rows: an L0- or variational-dropout-pruned 512 x 2048 layer at 95%
     /// reads 550 of X's 2048 rows.
     pub fn rows_read(&self) -> Option<&[bool]> {
-        self.reads
-            .0
-            .get_or_init(|| {
-                let mut used = vec![false; self.cols];
-                let mut left = self.cols;
-                for &j in &self.col_idx {
-                    if left == 0 {
-                        break;
-                    }
-                    // j < cols: an invariant
-                    let u = &mut used[j as usize];
-                    left -= usize::from(!*u);
-                    *u = true;
-                }
-                (left > 0).then(|| used.into_boxed_slice())
-            })
-            .as_deref()
+        self.reads_found().as_ref().map(|(u, _)| &u[..])
     }
+
+    /// How many rows of X `self * X` reads (those [`Csr::rows_read`] flags; `cols` when all).
+    pub(crate) fn rows_read_count(&self) -> usize {
+        self.reads_found().as_ref().map_or(self.cols, |&(_, n)| n)
+    }
+
+    /// [`Csr::rows_read`]'s flags and their count, found on the first call.
+    fn reads_found(&self) -> &Option<(Box<[bool]>, usize)> {
+        self.reads.0.get_or_init(|| {
+            let mut used = vec![false; self.cols];
+            let mut left = self.cols;
+            for &j in &self.col_idx {
+                if left == 0 {
+                    break;
+                }
+                // j < cols: an invariant
+                let u = &mut used[j as usize];
+                left -= usize::from(!*u);
+                *u = true;
+            }
+            (left > 0).then(|| (used.into_boxed_slice(), self.cols - left))
+        })
+    }
+
     pub fn values(&self) -> &[f32] {
         &self.values
     }
@@ -482,6 +490,7 @@ mod tests {
         let d = [0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0];
         let c = Csr::from_dense(MatRef::new(&d, 2, 5).unwrap(), 0.0).unwrap();
         assert_eq!(c.rows_read(), Some(&[false, true, true, true, false][..]));
+        assert_eq!(c.rows_read_count(), 3);
         // kept with the pattern (values changed or not), and not part of equality
         let v = c.with_values(vec![1.0; 3]).unwrap();
         assert_eq!(v.rows_read(), c.rows_read());
@@ -492,6 +501,7 @@ mod tests {
         // every row read, none, or no rows at all
         let full = Csr::from_dense(MatRef::new(&[1.0; 6], 2, 3).unwrap(), 0.0).unwrap();
         assert_eq!(full.rows_read(), None);
+        assert_eq!(full.rows_read_count(), 3);
         assert_eq!(
             Csr::zeros(3, 2).unwrap().rows_read(),
             Some(&[false, false][..])

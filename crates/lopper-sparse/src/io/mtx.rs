@@ -433,14 +433,9 @@ mod tests {
             let m = crate::io::smtx::tests::valid(rows, cols, &mask);
             let pattern = to_string(&m, Field::Pattern);
             let k = at.index(pattern.len());
-            let cut = &pattern[..k];
-            if cut.trim_end() != pattern.trim_end() {
-                proptest::prop_assert!(parse(cut, p).is_err(), "{:?}", cut);
-            }
-            let runs = crate::io::smtx::tests::digit_runs(&pattern);
-            let (s, e) = runs[run.index(runs.len())];
-            let bad = format!("{}{tok}{}", &pattern[..s], &pattern[e..]);
-            proptest::prop_assert!(parse(&bad, p).is_err(), "{:?}", bad);
+            crate::io::smtx::tests::cut_and_bad_token_fail(&pattern, k, run, tok, |t| {
+                parse(t, p).is_err()
+            })?;
             let good = to_string(&m, field);
             // the same cuts of a real or integer file (whose values a cut may leave valid)
             let _ = parse(&good[..at.index(good.len())], p);

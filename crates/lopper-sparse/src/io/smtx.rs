@@ -349,7 +349,7 @@ pub(super) mod tests {
     ];
 
     /// The byte ranges of the numbers (runs of digits) in `s`.
-    pub(crate) fn digit_runs(s: &str) -> Vec<(usize, usize)> {
+    fn digit_runs(s: &str) -> Vec<(usize, usize)> {
         let b = s.as_bytes();
         let mut out = Vec::new();
         let mut i = 0;
@@ -365,6 +365,27 @@ pub(super) mod tests {
             }
         }
         out
+    }
+
+    /// `text` cut at byte `at` (unless only white space is cut) and with its digit run `run`
+    /// replaced by `tok` must both fail `fails` (the parser of a file whose numbers are all sizes
+    /// or indices).
+    pub(crate) fn cut_and_bad_token_fail(
+        text: &str,
+        at: usize,
+        run: proptest::sample::Index,
+        tok: &str,
+        fails: impl Fn(&str) -> bool,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let cut = &text[..at];
+        if cut.trim_end() != text.trim_end() {
+            proptest::prop_assert!(fails(cut), "{:?}", cut);
+        }
+        let runs = digit_runs(text);
+        let (s, e) = runs[run.index(runs.len())];
+        let bad = format!("{}{tok}{}", &text[..s], &text[e..]);
+        proptest::prop_assert!(fails(&bad), "{:?}", bad);
+        Ok(())
     }
 
     proptest::proptest! {
@@ -408,14 +429,7 @@ pub(super) mod tests {
             let p = Path::new("m.smtx");
             let good = to_string(&valid(rows, cols, &mask));
             let k = at.index(good.len());
-            let cut = &good[..k];
-            if cut.trim_end() != good.trim_end() {
-                proptest::prop_assert!(parse(cut, p).is_err(), "{:?}", cut);
-            }
-            let runs = digit_runs(&good);
-            let (s, e) = runs[run.index(runs.len())];
-            let bad = format!("{}{tok}{}", &good[..s], &good[e..]);
-            proptest::prop_assert!(parse(&bad, p).is_err(), "{:?}", bad);
+            cut_and_bad_token_fail(&good, k, run, tok, |t| parse(t, p).is_err())?;
             let mut b = good.clone().into_bytes();
             b[k] = byte;
             if let Ok(pat) = parse(&String::from_utf8_lossy(&b), p) {

@@ -51,10 +51,7 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     // column blocks keep a slab of X in L2 for the many reads of each of its rows; a W that reads
     // the rows it reads only a few times each gains nothing from them, and copying X's blocks would
     // cost more than the product: X is then one block, read in place
-    let read = w
-        .rows_read()
-        .map_or(w.cols(), |u| u.iter().filter(|&&r| r).count());
-    let block = if w.nnz() < FEW_READS * read {
+    let block = if w.nnz() < FEW_READS * w.rows_read_count() {
         n
     } else {
         col_block(w.cols(), n)
