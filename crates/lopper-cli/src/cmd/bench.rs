@@ -578,11 +578,15 @@ fn find_matrices(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
 /// The name a matrix file is reported under: model/method/sparsity/layer, DLMC's long layer-name
 /// prefixes shortened.
 fn matrix_name(f: &Path) -> String {
+    // the path's names only: an absolute path's root is not a name (`/tmp/a.smtx` is `tmp/a`)
     let parts: Vec<String> = f
-        .iter()
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().to_string()),
+            _ => None,
+        })
         .rev()
         .take(4)
-        .map(|s| s.to_string_lossy().to_string())
         .collect();
     let name = parts
         .into_iter()
@@ -1022,6 +1026,10 @@ mod tests {
     fn matrix_names_drop_the_smtx_extension() {
         assert_eq!(matrix_name(Path::new("a/b/c/d/e.smtx")), "b/c/d/e");
         assert_eq!(matrix_name(Path::new("x.mtx")), "x.mtx");
+        // no root or `.` in the name
+        assert_eq!(matrix_name(Path::new("/tmp/c.smtx")), "tmp/c");
+        assert_eq!(matrix_name(Path::new("./c.smtx")), "c");
+        assert_eq!(matrix_name(Path::new("/c.mtx")), "c.mtx");
         assert_ne!(
             matrix_name(Path::new("m/good.smtx")),
             matrix_name(Path::new("m/good.mtx"))
