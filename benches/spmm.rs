@@ -2,7 +2,9 @@
 //! (faer, same threads), at a transformer FFN shape (3072 x 768, N = 512) and 90% sparsity.
 //!
 //! `cargo bench --bench spmm` (add `-- spmm_t` etc. to filter). Ratios are what to read: each group
-//! has its dense baseline measured in the same run.
+//! has its dense baseline measured in the same run. The kernels are called from criterion's thread,
+//! outside rayon's pool, so each parallel call pays the pool handoff (12-17 us on the development
+//! machine, about 1% of these shapes; `lopper bench` times from inside the pool).
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lopper::sparse::{
     Csr, Sparse24, sddmm, sddmm_add, spmm, spmm_24, spmm_t, spmm_t_sddmm, spmm_t_with,

@@ -264,6 +264,15 @@ fn csr_what(name: &str, w: &Csr, n: usize, kernel: &str) -> String {
 }
 
 pub fn run(cmd: BenchCmd) -> Result<(), CliError> {
+    // the kernels are timed as `lopper train` calls them: from a thread of rayon's pool (the main
+    // thread joins it), which starts each parallel region itself instead of handing it to the pool
+    // and sleeping until it is done; that handoff cost 12-17 us per call here, a quarter of a 512 x
+    // 512 product at 98% sparsity
+    let threads = match &cmd {
+        BenchCmd::Spmm(a) => a.common.threads,
+        BenchCmd::Spmm24(a) => a.common.threads,
+    };
+    super::train::set_threads(threads)?;
     match cmd {
         BenchCmd::Spmm(a) => bench_spmm(a),
         BenchCmd::Spmm24(a) => bench_spmm24(a),
