@@ -145,6 +145,59 @@ impl Callback for Recorder {
     }
 }
 
+/// A hook's rayon thread index (None outside a pool) and its pool's size.
+type Place = (Option<usize>, usize);
+
+/// Records where each hook ran.
+#[derive(Clone, Default)]
+struct Where(Arc<Mutex<Vec<Place>>>);
+
+impl Callback for Where {
+    fn name(&self) -> String {
+        "where".into()
+    }
+    fn on_begin(&mut self, _c: &mut Ctx<'_>) -> Result<()> {
+        let here = (rayon::current_thread_index(), rayon::current_num_threads());
+        self.0.lock().unwrap().push(here);
+        Ok(())
+    }
+    fn on_step_end(&mut self, _c: &mut Ctx<'_>) -> Result<Control> {
+        let here = (rayon::current_thread_index(), rayon::current_num_threads());
+        self.0.lock().unwrap().push(here);
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn run_steps_on_a_thread_of_the_pool() {
+    let cfg = TrainConfig {
+        steps: 2,
+        ..Default::default()
+    };
+    // called from the test's own thread, outside any pool: the loop runs on one of the global
+    // pool's threads (each parallel region then starts there instead of being handed over)
+    let mut t = mlp_trainer(false, cfg.clone(), 1e-3);
+    let w = Where::default();
+    t.add_callback(Box::new(w.clone()));
+    assert_eq!(rayon::current_thread_index(), None);
+    t.run().unwrap();
+    let got = w.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|(i, _)| i.is_some()), "{got:?}");
+    // inside a pool of its own: it stays there
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut t = mlp_trainer(false, cfg, 1e-3);
+    let w = Where::default();
+    t.add_callback(Box::new(w.clone()));
+    pool.install(|| t.run()).unwrap();
+    let got = w.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|&(i, n)| i.is_some() && n == 3), "{got:?}");
+}
+
 #[test]
 fn hooks_run_in_the_documented_order() {
     let cfg = TrainConfig {
