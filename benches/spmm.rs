@@ -2,10 +2,10 @@
 //! (faer, same threads), at a transformer FFN shape (3072 x 768, N = 512) and 90% sparsity.
 //!
 //! `cargo bench --bench spmm` (add `-- spmm_t` etc. to filter). Ratios are what to read: each group
-//! has its dense baseline measured in the same run. The kernels are called from criterion's thread,
-//! outside rayon's pool, so each parallel call pays the pool handoff (12-17 us on the development
-//! machine, about 1% of these shapes; `lopper bench` times from inside the pool).
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+//! has its dense baseline measured in the same run. Criterion's thread joins rayon's global pool
+//! first, as `lopper bench` and `lopper train` do, so each parallel call starts from inside the
+//! pool (docs/benchmarks.md, "kernels started from inside rayon's pool").
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use lopper::sparse::{
     Csr, Sparse24, sddmm, sddmm_add, spmm, spmm_24, spmm_t, spmm_t_sddmm, spmm_t_with,
 };
@@ -245,4 +245,12 @@ criterion_group!(
     bench_spmm_t_sddmm,
     bench_spmm_24
 );
-criterion_main!(benches);
+fn main() {
+    // the main thread becomes one of the global pool's workers (if the pool is already built,
+    // the kernels run as before, from outside it)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
