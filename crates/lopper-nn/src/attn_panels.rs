@@ -108,6 +108,8 @@ pub(crate) fn attn_forward(
         return Ok(());
     }
     let att = cache.probs_mut(s.b * nh * t * t);
+    qkv.prepare_panel_forward();
+    proj.prepare_panel_forward();
     let sp = seqs_per_part(s.b, par);
     let parts = s.b.div_ceil(sp);
     if bufs.len() < parts {

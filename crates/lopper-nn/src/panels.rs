@@ -97,6 +97,9 @@ pub(crate) fn forward(
     bufs: &mut Vec<PartBufs>,
     par: Par,
 ) -> Result<()> {
+    if let Fwd::S24(w) = w {
+        w.prepare(par); // once, before the parts (each would build its own copy)
+    }
     run_parts(n, m, y, bufs, par, |row0, y, pb| {
         let rows = y.len() / m;
         for p0 in (0..rows).step_by(PANEL) {
@@ -247,6 +250,8 @@ pub(crate) fn mlp_forward(
     if n == 0 {
         return Ok(());
     }
+    fc.prepare_panel_forward();
+    proj.prepare_panel_forward();
     let rows = part_rows(n, par);
     let parts = n.div_ceil(rows);
     if bufs.len() < parts {

@@ -4,7 +4,8 @@
 //!   first violation), conversions from dense (threshold, mask, exact top-k magnitude) and back, and a
 //!   [`CsrTranspose`] that keeps the value permutation so a values-only update re-transposes in O(nnz).
 //! - [`Sparse24`]: NVIDIA's 2:4 format (values `[M, K/2]` + 2-bit index metadata), with the reorder
-//!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads.
+//!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads. The CPU `spmm_24` keeps its
+//!   row order and a copy of the values in that order with the matrix ([`Sparse24::prepare`]).
 //! - [`io`]: DLMC `.smtx` and Matrix Market `.mtx` readers and writers.
 //! - [`kernels`]: rayon-parallel, nnz-balanced CPU kernels `spmm`, `spmm_t`, `sddmm` (and
 //!   `sddmm_add`, accumulating), `spmm_24`, each with an f64 dense reference in

@@ -1,6 +1,8 @@
 use crate::error::shape_err;
+use crate::kernels::Plan;
 use crate::{Error, Result};
-use lopper_tensor::{MatRef, Tensor};
+use lopper_tensor::{MatRef, Par, Tensor};
+use std::sync::{Mutex, OnceLock};
 
 /// A 2:4 structured-sparse matrix (NVIDIA's "2:4"): in every group of 4 consecutive entries of a row
 /// (along K), at most 2 are non-zero.
@@ -22,6 +24,40 @@ pub struct Sparse24 {
     cols: usize,
     values: Vec<f32>,
     meta: Vec<u16>,
+    cache: Cache,
+}
+
+/// What the CPU kernel keeps with the matrix ([`Sparse24::prepare`]); not part of equality or of
+/// `Debug`'s detail.
+#[derive(Default)]
+struct Cache {
+    plan: OnceLock<Plan>,
+    values: OnceLock<Vec<f32>>,
+    /// The buffer of a copy that values_mut dropped, reused by the next (no fresh pages to fault in
+    /// on every training step).
+    spare: Mutex<Vec<f32>>,
+}
+
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        Cache {
+            plan: self.plan.clone(),
+            values: self.values.clone(),
+            spare: Mutex::default(),
+        }
+    }
+}
+
+impl PartialEq for Cache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cache")
+    }
 }
 
 /// `ceil(K/16)`: metadata words per row.
@@ -120,6 +156,7 @@ impl Sparse24 {
             cols,
             values,
             meta,
+            cache: Cache::default(),
         }
     }
 
@@ -154,6 +191,7 @@ impl Sparse24 {
             cols,
             values,
             meta,
+            cache: Cache::default(),
         };
         // K = 0: no group to check (and no per-row loop over a claimed `rows`)
         for i in 0..if cols == 0 { 0 } else { rows } {
@@ -212,13 +250,49 @@ impl Sparse24 {
     pub fn values(&self) -> &[f32] {
         &self.values
     }
-    /// Kept values, mutable (the pattern cannot change through this).
+    /// Kept values, mutable (the pattern cannot change through this). Drops the CPU kernel's copy
+    /// of the values ([`Sparse24::prepare`]), which the next product builds again.
     pub fn values_mut(&mut self) -> &mut [f32] {
+        if let Some(v) = self.cache.values.take() {
+            *self
+                .cache
+                .spare
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner()) = v;
+        }
         &mut self.values
     }
     /// Metadata words, `[M, ceil(K/16)]` row-major.
     pub fn meta(&self) -> &[u16] {
         &self.meta
+    }
+
+    /// Builds now what [`crate::spmm_24`] keeps with the matrix, with `par` for the values:
+    /// - once per pattern, the order in which its class kernel visits the rows (a byte per row and
+    ///   group of 4, and each block's classes);
+    /// - after every change of the values (`values_mut`), a copy of the values in that order
+    ///   (as large as the values).
+    ///
+    /// Products build what is missing themselves, on their own thread when given `Par::Seq`. Call
+    /// this first where several threads run products of one matrix at once (each would build its
+    /// own copy) or to keep the build out of a timed product. Nothing is built for a product
+    /// whose N is below the class kernel's tile (128 columns with AVX-512, 32 with AVX2, 16
+    /// otherwise).
+    pub fn prepare(&self, par: Par) {
+        self.plan(par);
+    }
+
+    /// The class kernel's row order and the values in it, built where missing.
+    pub(crate) fn plan(&self, par: Par) -> (&Plan, &[f32]) {
+        // built outside the lock: a gather on rayon that stole a task of another product of this
+        // matrix must not wait on its own initialization
+        let plan = self.cache.plan.get_or_init(|| Plan::build(self));
+        if let Some(v) = self.cache.values.get() {
+            return (plan, v);
+        }
+        let buf = std::mem::take(&mut *self.cache.spare.lock().unwrap_or_else(|e| e.into_inner()));
+        let v = plan.gather(self, buf, par);
+        (plan, self.cache.values.get_or_init(|| v))
     }
 }
 

@@ -235,7 +235,7 @@ proptest! {
     }
 
     #[test]
-    fn spmm_24_matches_reference(m in 1usize..30, groups in 0usize..20, n in 1usize..300, seed: u64, p: u8) {
+    fn spmm_24_matches_reference(m in 1usize..150, groups in 0usize..20, n in 1usize..300, seed: u64, p: u8) {
         let k = 4 * groups;
         let wd = dense(m, k, seed);
         let w = Sparse24::from_dense_prune(MatRef::new(&wd, m, k).unwrap()).unwrap();
@@ -453,4 +453,68 @@ fn shape_errors_are_typed() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("spmm_24_bias"), "{e}");
+}
+
+/// spmm_24 keeps a copy of W's values in its own order: a product after `values_mut` must see the
+/// new values, a clone must give the same products, and products of one matrix started from many
+/// threads at once (each building the copy on the pool) must all finish with the right result.
+#[test]
+fn spmm_24_after_values_change_clones_and_concurrent_products() {
+    use rayon::prelude::*;
+    // two blocks of the class kernel (the second short) and a column tail at every tile width
+    let (m, k, n) = (100, 24, 290);
+    let wd = dense(m, k, 11);
+    let mut w = Sparse24::from_dense_prune(MatRef::new(&wd, m, k).unwrap()).unwrap();
+    let x = dense(k, n, 12);
+    let run = |w: &Sparse24, par: Par| {
+        let mut y = vec![f32::NAN; m * n];
+        spmm_24(
+            w,
+            MatRef::new(&x, k, n).unwrap(),
+            MatMut::new(&mut y, m, n).unwrap(),
+            par,
+        )
+        .unwrap();
+        y
+    };
+    let ok = |y: &[f32], w: &Sparse24, what: &str| {
+        check(y, &reference::spmm_24(w, &x, n), k, what).unwrap();
+    };
+    for isa in isas() {
+        simd::set_isa(isa);
+        for par in [Par::Seq, Par::Rayon(2)] {
+            let y = run(&w, par);
+            ok(&y, &w, &format!("{isa:?} {par:?} first"));
+            for (i, v) in w.values_mut().iter_mut().enumerate() {
+                *v = *v * -0.5 + (i % 7) as f32;
+            }
+            ok(
+                &run(&w, par),
+                &w,
+                &format!("{isa:?} {par:?} after values_mut"),
+            );
+            // (not compared bit for bit: the other tests switch the clone in use meanwhile)
+            ok(&run(&w.clone(), par), &w, &format!("{isa:?} {par:?} clone"));
+            // the clone's values are its own
+            let mut c2 = w.clone();
+            c2.values_mut().fill(0.0);
+            assert!(run(&c2, par).iter().all(|&v| v == 0.0));
+            ok(
+                &run(&w, par),
+                &w,
+                &format!("{isa:?} {par:?} after the clone's change"),
+            );
+            w.prepare(par);
+            ok(&run(&w, par), &w, &format!("{isa:?} {par:?} prepared"));
+        }
+        // a fresh matrix (nothing built yet) under 8 concurrent products that use the pool
+        let f = Sparse24::from_dense_prune(MatRef::new(&wd, m, k).unwrap()).unwrap();
+        let ys: Vec<Vec<f32>> = (0..8)
+            .into_par_iter()
+            .map(|_| run(&f, Par::Rayon(0)))
+            .collect();
+        for y in &ys {
+            ok(y, &f, &format!("{isa:?} concurrent"));
+        }
+    }
 }

@@ -82,6 +82,15 @@ impl Linear {
         )
     }
 
+    /// Before the forward panels of a step: builds what a 2:4 weight's CPU kernel keeps (its row
+    /// order, and its values in that order after they changed) with the layer's threads, once,
+    /// instead of in every part that runs a panel ([`lopper_sparse::Sparse24::prepare`]).
+    pub(crate) fn prepare_panel_forward(&self) {
+        if let Weight::Sparse24 { w, .. } = &self.weight {
+            w.prepare(self.par);
+        }
+    }
+
     /// `c (M, r) = W a (K, r) + b`, single-threaded. `a` should start on a 64-byte boundary (the
     /// kernels then read it in place).
     pub(crate) fn forward_panel(&self, a: &[f32], r: usize, c: &mut [f32]) -> Result<()> {

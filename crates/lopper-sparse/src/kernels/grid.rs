@@ -78,12 +78,16 @@ pub(crate) fn balanced_rows(
 /// Bytes of X's slab (K rows x block columns) that a task should keep in its core's L2:
 /// [`slab_bytes_for_l2`] of this machine's L2 (read once from sysfs), 256 KiB where unknown.
 fn l2_slab_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    l2_bytes().map_or(256 << 10, slab_bytes_for_l2)
+}
+
+/// This machine's L2 per core in bytes, read once from sysfs; `None` where unknown.
+pub(crate) fn l2_bytes() -> Option<usize> {
+    static BYTES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *BYTES.get_or_init(|| {
         std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
             .ok()
             .and_then(|s| parse_cache_size(&s))
-            .map_or(256 << 10, slab_bytes_for_l2)
     })
 }
 
@@ -190,7 +194,12 @@ pub(crate) fn run_grid(
         return;
     }
     use rayon::prelude::*;
-    let run = || tasks.into_par_iter().for_each(|(r, c)| task(r, c));
+    in_pool(par, || tasks.into_par_iter().for_each(|(r, c)| task(r, c)));
+}
+
+/// Runs `run` (rayon work) in the pool `par` names: an explicit `Par::Rayon(n)` other than the
+/// current pool's size runs in a kept pool of n threads, anything else in the current pool.
+pub(crate) fn in_pool(par: Par, run: impl FnOnce() + Send) {
     match par {
         Par::Rayon(n) if n > 0 && n != rayon::current_num_threads() => match pool(n) {
             Some(p) => p.install(run),

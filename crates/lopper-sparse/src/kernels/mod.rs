@@ -21,11 +21,13 @@ mod sddmm;
 pub mod simd;
 mod spmm;
 mod spmm24;
+mod spmm24_class;
 
 pub use backward::spmm_t_sddmm;
 pub use sddmm::{sddmm, sddmm_add};
 pub use spmm::{spmm, spmm_bias, spmm_t, spmm_t_with};
 pub use spmm24::{spmm_24, spmm_24_bias};
+pub(crate) use spmm24_class::Plan;
 
 /// Width (f32 lanes) of the register tile over N that the kernels use.
 pub const N_TILE: usize = 64;

@@ -1,19 +1,29 @@
 //! `spmm_24`: Y = W X with W in 2:4 form ([`Sparse24`]).
 //!
 //! Shapes: W (M, K) 2:4 (values (M, K/2) + metadata), X (K, N), Y (M, N). Work: M*K/2*N
-//! multiply-adds, half of the dense GEMM's.
-//! Register tile: 7 rows of W x T = 64 columns of Y with AVX-512 (28 of its 32 registers hold
-//! accumulators), and one tile of 16, 32, 48 or 64 columns for a row's last columns (overlapping
-//! the previous tile when wider than what is left); 4 rows x 16 columns elsewhere. For each group
-//! g of 4 along K, the four rows X[4g..4g+4, c..c+T] are read from cache and shared by the tile's
-//! rows, each of which picks its two rows by its metadata:
-//! `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
-use super::grid::call_key;
+//! multiply-adds, half of the dense GEMM's. Two kernels share a task's slab of X:
+//! - full column tiles of 128 (AVX-512), 32 (AVX2) or 16 (portable) run the class kernel
+//!   ([`super::spmm24_class`]): rows sorted by pattern, Y's tile in L1, about half the loads per
+//!   multiply-add of a register tile;
+//! - the columns left over (N below the class tile, or a slab's last columns) run the register tile
+//!   here: 7 rows of W x T = 64 columns of Y with AVX-512 (28 of its 32 registers hold
+//!   accumulators), and one tile of 16, 32, 48 or 64 columns for a row's last columns (overlapping
+//!   the previous tile when wider than what is left); 4 rows x 16 columns elsewhere. For each group
+//!   g of 4 along K, the four rows X[4g..4g+4, c..c+T] are read from cache and shared by the tile's
+//!   rows, each of which picks its two rows by its metadata:
+//!   `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]`.
+//!
+//! Both sum an element's groups in the same order from zero and add the bias last, so a tile that
+//! overlaps columns of the other kernel writes equal values.
+//! At 3072 x 768 on the 2-core Xeon of 2026-11-30 (`bench spmm24`, docs/benchmarks.md): the
+//! register tile alone was faster at N = 32-96 and 192 (a 64-wide last block), the class kernel at
+//! N = 100, 128, 136, 300 and 512 (1.28-1.31x dense at N = 512 against 1.15-1.20x).
 use super::grid::{
-    SPMM24_SLAB_BYTES, SyncPtr, check_mm, chunks_for, col_block_for, col_blocks, par_for_work,
-    run_grid, with_packed,
+    SPMM24_SLAB_BYTES, SyncPtr, call_key, check_mm, chunks_for, col_block_for, col_blocks,
+    l2_bytes, par_for_work, run_grid, with_packed,
 };
 use super::simd::{fmadd, multiversion};
+use super::spmm24_class::{CB, class_task, class_width};
 use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};
@@ -23,9 +33,22 @@ use lopper_tensor::{MatMut, MatRef, Par};
 /// 6, 1.21-1.25x with 7 (interleaved runs, docs/benchmarks.md). 8 x 64 would need all 32 registers.
 const MR_WIDE: usize = 7;
 const MR_NARROW: usize = 4;
-/// Row chunks are whole multiples of both tile heights, so only the matrix's last rows are left
-/// to single-row tiles.
-const MR_CHUNK: usize = MR_WIDE * MR_NARROW;
+// Row chunks are whole blocks of the class kernel, and whole multiples of both tile heights, so
+// only the matrix's last rows are left to single-row tiles.
+const _: () = assert!(CB.is_multiple_of(MR_WIDE * MR_NARROW));
+
+/// spmm_24's column block for `tc`-wide class tiles: 128 columns while N has a class tile and X's
+/// K x 128 slab fits in three quarters of L2 (1 MiB assumed where unknown); otherwise the register
+/// tile's budget. 768 x 3072 x 512: 7.0-7.2 ms with a 1.5 MiB slab of 128 columns (2 MiB L2)
+/// against 8.2 ms with 64 (which leaves every column to the register tile).
+fn col_block_24(k: usize, n: usize, tc: usize) -> usize {
+    let l2 = l2_bytes().unwrap_or(1 << 20);
+    if n >= tc && 4 * k * 128 <= l2 / 4 * 3 {
+        128
+    } else {
+        col_block_for(k, n, SPMM24_SLAB_BYTES)
+    }
+}
 
 /// `y = w x`: W (M, K) 2:4, X (K, N), Y (M, N), overwritten.
 pub fn spmm_24(w: &Sparse24, x: MatRef<'_>, y: MatMut<'_>, par: Par) -> Result<()> {
@@ -66,41 +89,42 @@ fn spmm_24_impl(
         return Ok(());
     }
     let par = par_for_work(par, (w.rows() * (w.cols() / 2)).saturating_mul(n));
-    let blocks = col_blocks(n, col_block_for(w.cols(), n, SPMM24_SLAB_BYTES));
-    // chunks in units of MR_CHUNK rows
-    let units = w.rows().div_ceil(MR_CHUNK);
+    let tc = class_width();
+    let blocks = col_blocks(n, col_block_24(w.cols(), n, tc));
+    // the class kernel's order and values, built at the first product that has a class tile
+    let plan = blocks.iter().any(|b| b.len() >= tc).then(|| w.plan(par));
+    // chunks in units of CB rows
+    let units = w.rows().div_ceil(CB);
     let chunks: Vec<_> = chunks_for(units, par.threads(), blocks.len(), |_| 1)
         .into_iter()
-        .map(|r| r.start * MR_CHUNK..(r.end * MR_CHUNK).min(w.rows()))
+        .map(|r| r.start * CB..(r.end * CB).min(w.rows()))
         .collect();
     let yp = SyncPtr(y.data().as_mut_ptr());
-    let (v, m, xd, k) = (w.values(), w.meta(), x.data(), w.cols());
+    let (v, m, xd, k, rows) = (w.values(), w.meta(), x.data(), w.cols(), w.rows());
     let key = call_key();
     run_grid(par, &chunks, &blocks, |r, c| {
         with_packed(xd, k, n, c.start, c.end, key, false, None, |slab| {
-            spmm24_task(
-                v,
-                m,
-                bias,
-                slab,
-                k,
-                c.end - c.start,
-                yp,
-                n,
-                r.start,
-                r.end,
-                c.start,
-            )
+            let sw = c.end - c.start;
+            // columns 0..cs of the slab in class tiles, the rest in register tiles
+            let mut cs = 0;
+            if let Some((p, pv)) = plan.filter(|_| sw >= tc) {
+                cs = sw / tc * tc;
+                let rows = (r.start, r.end, rows);
+                class_task(pv, p, bias, slab, k, sw, tc, cs, yp, n, rows, c.start);
+            }
+            if cs < sw {
+                spmm24_task(v, m, bias, slab, k, sw, cs, yp, n, r.start, r.end, c.start);
+            }
         })
     });
     Ok(())
 }
 
 multiversion!(fn spmm24_task(v: &[f32], m: &[u16], bias: &[f32], slab: &[f32], k: usize, sw: usize,
-                             y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize) => spmm24_body);
+                             cs: usize, y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize) => spmm24_body);
 
-/// Rows r0..r1, columns c0..c0+sw of Y (row stride n) from `slab` = X[:, c0..c0+sw] packed with
-/// row stride sw.
+/// Rows r0..r1, columns c0+cs..c0+sw of Y (row stride n) from `slab` = X[:, c0..c0+sw] packed with
+/// row stride sw (a last tile may overlap columns before cs).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn spmm24_body<const FMA: bool>(
@@ -110,6 +134,7 @@ fn spmm24_body<const FMA: bool>(
     slab: &[f32],
     k: usize,
     sw: usize,
+    cs: usize,
     y: SyncPtr,
     n: usize,
     r0: usize,
@@ -121,7 +146,7 @@ fn spmm24_body<const FMA: bool>(
     // group; AVX2 (16 registers) and the portable clone use 4 x 16.
     let wide = FMA && super::simd::isa() == super::simd::Isa::Avx512;
     let mr = if wide { MR_WIDE } else { MR_NARROW };
-    let mut c = 0;
+    let mut c = cs;
     while c < sw {
         let t = tile_width(sw - c, sw, wide);
         // a tile wider than the columns left ends at sw, overlapping the previous one (each
