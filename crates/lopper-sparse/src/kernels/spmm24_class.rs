@@ -1,8 +1,7 @@
 //! The spmm_24 kernel: rows grouped by their pattern, group by group, with Y's tile in L1.
 //!
 //! Shapes: W (M, K) 2:4, X (K, N), Y (M, N). For each block of [`CB`] rows of W and each group g of
-//! 4 along K, the block's rows are sorted by their 4-bit code in g (at most 6 codes occur in
-//! practice, 16 are possible). Rows of one code read the same two rows of X, so a class loads
+//! 4 along K, the block's rows are sorted by their 4-bit code in g (6 codes: idx0 < idx1). Rows of one code read the same two rows of X, so a class loads
 //! `X[4g + i0, c..c+T]` and `X[4g + i1, c..c+T]` into registers once and then, for each of its
 //! rows r, `acc[r] += v0 * X[4g + i0] + v1 * X[4g + i1]` with `acc` a (CB, T) tile in L1:
 //! - per row and group: 2 value broadcasts, T/16 loads and T/16 stores of `acc`, T/8 multiply-adds
