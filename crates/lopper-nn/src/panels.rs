@@ -97,8 +97,10 @@ pub(crate) fn forward(
     bufs: &mut Vec<PartBufs>,
     par: Par,
 ) -> Result<()> {
-    if let Fwd::S24(w) = w {
-        w.prepare(par); // once, before the parts (each would build its own copy)
+    // the kernels' own orders of W, once, before the parts (each would build its own copy)
+    match w {
+        Fwd::Csr(w) => w.prepare(par),
+        Fwd::S24(w) => w.prepare(par),
     }
     run_parts(n, m, y, bufs, par, |row0, y, pb| {
         let rows = y.len() / m;

@@ -1,4 +1,5 @@
 use crate::error::shape_err;
+use crate::kernels::{KernelCache, Outer};
 use crate::{Error, Result};
 use lopper_tensor::{MatRef, Par, Tensor};
 
@@ -21,6 +22,8 @@ pub struct Csr {
     values: Vec<f32>,
     /// [`Csr::rows_read`], found on first use (the pattern never changes after construction).
     reads: RowsRead,
+    /// What spmm's outer-product kernel keeps ([`Csr::prepare`]).
+    outer: KernelCache<Option<Outer>>,
 }
 
 /// Which of `cols` rows a product `W X` reads from X (W's distinct column indices); `None` when it
@@ -68,6 +71,7 @@ impl Csr {
             col_idx,
             values,
             reads: RowsRead::default(),
+            outer: KernelCache::default(),
         })
     }
 
@@ -91,6 +95,7 @@ impl Csr {
             col_idx: Vec::new(),
             values: Vec::new(),
             reads: RowsRead::default(),
+            outer: KernelCache::default(),
         })
     }
 
@@ -168,6 +173,7 @@ impl Csr {
             col_idx,
             values,
             reads: RowsRead::default(),
+            outer: KernelCache::default(),
         })
     }
 
@@ -200,6 +206,7 @@ impl Csr {
             col_idx: self.col_idx.clone(),
             values: Vec::new(),
             reads: self.reads.clone(),
+            outer: KernelCache::default(),
         }
     }
 
@@ -256,6 +263,7 @@ impl Csr {
                 col_idx,
                 values,
                 reads: RowsRead::default(),
+                outer: KernelCache::default(),
             },
             perm,
             inv,
@@ -322,8 +330,39 @@ impl Csr {
     pub fn values(&self) -> &[f32] {
         &self.values
     }
-    /// The stored values, mutable (the pattern cannot change through this).
+    /// Builds now what [`crate::spmm`] keeps with a matrix of at least 15% density for its
+    /// outer-product kernel, with `par` for the values: once per pattern, W's entries ordered by
+    /// column within each block of 56 rows (a byte and a u32 per entry, and a column pointer per
+    /// block), and after every change of the values (`values_mut`) a copy of the values in that
+    /// order. Products build what is missing themselves; call this first where several threads
+    /// run products of one matrix at once (each would build its own copy), or to keep the build
+    /// out of a timed product. The kernel runs on AVX-512 CPUs only, for products with N of at
+    /// least 128; sparser matrices do not use it.
+    pub fn prepare(&self, par: Par) {
+        if crate::kernels::outer_pays(self)
+            && crate::kernels::simd::isa() == crate::kernels::simd::Isa::Avx512
+        {
+            self.outer(par);
+        }
+    }
+
+    /// The outer-product kernel's order and the values in it, built where missing; `None` for a
+    /// matrix of more entries than u32 indexes.
+    pub(crate) fn outer(&self, par: Par) -> Option<(&Outer, &[f32])> {
+        let (plan, v) = self.outer.get(
+            || Outer::build(self),
+            |p, buf| match p {
+                Some(p) => p.gather(self, buf, par),
+                None => buf,
+            },
+        );
+        plan.as_ref().map(|p| (p, v))
+    }
+
+    /// The stored values, mutable (the pattern cannot change through this). Drops the copy of the
+    /// values that [`Csr::prepare`] made, which the next product builds again.
     pub fn values_mut(&mut self) -> &mut [f32] {
+        self.outer.values_changed();
         &mut self.values
     }
     /// Column indices and values of row `i`.
@@ -390,12 +429,12 @@ impl CsrTranspose {
             use rayon::prelude::*;
             let chunk = self.perm.len().div_ceil(threads);
             self.t
-                .values
+                .values_mut()
                 .par_chunks_mut(chunk)
                 .zip(self.perm.par_chunks(chunk))
                 .for_each(|(out, perm)| gather(out, perm));
         } else {
-            gather(&mut self.t.values, &self.perm);
+            gather(self.t.values_mut(), &self.perm);
         }
         Ok(())
     }

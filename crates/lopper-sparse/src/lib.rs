@@ -3,6 +3,8 @@
 //! - [`Csr`]: validated compressed sparse rows (every constructor checks the invariants and names the
 //!   first violation), conversions from dense (threshold, mask, exact top-k magnitude) and back, and a
 //!   [`CsrTranspose`] that keeps the value permutation so a values-only update re-transposes in O(nnz).
+//!   `spmm`'s outer-product kernel (AVX-512, density of 15% or more) keeps its column order and a
+//!   copy of the values in that order with the matrix ([`Csr::prepare`]).
 //! - [`Sparse24`]: NVIDIA's 2:4 format (values `[M, K/2]` + 2-bit index metadata), with the reorder
 //!   into the `mma.sp` m16n8k32 fragment layout the GPU kernel reads. The CPU `spmm_24` keeps its
 //!   row order and a copy of the values in that order with the matrix ([`Sparse24::prepare`]).

@@ -1,8 +1,7 @@
 use crate::error::shape_err;
-use crate::kernels::Plan;
+use crate::kernels::{KernelCache, Plan};
 use crate::{Error, Result};
 use lopper_tensor::{MatRef, Par, Tensor};
-use std::sync::{Mutex, OnceLock};
 
 /// A 2:4 structured-sparse matrix (NVIDIA's "2:4"): in every group of 4 consecutive entries of a row
 /// (along K), at most 2 are non-zero.
@@ -24,40 +23,8 @@ pub struct Sparse24 {
     cols: usize,
     values: Vec<f32>,
     meta: Vec<u16>,
-    cache: Cache,
-}
-
-/// What the CPU kernel keeps with the matrix ([`Sparse24::prepare`]); not part of equality or of
-/// `Debug`'s detail.
-#[derive(Default)]
-struct Cache {
-    plan: OnceLock<Plan>,
-    values: OnceLock<Vec<f32>>,
-    /// The buffer of a copy that values_mut dropped, reused by the next (no fresh pages to fault in
-    /// on every training step).
-    spare: Mutex<Vec<f32>>,
-}
-
-impl Clone for Cache {
-    fn clone(&self) -> Self {
-        Cache {
-            plan: self.plan.clone(),
-            values: self.values.clone(),
-            spare: Mutex::default(),
-        }
-    }
-}
-
-impl PartialEq for Cache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for Cache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cache")
-    }
+    /// What spmm_24's class kernel keeps ([`Sparse24::prepare`]).
+    cache: KernelCache<Plan>,
 }
 
 /// `ceil(K/16)`: metadata words per row.
@@ -156,7 +123,7 @@ impl Sparse24 {
             cols,
             values,
             meta,
-            cache: Cache::default(),
+            cache: KernelCache::default(),
         }
     }
 
@@ -191,7 +158,7 @@ impl Sparse24 {
             cols,
             values,
             meta,
-            cache: Cache::default(),
+            cache: KernelCache::default(),
         };
         // K = 0: no group to check (and no per-row loop over a claimed `rows`)
         for i in 0..if cols == 0 { 0 } else { rows } {
@@ -253,13 +220,7 @@ impl Sparse24 {
     /// Kept values, mutable (the pattern cannot change through this). Drops the CPU kernel's copy
     /// of the values ([`Sparse24::prepare`]), which the next product builds again.
     pub fn values_mut(&mut self) -> &mut [f32] {
-        if let Some(v) = self.cache.values.take() {
-            *self
-                .cache
-                .spare
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner()) = v;
-        }
+        self.cache.values_changed();
         &mut self.values
     }
     /// Metadata words, `[M, ceil(K/16)]` row-major.
@@ -284,15 +245,8 @@ impl Sparse24 {
 
     /// The class kernel's row order and the values in it, built where missing.
     pub(crate) fn plan(&self, par: Par) -> (&Plan, &[f32]) {
-        // built outside the lock: a gather on rayon that stole a task of another product of this
-        // matrix must not wait on its own initialization
-        let plan = self.cache.plan.get_or_init(|| Plan::build(self));
-        if let Some(v) = self.cache.values.get() {
-            return (plan, v);
-        }
-        let buf = std::mem::take(&mut *self.cache.spare.lock().unwrap_or_else(|e| e.into_inner()));
-        let v = plan.gather(self, buf, par);
-        (plan, self.cache.values.get_or_init(|| v))
+        self.cache
+            .get(|| Plan::build(self), |p, buf| p.gather(self, buf, par))
     }
 }
 

@@ -4,7 +4,7 @@
 use lopper_sparse::kernels::simd::{self, Isa};
 use lopper_sparse::{
     Csr, Sparse24, reference, sddmm, sddmm_add, spmm, spmm_24, spmm_24_bias, spmm_bias, spmm_t,
-    spmm_t_sddmm,
+    spmm_t_sddmm, spmm_t_with,
 };
 use lopper_tensor::{MatMut, MatRef, Par, Tensor};
 use proptest::prelude::*;
@@ -96,7 +96,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
     #[test]
-    fn spmm_matches_reference(m in 1usize..40, k in 1usize..50, n in 1usize..300, d in 0.0f64..1.0,
+    fn spmm_matches_reference(m in 1usize..130, k in 1usize..50, n in 1usize..300, d in 0.0f64..1.0,
                               seed: u64, heavy: bool, p: u8) {
         let w = random_csr(m, k, d, seed, heavy);
         let x = dense(k, n, seed ^ 1);
@@ -115,7 +115,7 @@ proptest! {
     }
 
     #[test]
-    fn spmm_t_matches_reference(m in 1usize..40, k in 1usize..50, n in 1usize..150, d in 0.0f64..1.0,
+    fn spmm_t_matches_reference(m in 1usize..40, k in 1usize..130, n in 1usize..150, d in 0.0f64..1.0,
                                 seed: u64, heavy: bool, p: u8) {
         let w = random_csr(m, k, d, seed, heavy);
         let x = dense(m, n, seed ^ 2);
@@ -509,6 +509,88 @@ fn spmm_24_after_values_change_clones_and_concurrent_products() {
         }
         // a fresh matrix (nothing built yet) under 8 concurrent products that use the pool
         let f = Sparse24::from_dense_prune(MatRef::new(&wd, m, k).unwrap()).unwrap();
+        let ys: Vec<Vec<f32>> = (0..8)
+            .into_par_iter()
+            .map(|_| run(&f, Par::Rayon(0)))
+            .collect();
+        for y in &ys {
+            ok(y, &f, &format!("{isa:?} concurrent"));
+        }
+    }
+}
+
+/// spmm's outer-product kernel keeps a copy of W's values in its own order: products after
+/// `values_mut` and after a transpose's refresh must see the new values, clones must give the same
+/// products, and concurrent products of one fresh matrix must all be right.
+#[test]
+fn spmm_after_values_change_refresh_clones_and_concurrent_products() {
+    use rayon::prelude::*;
+    // two blocks of 56 rows (the second short), 40% dense, a column tail after the 128-wide tiles
+    let (m, k, n) = (100, 40, 290);
+    let mut w = random_csr(m, k, 0.4, 21, true);
+    let x = dense(k, n, 22);
+    let run = |w: &Csr, par: Par| {
+        let mut y = vec![f32::NAN; w.rows() * n];
+        let (rows, cols) = (w.rows(), w.cols());
+        spmm(
+            w,
+            MatRef::new(&x[..cols * n], cols, n).unwrap(),
+            MatMut::new(&mut y, rows, n).unwrap(),
+            par,
+        )
+        .unwrap();
+        y
+    };
+    let ok = |y: &[f32], w: &Csr, what: &str| {
+        let want = reference::spmm(&w.to_dense(), w.rows(), w.cols(), &x, n);
+        check(y, &want, w.cols(), what).unwrap();
+    };
+    for isa in isas() {
+        simd::set_isa(isa);
+        for par in [Par::Seq, Par::Rayon(2)] {
+            ok(&run(&w, par), &w, &format!("{isa:?} {par:?} first"));
+            for (i, v) in w.values_mut().iter_mut().enumerate() {
+                *v = *v * -0.5 + (i % 7) as f32;
+            }
+            ok(
+                &run(&w, par),
+                &w,
+                &format!("{isa:?} {par:?} after values_mut"),
+            );
+            ok(&run(&w.clone(), par), &w, &format!("{isa:?} {par:?} clone"));
+            let mut c2 = w.clone();
+            c2.values_mut().fill(0.0);
+            assert!(run(&c2, par).iter().all(|&v| v == 0.0));
+            w.prepare(par);
+            ok(&run(&w, par), &w, &format!("{isa:?} {par:?} prepared"));
+        }
+        // a transpose used as a matrix (40 x 100, 40% dense), then refreshed after a change
+        let mut wt = w.transpose();
+        let xt = dense(m, n, 23);
+        let run_t = |wt: &lopper_sparse::CsrTranspose| {
+            let mut y = vec![f32::NAN; k * n];
+            spmm_t_with(
+                wt,
+                MatRef::new(&xt, m, n).unwrap(),
+                MatMut::new(&mut y, k, n).unwrap(),
+                Par::Rayon(2),
+            )
+            .unwrap();
+            y
+        };
+        let want_t = |w: &Csr| reference::spmm_t(&w.to_dense(), m, k, &xt, n);
+        check(&run_t(&wt), &want_t(&w), m, &format!("{isa:?} spmm_t")).unwrap();
+        w.values_mut().iter_mut().for_each(|v| *v += 1.0);
+        wt.refresh(&w).unwrap();
+        check(
+            &run_t(&wt),
+            &want_t(&w),
+            m,
+            &format!("{isa:?} spmm_t refreshed"),
+        )
+        .unwrap();
+        // a fresh matrix (nothing built yet) under 8 concurrent products that use the pool
+        let f = random_csr(m, k, 0.4, 24, false);
         let ys: Vec<Vec<f32>> = (0..8)
             .into_par_iter()
             .map(|_| run(&f, Par::Rayon(0)))

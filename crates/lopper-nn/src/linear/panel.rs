@@ -82,12 +82,15 @@ impl Linear {
         )
     }
 
-    /// Before the forward panels of a step: builds what a 2:4 weight's CPU kernel keeps (its row
-    /// order, and its values in that order after they changed) with the layer's threads, once,
-    /// instead of in every part that runs a panel ([`lopper_sparse::Sparse24::prepare`]).
+    /// Before the forward panels of a step: builds what a Csr or 2:4 weight's CPU kernel keeps
+    /// (its order of the entries, and the values in that order after they changed) with the
+    /// layer's threads, once, instead of in every part that runs a panel
+    /// ([`lopper_sparse::Csr::prepare`], [`lopper_sparse::Sparse24::prepare`]).
     pub(crate) fn prepare_panel_forward(&self) {
-        if let Weight::Sparse24 { w, .. } = &self.weight {
-            w.prepare(self.par);
+        match &self.weight {
+            Weight::Csr { w, .. } => w.prepare(self.par),
+            Weight::Sparse24 { w, .. } => w.prepare(self.par),
+            _ => {}
         }
     }
 

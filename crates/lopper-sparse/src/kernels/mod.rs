@@ -10,22 +10,33 @@
 //! FMA, from the L2-resident slab; docs/benchmarks.md has the probes. The fused backward
 //! `spmm_t_sddmm` makes each load feed two FMAs (dX and dW of one entry).
 //!
+//! Two kernels turn this around for their 128-wide column tiles (AVX-512): a row of X goes into
+//! registers once and is shared by every row of a block of W that reads it, and Y's tile for the
+//! block sits in L1 (loaded and stored per multiply-add, all in L1): spmm_24's class kernel (rows
+//! sorted by their 2:4 code, group by group) and spmm's outer-product kernel (entries ordered by
+//! column within each block of rows, at densities of 15% or more). Each keeps its order of W and
+//! a copy of the values in that order with the matrix (`cache`).
+//!
 //! With `Par::Rayon(0)` (the current pool), a product of fewer than 2^19 multiply-adds runs on the
 //! calling thread alone: waking the pool costs more than a second thread saves. An explicit
 //! `Par::Rayon(n)` is run on n threads whatever the size.
 //!
 //! Every kernel computes in f32 and has an f64 dense reference in [`crate::reference`].
 mod backward;
+mod cache;
 mod grid;
 mod sddmm;
 pub mod simd;
 mod spmm;
 mod spmm24;
 mod spmm24_class;
+mod spmm_outer;
 
 pub use backward::spmm_t_sddmm;
+pub(crate) use cache::KernelCache;
 pub use sddmm::{sddmm, sddmm_add};
 pub use spmm::{spmm, spmm_bias, spmm_t, spmm_t_with};
+pub(crate) use spmm_outer::{Outer, outer_pays};
 pub use spmm24::{spmm_24, spmm_24_bias};
 pub(crate) use spmm24_class::Plan;
 

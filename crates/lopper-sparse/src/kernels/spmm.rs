@@ -8,12 +8,16 @@
 //! are independent. The last columns (fewer than 16) are one 16-wide tile ending at the row's end,
 //! overlapping the previous tile (single columns only in a block narrower than 16).
 use super::grid::call_key;
+use super::grid::l2_bytes;
 use super::grid::{
     SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, par_for_work, run_grid,
     with_packed,
 };
 use super::simd::{fmadd, multiversion};
+use super::spmm_outer::{CB, outer_task};
+use super::spmm24_class::class_width;
 use crate::error::shape_err;
+use crate::kernels::{Outer, outer_pays};
 use crate::{Csr, CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
 
@@ -48,6 +52,19 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
         return Ok(());
     }
     let par = par_for_work(par, w.nnz().saturating_mul(n));
+    // the outer-product kernel with AVX-512's 128-wide tiles only: with AVX2's 32 (4 registers of
+    // X per column) it was 12% faster at 50% sparsity but 3-20% slower at 70-80% (512 x 512 and
+    // 2048 x 512 DLMC layers, N = 512), the portable clone's 16 slower at 80%
+    let tc = class_width();
+    if tc == 128
+        && n >= tc
+        && outer_pays(w)
+        && 4 * w.cols() * 128 <= l2_bytes().unwrap_or(1 << 20) / 4 * 3
+        && let Some((plan, pv)) = w.outer(par)
+    {
+        spmm_outer(w, plan, pv, x, bias, y, par, tc);
+        return Ok(());
+    }
     // column blocks keep a slab of X in L2 for the many reads of each of its rows; a W that reads
     // the rows it reads only a few times each gains nothing from them, and copying X's blocks would
     // cost more than the product: X is then one block, read in place
@@ -81,6 +98,7 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
                 bias,
                 slab,
                 c.end - c.start,
+                0,
                 yp,
                 n,
                 r.start,
@@ -91,6 +109,52 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
         })
     });
     Ok(())
+}
+
+/// [`spmm`] through the outer-product kernel ([`super::spmm_outer`]) on X's slabs of 128 columns
+/// (whole tiles of `tc`), the row-wise one on the columns left over.
+#[allow(clippy::too_many_arguments)]
+fn spmm_outer(
+    w: &Csr,
+    plan: &Outer,
+    pv: &[f32],
+    x: MatRef<'_>,
+    bias: &[f32],
+    mut y: MatMut<'_>,
+    par: Par,
+    tc: usize,
+) {
+    let (m, k, n) = (w.rows(), w.cols(), x.cols());
+    let blocks = col_blocks(n, 128);
+    let rp = w.row_ptr();
+    // row chunks of whole blocks, balanced by entries
+    let chunks: Vec<_> = chunks_for(m.div_ceil(CB), par.threads(), blocks.len(), |b| {
+        rp[((b + 1) * CB).min(m)] - rp[b * CB] + 2 * CB
+    })
+    .into_iter()
+    .map(|r| r.start * CB..(r.end * CB).min(m))
+    .collect();
+    let yp = SyncPtr(y.data().as_mut_ptr());
+    let (ci, v, xd) = (w.col_idx(), w.values(), x.data());
+    let key = call_key();
+    let copies = blocks.len() > 1 || !(xd.as_ptr() as usize).is_multiple_of(64);
+    let used_rows = if copies { w.rows_read() } else { None };
+    run_grid(par, &chunks, &blocks, |r, c| {
+        // an aligned slab (no line shift for the row-wise tiles after cs)
+        with_packed(xd, k, n, c.start, c.end, key, false, used_rows, |slab| {
+            let sw = c.end - c.start;
+            let cs = sw / tc * tc;
+            if cs > 0 {
+                let rows = (r.start, r.end, m);
+                outer_task(plan, pv, bias, slab, k, sw, tc, cs, yp, n, rows, c.start);
+            }
+            if cs < sw {
+                spmm_task(
+                    rp, ci, v, bias, slab, sw, cs, yp, n, r.start, r.end, c.start, c.end,
+                );
+            }
+        })
+    });
 }
 
 /// Below this many reads of each row of X that W reads (nnz over [`Csr::rows_read`]'s count), X is
@@ -131,10 +195,11 @@ pub fn spmm_t_with(wt: &CsrTranspose, x: MatRef<'_>, y: MatMut<'_>, par: Par) ->
 }
 
 multiversion!(fn spmm_task(rp: &[usize], ci: &[u32], v: &[f32], bias: &[f32], slab: &[f32], sw: usize,
-                           y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
+                           cs: usize, y: SyncPtr, n: usize, r0: usize, r1: usize, c0: usize, c1: usize) => spmm_body);
 
-/// Rows r0..r1, columns c0..c1 of Y (row stride n) from `slab` = X[:, c0..c1] packed with row
-/// stride `sw = c1 - c0`, plus `bias[i]` on row i when `bias` is not empty.
+/// Rows r0..r1, columns c0+cs..c1 of Y (row stride n) from `slab` = X[:, c0..c1] packed with row
+/// stride `sw = c1 - c0`, plus `bias[i]` on row i when `bias` is not empty. With cs > 0 the slab
+/// starts on a cache line (its last tile may overlap columns before cs).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn spmm_body<const FMA: bool>(
@@ -144,6 +209,7 @@ fn spmm_body<const FMA: bool>(
     bias: &[f32],
     slab: &[f32],
     sw: usize,
+    cs: usize,
     y: SyncPtr,
     n: usize,
     r0: usize,
@@ -167,8 +233,8 @@ fn spmm_body<const FMA: bool>(
         // SAFETY: row i, columns c0..c1 of Y (n columns, row-major) belong to this task alone:
         // tasks are disjoint (row chunk x column block), and the range lies inside Y.
         let out = unsafe { std::slice::from_raw_parts_mut(y.0.add(i * n + c0), c1 - c0) };
-        let mut c = 0;
-        if shift > 0 {
+        let mut c = cs;
+        if shift > 0 && cs == 0 {
             // sw is a multiple of 16 here (line_shift), so at least 16
             tile::<FMA, 16>(cols, vals, slab, sw, 0, b, &mut out[..16]);
             c = if sw == 16 { 16 } else { shift };
