@@ -7,6 +7,9 @@
 //! entries, with two accumulator sets for even and odd entries so that consecutive multiply-adds
 //! are independent. The last columns (fewer than 16) are one 16-wide tile ending at the row's end,
 //! overlapping the previous tile (single columns only in a block narrower than 16).
+//! With AVX-512, a W with at least 15% of its entries stored runs its 128-wide column tiles
+//! through the outer-product kernel instead ([`super::spmm_outer`]), on slabs of 128 columns;
+//! this row-wise one keeps the columns left over.
 use super::grid::call_key;
 use super::grid::l2_bytes;
 use super::grid::{

@@ -19,8 +19,9 @@ pub(crate) const CB: usize = 56;
 const _: () = assert!(CB <= 256); // a row within its block is a u8
 
 /// Whether `w` is dense enough for the outer-product kernel: at least 15% of its entries stored.
-/// DLMC transformer layers, N = 512, 2 threads (docs/benchmarks.md): +10-20% over the row-wise
-/// kernel at 50-70% sparsity, +0-5% at 80%; at 90-95% a probe was 2-26% slower.
+/// DLMC transformer layers, N = 512, 2 threads (docs/benchmarks.md): mostly +10-25% over the
+/// row-wise kernel at 50-60% sparsity, +1-13% at 70%, about even at 80%; at 90-95% a one-core
+/// probe was up to 26% slower.
 pub(crate) fn outer_pays(w: &Csr) -> bool {
     w.nnz() as u128 * 100 >= 15 * w.rows() as u128 * w.cols() as u128
 }
