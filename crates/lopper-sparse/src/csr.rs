@@ -332,7 +332,7 @@ impl Csr {
     }
     /// Builds now what [`crate::spmm`] keeps with a matrix of at least 15% density for its
     /// outer-product kernel, with `par` for the values: once per pattern, W's entries ordered by
-    /// column within each block of 56 rows (a byte and a u32 per entry, and a column pointer per
+    /// column within each block of 56 rows (a byte and a u32 per entry, and a u32 per column and
     /// block), and after every change of the values (`values_mut`) a copy of the values in that
     /// order. Products build what is missing themselves; call this first where several threads
     /// run products of one matrix at once (each would build its own copy), or to keep the build

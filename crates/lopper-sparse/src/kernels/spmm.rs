@@ -62,7 +62,7 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
     if tc == 128
         && n >= tc
         && outer_pays(w)
-        && 4 * w.cols() * 128 <= l2_bytes().unwrap_or(1 << 20) / 4 * 3
+        && w.cols().saturating_mul(4 * 128) <= l2_bytes().unwrap_or(1 << 20) / 4 * 3
         && let Some((plan, pv)) = w.outer(par)
     {
         spmm_outer(w, plan, pv, x, bias, y, par, tc);

@@ -17,7 +17,7 @@
 //! overlaps columns of the other kernel writes equal values.
 //! At 3072 x 768 on the 2-core Xeon of 2026-11-30 (`bench spmm24`, docs/benchmarks.md): the
 //! register tile alone was faster at N = 32-96 and 192 (a 64-wide last block), the class kernel at
-//! N = 100, 128, 136, 300 and 512 (1.28-1.31x dense at N = 512 against 1.15-1.20x).
+//! N = 100, 128, 136, 300 and 512 (1.33-1.41x dense at N = 512 against 1.14-1.21x).
 use super::grid::{
     SPMM24_SLAB_BYTES, SyncPtr, call_key, check_mm, chunks_for, col_block_for, col_blocks,
     l2_bytes, par_for_work, run_grid, with_packed,
@@ -43,7 +43,7 @@ const _: () = assert!(CB.is_multiple_of(MR_WIDE * MR_NARROW));
 /// against 8.2 ms with 64 (which leaves every column to the register tile).
 fn col_block_24(k: usize, n: usize, tc: usize) -> usize {
     let l2 = l2_bytes().unwrap_or(1 << 20);
-    if n >= tc && 4 * k * 128 <= l2 / 4 * 3 {
+    if n >= tc && k.saturating_mul(4 * 128) <= l2 / 4 * 3 {
         128
     } else {
         col_block_for(k, n, SPMM24_SLAB_BYTES)

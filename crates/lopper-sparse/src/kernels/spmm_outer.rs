@@ -31,7 +31,7 @@ pub(crate) fn outer_pays(w: &Csr) -> bool {
 pub(crate) struct Outer {
     /// `col_ptr[b * (K + 1) + j]..col_ptr[b * (K + 1) + j + 1]`: the places of block b's entries in
     /// column j.
-    col_ptr: Vec<usize>,
+    col_ptr: Vec<u32>,
     /// The row (within its block) of the entry at each place.
     rows: Vec<u8>,
     /// The CSR entry at each place (for the values in place order).
@@ -47,21 +47,24 @@ impl Outer {
         }
         let (rp, ci) = (w.row_ptr(), w.col_idx());
         let blocks = m.div_ceil(CB);
-        let mut col_ptr = vec![0usize; blocks * (k + 1)];
+        let mut col_ptr = vec![0u32; blocks * (k + 1)];
         let (mut rows, mut src) = (vec![0u8; nnz], vec![0u32; nnz]);
         let mut fill = vec![0usize; k];
         for b in 0..blocks {
             let (r0, r1) = (b * CB, ((b + 1) * CB).min(m));
             let cp = &mut col_ptr[b * (k + 1)..(b + 1) * (k + 1)];
             // counting sort of the block's entries by column, starting at the block's first entry
+            // (every place < nnz <= u32::MAX)
             for &j in &ci[rp[r0]..rp[r1]] {
                 cp[j as usize + 1] += 1;
             }
-            cp[0] = rp[r0];
+            cp[0] = rp[r0] as u32;
             for j in 0..k {
                 cp[j + 1] += cp[j];
             }
-            fill.copy_from_slice(&cp[..k]);
+            for (f, &c) in fill.iter_mut().zip(&cp[..k]) {
+                *f = c as usize;
+            }
             for r in r0..r1 {
                 for e in rp[r]..rp[r + 1] {
                     let p = &mut fill[ci[e] as usize];
@@ -172,7 +175,7 @@ fn block<const FMA: bool, const T: usize>(
                 _mm_prefetch::<_MM_HINT_T1>(y.0.add((r0 + r) * n + c0 + c + 16 * q) as *const i8)
             };
         }
-        let (e0, e1) = (cp[j], cp[j + 1]);
+        let (e0, e1) = (cp[j] as usize, cp[j + 1] as usize);
         if e0 == e1 {
             continue;
         }
