@@ -337,11 +337,10 @@ impl Csr {
     /// order. Products build what is missing themselves; call this first where several threads
     /// run products of one matrix at once (each would build its own copy), or to keep the build
     /// out of a timed product. The kernel runs on AVX-512 CPUs only, for products with N of at
-    /// least 128; sparser matrices do not use it.
+    /// least 128 and K whose 128-column slab of X fits in three quarters of L2 (K up to 3072 with
+    /// 2 MiB); nothing is built for other matrices, or sparser ones.
     pub fn prepare(&self, par: Par) {
-        if crate::kernels::outer_pays(self)
-            && crate::kernels::simd::isa() == crate::kernels::simd::Isa::Avx512
-        {
+        if crate::kernels::outer_used(self) {
             self.outer(par);
         }
     }

@@ -36,7 +36,7 @@ pub use backward::spmm_t_sddmm;
 pub(crate) use cache::KernelCache;
 pub use sddmm::{sddmm, sddmm_add};
 pub use spmm::{spmm, spmm_bias, spmm_t, spmm_t_with};
-pub(crate) use spmm_outer::{Outer, outer_pays};
+pub(crate) use spmm_outer::{Outer, outer_used};
 pub use spmm24::{spmm_24, spmm_24_bias};
 pub(crate) use spmm24_class::Plan;
 

@@ -11,16 +11,14 @@
 //! through the outer-product kernel instead ([`super::spmm_outer`]), on slabs of 128 columns;
 //! this row-wise one keeps the columns left over.
 use super::grid::call_key;
-use super::grid::l2_bytes;
 use super::grid::{
     SyncPtr, check_mm, chunks_for, col_block, col_blocks, line_shift, par_for_work, run_grid,
     with_packed,
 };
 use super::simd::{fmadd, multiversion};
 use super::spmm_outer::{CB, outer_task};
-use super::spmm24_class::class_width;
 use crate::error::shape_err;
-use crate::kernels::{Outer, outer_pays};
+use crate::kernels::{Outer, outer_used};
 use crate::{Csr, CsrTranspose, Result};
 use lopper_tensor::{MatMut, MatRef, Par};
 
@@ -55,17 +53,11 @@ fn spmm_impl(w: &Csr, x: MatRef<'_>, bias: &[f32], mut y: MatMut<'_>, par: Par) 
         return Ok(());
     }
     let par = par_for_work(par, w.nnz().saturating_mul(n));
-    // the outer-product kernel with AVX-512's 128-wide tiles only: with AVX2's 32 (4 registers of
-    // X per column) it was 12% faster at 50% sparsity but 3-20% slower at 70-80% (512 x 512 and
-    // 2048 x 512 DLMC layers, N = 512), the portable clone's 16 slower at 80%
-    let tc = class_width();
-    if tc == 128
-        && n >= tc
-        && outer_pays(w)
-        && w.cols().saturating_mul(4 * 128) <= l2_bytes().unwrap_or(1 << 20) / 4 * 3
+    if n >= 128
+        && outer_used(w)
         && let Some((plan, pv)) = w.outer(par)
     {
-        spmm_outer(w, plan, pv, x, bias, y, par, tc);
+        spmm_outer(w, plan, pv, x, bias, y, par, 128);
         return Ok(());
     }
     // column blocks keep a slab of X in L2 for the many reads of each of its rows; a W that reads

@@ -9,8 +9,8 @@
 //! the row-wise kernel. Pays where columns hold several entries per block (density above about
 //! 0.15); the row-wise kernel keeps sparser matrices and the columns left over.
 //! Every element of Y sums its entries in increasing column order, from zero, the bias last.
-use super::grid::{SyncPtr, in_pool};
-use super::simd::{fmadd, multiversion};
+use super::grid::{SyncPtr, in_pool, l2_bytes};
+use super::simd::{Isa, fmadd, isa, multiversion};
 use crate::Csr;
 use lopper_tensor::Par;
 
@@ -24,6 +24,16 @@ const _: () = assert!(CB <= 256); // a row within its block is a u8
 /// probe was up to 26% slower.
 pub(crate) fn outer_pays(w: &Csr) -> bool {
     w.nnz() as u128 * 100 >= 15 * w.rows() as u128 * w.cols() as u128
+}
+
+/// Whether spmm runs `w`'s 128-wide column tiles through this kernel (given N >= 128): AVX-512
+/// (with AVX2's tiles of 32 it was 12% faster at 50% sparsity but 3-20% slower at 70-80%, the
+/// portable clone's 16 slower at 80%), [`outer_pays`], and X's K x 128 slab within three quarters
+/// of L2 (1 MiB assumed where unknown).
+pub(crate) fn outer_used(w: &Csr) -> bool {
+    isa() == Isa::Avx512
+        && outer_pays(w)
+        && w.cols().saturating_mul(4 * 128) <= l2_bytes().unwrap_or(1 << 20) / 4 * 3
 }
 
 /// The entries of every block of [`CB`] rows, by column; pattern only.
