@@ -31,6 +31,7 @@ mod spmm;
 mod spmm24;
 mod spmm24_class;
 mod spmm_outer;
+mod ytile;
 
 pub use backward::spmm_t_sddmm;
 pub(crate) use cache::KernelCache;

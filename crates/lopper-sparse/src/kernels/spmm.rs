@@ -16,7 +16,8 @@ use super::grid::{
     with_packed,
 };
 use super::simd::{fmadd, multiversion};
-use super::spmm_outer::{CB, outer_task};
+use super::spmm_outer::outer_task;
+use super::ytile::CB;
 use crate::error::shape_err;
 use crate::kernels::{Outer, outer_used};
 use crate::{Csr, CsrTranspose, Result};

@@ -23,7 +23,8 @@ use super::grid::{
     l2_bytes, par_for_work, run_grid, with_packed,
 };
 use super::simd::{fmadd, multiversion};
-use super::spmm24_class::{CB, class_task, class_width};
+use super::spmm24_class::{class_task, class_width};
+use super::ytile::CB;
 use crate::sparse24::meta_words;
 use crate::{Result, Sparse24};
 use lopper_tensor::{MatMut, MatRef, Par};

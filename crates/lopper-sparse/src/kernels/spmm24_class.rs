@@ -15,17 +15,10 @@
 //! width: overlapping tiles write equal values.
 use super::grid::{SyncPtr, in_pool};
 use super::simd::{Isa, fmadd, isa, multiversion};
+use super::ytile::{CB, Dest, Tile};
 use crate::Sparse24;
 use crate::sparse24::meta_words;
 use lopper_tensor::Par;
-
-/// Rows of W per block (a multiple of the register tile's 7 and 4 rows). Y's tile is (CB, T) f32:
-/// 28 KiB at T = 128, of the 48 KiB L1 of the 2026-11-30 Xeon. 3072 x 768 x 512 on one thread:
-/// 1.15-1.16x dense with 32 rows, 1.21-1.26x with 64, 1.24-1.25x with 48, 0.95-1.02x with 128 (64
-/// KiB, beyond L1), docs/benchmarks.md.
-pub(crate) const CB: usize = 56;
-// a row's place in its block is a u8
-const _: () = assert!(CB <= 256);
 
 /// The row order of every (block, group) of a [`Sparse24`] and its classes; pattern only.
 #[derive(Clone, Debug)]
@@ -157,10 +150,6 @@ fn class_body<const FMA: bool>(
     }
 }
 
-/// Y's tile, aligned so that its rows of 16 lanes are whole cache lines.
-#[repr(align(64))]
-struct Tile<const T: usize>([[f32; T]; CB]);
-
 /// The operands a block reads: values in place order, plan, bias, slab, K, slab width, Y, N.
 type Operands<'a> = (
     &'a [f32],
@@ -183,26 +172,21 @@ fn block<const FMA: bool, const T: usize>(
 ) {
     let groups = k / 4;
     let b = r0 / CB;
-    let mut acc = Tile::<T>([[0.0; T]; CB]);
+    let dest = Dest {
+        y,
+        n,
+        r0,
+        rb,
+        col: c0 + c,
+    };
+    let mut acc = Tile::<T>::zeros();
     let xrow = |row: usize| -> [f32; T] {
         // SAFETY: row < K (4g + p with p < 4, g < K/4), c + T <= sw, and the slab holds K rows of
         // sw elements.
         unsafe { *(slab.as_ptr().add(row * sw + c) as *const [f32; T]) }
     };
-    // Y's lines of this tile, fetched into L2 a few per group, so that the final stores do not
-    // wait for them (without: 1.15x dense at 3072 x 768 x 512 on one thread, with: 1.23-1.41x)
-    let lines = rb * T / 16;
     for g in 0..groups {
-        #[cfg(target_arch = "x86_64")]
-        for l in g * lines / groups..(g + 1) * lines / groups {
-            let (r, q) = (l / (T / 16), l % (T / 16));
-            // SAFETY: r < rb and 16q < T: an element of this task's part of Y (a prefetch does not
-            // fault in any case).
-            unsafe {
-                use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-                _mm_prefetch::<_MM_HINT_T1>(y.0.add((r0 + r) * n + c0 + c + 16 * q) as *const i8)
-            };
-        }
+        Tile::<T>::prefetch(dest, g, groups);
         let base = r0 * groups + g * rb;
         let p = &plan.perm[base..base + rb];
         let vg = &v[2 * base..2 * (base + rb)];
@@ -229,15 +213,7 @@ fn block<const FMA: bool, const T: usize>(
             }
         }
     }
-    for r in 0..rb {
-        // SAFETY: rows r0..r0+rb and columns c0+c..c0+c+T of Y belong to this task alone
-        // (disjoint grid).
-        let out = unsafe { std::slice::from_raw_parts_mut(y.0.add((r0 + r) * n + c0 + c), T) };
-        let b = bias.get(r0 + r).copied().unwrap_or(0.0);
-        for l in 0..T {
-            out[l] = acc.0[r][l] + b;
-        }
-    }
+    acc.store(dest, bias);
 }
 
 #[cfg(test)]

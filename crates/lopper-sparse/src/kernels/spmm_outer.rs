@@ -11,12 +11,9 @@
 //! Every element of Y sums its entries in increasing column order, from zero, the bias last.
 use super::grid::{SyncPtr, in_pool, l2_bytes};
 use super::simd::{Isa, fmadd, isa, multiversion};
+use super::ytile::{CB, Dest, Tile};
 use crate::Csr;
 use lopper_tensor::Par;
-
-/// Rows of W per block: Y's tile is (CB, T) f32, 28 KiB at T = 128 (of a 48 KiB L1).
-pub(crate) const CB: usize = 56;
-const _: () = assert!(CB <= 256); // a row within its block is a u8
 
 /// Whether `w` is dense enough for the outer-product kernel: at least 15% of its entries stored.
 /// DLMC transformer layers, N = 512, 2 threads (docs/benchmarks.md): mostly +10-25% over the
@@ -149,9 +146,6 @@ fn outer_body<const FMA: bool>(
     }
 }
 
-#[repr(align(64))]
-struct Tile<const T: usize>([[f32; T]; CB]);
-
 type Operands<'a> = (
     &'a Outer,
     &'a [f32],
@@ -171,20 +165,17 @@ fn block<const FMA: bool, const T: usize>(
     c: usize,
     c0: usize,
 ) {
-    let mut acc = Tile::<T>([[0.0; T]; CB]);
+    let dest = Dest {
+        y,
+        n,
+        r0,
+        rb,
+        col: c0 + c,
+    };
+    let mut acc = Tile::<T>::zeros();
     let cp = &plan.col_ptr[r0 / CB * (k + 1)..(r0 / CB + 1) * (k + 1)];
-    let lines = rb * T / 16;
     for j in 0..k {
-        #[cfg(target_arch = "x86_64")]
-        for l in j * lines / k..(j + 1) * lines / k {
-            let (r, q) = (l / (T / 16), l % (T / 16));
-            // SAFETY: r < rb and 16q < T: an element of this task's part of Y (a prefetch does not
-            // fault in any case).
-            unsafe {
-                use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-                _mm_prefetch::<_MM_HINT_T1>(y.0.add((r0 + r) * n + c0 + c + 16 * q) as *const i8)
-            };
-        }
+        Tile::<T>::prefetch(dest, j, k);
         let (e0, e1) = (cp[j] as usize, cp[j + 1] as usize);
         if e0 == e1 {
             continue;
@@ -201,15 +192,7 @@ fn block<const FMA: bool, const T: usize>(
             }
         }
     }
-    for r in 0..rb {
-        // SAFETY: rows r0..r0+rb and columns c0+c..c0+c+T of Y belong to this task alone
-        // (disjoint grid).
-        let out = unsafe { std::slice::from_raw_parts_mut(y.0.add((r0 + r) * n + c0 + c), T) };
-        let b = bias.get(r0 + r).copied().unwrap_or(0.0);
-        for l in 0..T {
-            out[l] = acc.0[r][l] + b;
-        }
-    }
+    acc.store(dest, bias);
 }
 
 #[cfg(test)]
