@@ -152,18 +152,23 @@ type Place = (Option<usize>, usize);
 #[derive(Clone, Default)]
 struct Where(Arc<Mutex<Vec<Place>>>);
 
+impl Where {
+    fn record(&self) {
+        let here = (rayon::current_thread_index(), rayon::current_num_threads());
+        self.0.lock().unwrap().push(here);
+    }
+}
+
 impl Callback for Where {
     fn name(&self) -> String {
         "where".into()
     }
     fn on_begin(&mut self, _c: &mut Ctx<'_>) -> Result<()> {
-        let here = (rayon::current_thread_index(), rayon::current_num_threads());
-        self.0.lock().unwrap().push(here);
+        self.record();
         Ok(())
     }
     fn on_step_end(&mut self, _c: &mut Ctx<'_>) -> Result<Control> {
-        let here = (rayon::current_thread_index(), rayon::current_num_threads());
-        self.0.lock().unwrap().push(here);
+        self.record();
         Ok(Control::Continue)
     }
 }

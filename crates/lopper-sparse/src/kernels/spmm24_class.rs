@@ -15,7 +15,7 @@
 //! width: overlapping tiles write equal values.
 use super::grid::{SyncPtr, in_pool};
 use super::simd::{Isa, fmadd, isa, multiversion};
-use super::ytile::{CB, Dest, Tile};
+use super::ytile::{BlockSum, CB, Dest, Tile, run_blocks};
 use crate::Sparse24;
 use crate::sparse24::meta_words;
 use lopper_tensor::Par;
@@ -136,84 +136,75 @@ fn class_body<const FMA: bool>(
     rows: (usize, usize, usize),
     c0: usize,
 ) {
-    debug_assert!(rows.0.is_multiple_of(CB) && cs.is_multiple_of(tc) && cs <= sw);
-    for c in (0..cs).step_by(tc) {
-        for r0 in (rows.0..rows.1).step_by(CB) {
-            let a = (v, plan, bias, slab, k, sw, y, n);
-            let r = (r0, (rows.2 - r0).min(CB));
-            match tc {
-                128 => block::<FMA, 128>(a, r, c, c0),
-                32 => block::<FMA, 32>(a, r, c, c0),
-                _ => block::<FMA, 16>(a, r, c, c0),
-            }
-        }
-    }
+    debug_assert!(cs <= sw);
+    let kern = Class {
+        v,
+        plan,
+        slab,
+        k,
+        sw,
+    };
+    run_blocks::<_, FMA>(&kern, bias, y, n, tc, cs, rows, c0);
 }
 
-/// The operands a block reads: values in place order, plan, bias, slab, K, slab width, Y, N.
-type Operands<'a> = (
-    &'a [f32],
-    &'a Plan,
-    &'a [f32],
-    &'a [f32],
-    usize,
-    usize,
-    SyncPtr,
-    usize,
-);
+/// What the class kernel's blocks read: the values in place order, the plan, X's slab (K rows of
+/// sw elements).
+struct Class<'a> {
+    v: &'a [f32],
+    plan: &'a Plan,
+    slab: &'a [f32],
+    k: usize,
+    sw: usize,
+}
 
-/// Y[r0..r0+rb, c0+c..c0+c+T] for the block of rb rows at r0.
-#[inline(always)]
-fn block<const FMA: bool, const T: usize>(
-    (v, plan, bias, slab, k, sw, y, n): Operands<'_>,
-    (r0, rb): (usize, usize),
-    c: usize,
-    c0: usize,
-) {
-    let groups = k / 4;
-    let b = r0 / CB;
-    let dest = Dest {
-        y,
-        n,
-        r0,
-        rb,
-        col: c0 + c,
-    };
-    let mut acc = Tile::<T>::zeros();
-    let xrow = |row: usize| -> [f32; T] {
-        // SAFETY: row < K (4g + p with p < 4, g < K/4), c + T <= sw, and the slab holds K rows of
-        // sw elements.
-        unsafe { *(slab.as_ptr().add(row * sw + c) as *const [f32; T]) }
-    };
-    for g in 0..groups {
-        Tile::<T>::prefetch(dest, g, groups);
-        let base = r0 * groups + g * rb;
-        let p = &plan.perm[base..base + rb];
-        let vg = &v[2 * base..2 * (base + rb)];
-        let ci = b * groups + g;
-        let mut i = 0;
-        for &(code, end) in &plan.cls[plan.cls_off[ci]..plan.cls_off[ci + 1]] {
-            let xa = xrow(4 * g + (code & 3) as usize);
-            let xb = xrow(4 * g + (code >> 2) as usize);
-            while i < end as usize {
-                // SAFETY: i < end <= rb (places of the block), p[i] < rb <= CB, and vg holds 2 rb.
-                let (r, w0, w1) = unsafe {
-                    (
-                        *p.get_unchecked(i) as usize,
-                        *vg.get_unchecked(2 * i),
-                        *vg.get_unchecked(2 * i + 1),
-                    )
-                };
-                // SAFETY: as above
-                let a = unsafe { acc.0.get_unchecked_mut(r) };
-                for l in 0..T {
-                    a[l] = fmadd::<FMA>(w1, xb[l], fmadd::<FMA>(w0, xa[l], a[l]));
+impl BlockSum for Class<'_> {
+    #[inline(always)]
+    fn sum<const FMA: bool, const T: usize>(&self, dest: Dest, c: usize, acc: &mut Tile<T>) {
+        let Class {
+            v,
+            plan,
+            slab,
+            k,
+            sw,
+        } = *self;
+        let (r0, rb) = (dest.r0, dest.rb);
+        let groups = k / 4;
+        let b = r0 / CB;
+        let xrow = |row: usize| -> [f32; T] {
+            // SAFETY: row < K (4g + p with p < 4, g < K/4), c + T <= sw, and the slab holds K
+            // rows of sw elements.
+            unsafe { *(slab.as_ptr().add(row * sw + c) as *const [f32; T]) }
+        };
+        for g in 0..groups {
+            Tile::<T>::prefetch(dest, g, groups);
+            let base = r0 * groups + g * rb;
+            let p = &plan.perm[base..base + rb];
+            let vg = &v[2 * base..2 * (base + rb)];
+            let ci = b * groups + g;
+            let mut i = 0;
+            for &(code, end) in &plan.cls[plan.cls_off[ci]..plan.cls_off[ci + 1]] {
+                let xa = xrow(4 * g + (code & 3) as usize);
+                let xb = xrow(4 * g + (code >> 2) as usize);
+                while i < end as usize {
+                    // SAFETY: i < end <= rb (places of the block), p[i] < rb <= CB, and vg holds
+                    // 2 rb.
+                    let (r, w0, w1) = unsafe {
+                        (
+                            *p.get_unchecked(i) as usize,
+                            *vg.get_unchecked(2 * i),
+                            *vg.get_unchecked(2 * i + 1),
+                        )
+                    };
+                    // SAFETY: as above
+                    let a = unsafe { acc.0.get_unchecked_mut(r) };
+                    for l in 0..T {
+                        a[l] = fmadd::<FMA>(w1, xb[l], fmadd::<FMA>(w0, xa[l], a[l]));
+                    }
+                    i += 1;
                 }
-                i += 1;
             }
         }
     }
-    acc.store(dest, bias);
 }
 
 #[cfg(test)]

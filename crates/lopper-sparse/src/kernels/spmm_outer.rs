@@ -11,7 +11,7 @@
 //! Every element of Y sums its entries in increasing column order, from zero, the bias last.
 use super::grid::{SyncPtr, in_pool, l2_bytes};
 use super::simd::{Isa, fmadd, isa, multiversion};
-use super::ytile::{CB, Dest, Tile};
+use super::ytile::{BlockSum, CB, Dest, Tile, run_blocks};
 use crate::Csr;
 use lopper_tensor::Par;
 
@@ -132,67 +132,58 @@ fn outer_body<const FMA: bool>(
     rows: (usize, usize, usize),
     c0: usize,
 ) {
-    debug_assert!(rows.0.is_multiple_of(CB) && cs.is_multiple_of(tc) && cs <= sw);
-    for c in (0..cs).step_by(tc) {
-        for r0 in (rows.0..rows.1).step_by(CB) {
-            let a = (plan, v, bias, slab, k, sw, y, n);
-            let r = (r0, (rows.2 - r0).min(CB));
-            match tc {
-                128 => block::<FMA, 128>(a, r, c, c0),
-                32 => block::<FMA, 32>(a, r, c, c0),
-                _ => block::<FMA, 16>(a, r, c, c0),
-            }
-        }
-    }
+    debug_assert!(cs <= sw);
+    let kern = Blocks {
+        plan,
+        v,
+        slab,
+        k,
+        sw,
+    };
+    run_blocks::<_, FMA>(&kern, bias, y, n, tc, cs, rows, c0);
 }
 
-type Operands<'a> = (
-    &'a Outer,
-    &'a [f32],
-    &'a [f32],
-    &'a [f32],
-    usize,
-    usize,
-    SyncPtr,
-    usize,
-);
+/// What the outer-product kernel's blocks read: the plan, the values in place order, X's slab (K
+/// rows of sw elements).
+struct Blocks<'a> {
+    plan: &'a Outer,
+    v: &'a [f32],
+    slab: &'a [f32],
+    k: usize,
+    sw: usize,
+}
 
-/// Y[r0..r0+rb, c0+c..c0+c+T] for the block of rb rows at r0.
-#[inline(always)]
-fn block<const FMA: bool, const T: usize>(
-    (plan, v, bias, slab, k, sw, y, n): Operands<'_>,
-    (r0, rb): (usize, usize),
-    c: usize,
-    c0: usize,
-) {
-    let dest = Dest {
-        y,
-        n,
-        r0,
-        rb,
-        col: c0 + c,
-    };
-    let mut acc = Tile::<T>::zeros();
-    let cp = &plan.col_ptr[r0 / CB * (k + 1)..(r0 / CB + 1) * (k + 1)];
-    for j in 0..k {
-        Tile::<T>::prefetch(dest, j, k);
-        let (e0, e1) = (cp[j] as usize, cp[j + 1] as usize);
-        if e0 == e1 {
-            continue;
-        }
-        // SAFETY: j < K, c + T <= sw, and the slab holds K rows of sw elements.
-        let xj: [f32; T] = unsafe { *(slab.as_ptr().add(j * sw + c) as *const [f32; T]) };
-        for e in e0..e1 {
-            // SAFETY: e < nnz (col_ptr's places), and rows[e] < rb <= CB.
-            let (r, w) = unsafe { (*plan.rows.get_unchecked(e) as usize, *v.get_unchecked(e)) };
-            // SAFETY: as above
-            let a = unsafe { acc.0.get_unchecked_mut(r) };
-            for l in 0..T {
-                a[l] = fmadd::<FMA>(w, xj[l], a[l]);
+impl BlockSum for Blocks<'_> {
+    #[inline(always)]
+    fn sum<const FMA: bool, const T: usize>(&self, dest: Dest, c: usize, acc: &mut Tile<T>) {
+        let Blocks {
+            plan,
+            v,
+            slab,
+            k,
+            sw,
+        } = *self;
+        let b = dest.r0 / CB;
+        let cp = &plan.col_ptr[b * (k + 1)..(b + 1) * (k + 1)];
+        for j in 0..k {
+            Tile::<T>::prefetch(dest, j, k);
+            let (e0, e1) = (cp[j] as usize, cp[j + 1] as usize);
+            if e0 == e1 {
+                continue;
+            }
+            // SAFETY: j < K, c + T <= sw, and the slab holds K rows of sw elements.
+            let xj: [f32; T] = unsafe { *(slab.as_ptr().add(j * sw + c) as *const [f32; T]) };
+            for e in e0..e1 {
+                // SAFETY: e < nnz (col_ptr's places), and rows[e] < rb <= CB.
+                let (r, w) = unsafe { (*plan.rows.get_unchecked(e) as usize, *v.get_unchecked(e)) };
+                // SAFETY: as above
+                let a = unsafe { acc.0.get_unchecked_mut(r) };
+                for l in 0..T {
+                    a[l] = fmadd::<FMA>(w, xj[l], a[l]);
+                }
             }
         }
     }
-    acc.store(dest, bias);
 }
 
 #[cfg(test)]

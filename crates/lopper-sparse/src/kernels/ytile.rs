@@ -3,6 +3,7 @@
 //! by the kernel, then stored to Y with the bias. Y's lines are fetched into L2 while the kernel
 //! runs, so that the final stores do not wait for them (without: 1.15x dense at 3072 x 768 x 512
 //! on one thread for spmm_24, with: 1.23-1.41x; `perf` had 15% of the samples on the store).
+//! [`run_blocks`] walks a task's column tiles and blocks of rows for either kernel ([`BlockSum`]).
 use super::grid::SyncPtr;
 
 /// Rows of W per block (a multiple of spmm_24's register tiles of 7 and 4 rows). Y's tile is
@@ -71,4 +72,58 @@ impl<const T: usize> Tile<T> {
             }
         }
     }
+}
+
+/// A kernel that sums one block of rows of W over one tile of T columns of X's slab into Y's tile
+/// (spmm_24's class kernel, spmm's outer-product kernel).
+pub(crate) trait BlockSum {
+    /// Adds the products of the block `d` names (rows d.r0..d.r0+d.rb of W) over columns c..c+T
+    /// of the slab into `acc`, calling [`Tile::prefetch`] on `d` at each step of its loop.
+    fn sum<const FMA: bool, const T: usize>(&self, d: Dest, c: usize, acc: &mut Tile<T>);
+}
+
+/// Rows `rows.0..rows.1` (starting on a block) of the `rows.2` rows of W, columns c0..c0+cs of Y
+/// (row stride n) in tiles of tc (128, 32 or 16; cs a multiple of it): each block's tile zeroed,
+/// summed by `kern`, then stored with `bias` (none when empty).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_blocks<K: BlockSum, const FMA: bool>(
+    kern: &K,
+    bias: &[f32],
+    y: SyncPtr,
+    n: usize,
+    tc: usize,
+    cs: usize,
+    rows: (usize, usize, usize),
+    c0: usize,
+) {
+    debug_assert!(rows.0.is_multiple_of(CB) && cs.is_multiple_of(tc));
+    for c in (0..cs).step_by(tc) {
+        for r0 in (rows.0..rows.1).step_by(CB) {
+            let d = Dest {
+                y,
+                n,
+                r0,
+                rb: (rows.2 - r0).min(CB),
+                col: c0 + c,
+            };
+            match tc {
+                128 => one_block::<K, FMA, 128>(kern, d, c, bias),
+                32 => one_block::<K, FMA, 32>(kern, d, c, bias),
+                _ => one_block::<K, FMA, 16>(kern, d, c, bias),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn one_block<K: BlockSum, const FMA: bool, const T: usize>(
+    kern: &K,
+    d: Dest,
+    c: usize,
+    bias: &[f32],
+) {
+    let mut acc = Tile::<T>::zeros();
+    kern.sum::<FMA, T>(d, c, &mut acc);
+    acc.store(d, bias);
 }
